@@ -1,0 +1,19 @@
+//! pipetrail's shared core: the event model, GitLab decoding, lifecycle normalization,
+//! the ledger (canonical bytes, Merkle tree, signed checkpoints) and storage logic.
+//! Everything here is plain Rust with no Spin or wasmtime types, so it is tested natively
+//! and compiled into each component unchanged.
+
+pub mod canonical;
+pub mod encoding;
+pub mod gitlab;
+pub mod ingest;
+pub mod lifecycle;
+pub mod merkle;
+pub mod model;
+pub mod note;
+pub mod params;
+pub mod provenance;
+pub mod sql;
+pub mod store;
+pub mod time;
+pub mod verify;

@@ -1,0 +1,158 @@
+//! Query-string parsing and validation for the query API. Every rejection names the
+//! parameter, so `GET /api/v1/events?limt=5` says `limt` is unknown instead of ignoring it.
+
+use crate::store::EventFilter;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamError {
+    pub param: String,
+    pub message: String,
+}
+
+impl ParamError {
+    fn new(param: &str, message: impl Into<String>) -> Self {
+        Self { param: param.into(), message: message.into() }
+    }
+}
+
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Splits `a=1&b=2`; a malformed pair is an error naming it.
+pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ParamError> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = percent_decode(k).ok_or_else(|| ParamError::new(k, "malformed percent-encoding"))?;
+            let value = percent_decode(v).ok_or_else(|| ParamError::new(&key, "malformed percent-encoding"))?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// The filters `GET /api/v1/events` accepts (also listed in the README).
+pub const EVENT_FILTERS: &[&str] = &[
+    "forge", "project", "pipeline", "job", "actor", "action", "trigger", "ref", "since", "until", "cursor", "limit",
+];
+
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+pub fn parse_u64(param: &str, v: &str) -> Result<u64, ParamError> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or_else(|| ParamError::new(param, format!("expected a non-negative integer, got {v:?}")))
+}
+
+/// Parses event-list parameters into a filter and a page size.
+pub fn event_filter(pairs: &[(String, String)]) -> Result<(EventFilter, usize), ParamError> {
+    let mut f = EventFilter::default();
+    let mut limit = DEFAULT_LIMIT;
+    let mut seen: Vec<&str> = Vec::new();
+    for (k, v) in pairs {
+        if !EVENT_FILTERS.contains(&k.as_str()) {
+            return Err(ParamError::new(k, format!("unknown parameter; accepted: {}", EVENT_FILTERS.join(", "))));
+        }
+        if seen.contains(&k.as_str()) {
+            return Err(ParamError::new(k, "given more than once"));
+        }
+        seen.push(k);
+        if v.is_empty() {
+            return Err(ParamError::new(k, "is empty"));
+        }
+        let s = Some(v.clone());
+        match k.as_str() {
+            "forge" => {
+                if !matches!(v.as_str(), "gitlab" | "github") {
+                    return Err(ParamError::new(k, "expected gitlab or github"));
+                }
+                f.forge = s;
+            }
+            "project" => f.project = s,
+            "pipeline" => f.pipeline = Some(parse_u64(k, v)?),
+            "job" => f.job = Some(parse_u64(k, v)?),
+            "actor" => f.actor = s,
+            "action" => f.action = s,
+            "trigger" => f.trigger = s,
+            "ref" => f.git_ref = s,
+            "since" | "until" => {
+                let t = crate::time::normalize(v)
+                    .ok_or_else(|| ParamError::new(k, format!("expected an RFC 3339 time, got {v:?}")))?;
+                if k == "since" { f.since = Some(t) } else { f.until = Some(t) }
+            }
+            "cursor" => f.after_seq = Some(parse_u64(k, v)?),
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| ParamError::new(k, format!("expected an integer from 1 to {MAX_LIMIT}")))?;
+            }
+            _ => unreachable!("checked against EVENT_FILTERS"),
+        }
+    }
+    if let (Some(a), Some(b)) = (&f.since, &f.until)
+        && a >= b
+    {
+        return Err(ParamError::new("until", "must be later than since"));
+    }
+    Ok((f, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(q: &str) -> Vec<(String, String)> {
+        parse_query(q).unwrap()
+    }
+
+    #[test]
+    fn parses_filters() {
+        let (f, limit) = event_filter(&pairs("project=gitlab-org%2Fgitlab-test&actor=user1&since=2016-08-12T00:00:00Z&limit=5&cursor=7")).unwrap();
+        assert_eq!(f.project.as_deref(), Some("gitlab-org/gitlab-test"));
+        assert_eq!(f.actor.as_deref(), Some("user1"));
+        assert_eq!(f.since.as_deref(), Some("2016-08-12T00:00:00.000Z"));
+        assert_eq!((limit, f.after_seq), (5, Some(7)));
+    }
+
+    #[test]
+    fn rejections_name_the_parameter() {
+        for (q, param) in [
+            ("limt=5", "limt"),
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("pipeline=abc", "pipeline"),
+            ("pipeline=-1", "pipeline"),
+            ("cursor=99999999999999999999", "cursor"),
+            ("since=yesterday", "since"),
+            ("since=2020-01-02T00:00:00Z&until=2020-01-01T00:00:00Z", "until"),
+            ("actor=a&actor=b", "actor"),
+            ("forge=svn", "forge"),
+            ("actor=", "actor"),
+        ] {
+            assert_eq!(event_filter(&pairs(q)).unwrap_err().param, param, "{q}");
+        }
+        assert_eq!(parse_query("a=%zz").unwrap_err().param, "a");
+        assert_eq!(percent_decode("a%20b+c").unwrap(), "a b c");
+    }
+}

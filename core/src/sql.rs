@@ -1,0 +1,92 @@
+//! The one seam between pipetrail's storage logic and a database: Spin's SQLite inside the
+//! components, rusqlite in the native tool and the tests. Statements are SQLite dialect.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl Val {
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Val::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Val::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_blob(&self) -> Option<&[u8]> {
+        match self {
+            Val::Blob(b) => Some(b),
+            _ => None,
+        }
+    }
+    pub fn text(s: impl Into<String>) -> Val {
+        Val::Text(s.into())
+    }
+    pub fn opt_text(s: Option<&str>) -> Val {
+        s.map_or(Val::Null, |s| Val::Text(s.into()))
+    }
+    pub fn int(i: u64) -> Val {
+        // SQLite integers are signed 64-bit; ids above i64::MAX are refused at the edge.
+        Val::Int(i as i64)
+    }
+    pub fn opt_int(i: Option<u64>) -> Val {
+        i.map_or(Val::Null, Val::int)
+    }
+}
+
+pub type Row = Vec<Val>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DbError {
+    /// The database or its disk is full: the caller answers 503 and may retry later.
+    Full(String),
+    Other(String),
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Full(m) => write!(f, "database full: {m}"),
+            DbError::Other(m) => write!(f, "database error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// A database connection. Spin's SQLite API is async, so this is too; the rusqlite
+/// implementation completes at once and is driven by [`block_on`].
+#[allow(async_fn_in_trait)]
+pub trait Sql {
+    async fn query(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError>;
+
+    async fn exec(&self, sql: &str, params: &[Val]) -> Result<(), DbError> {
+        self.query(sql, params).await.map(|_| ())
+    }
+}
+
+/// Runs a future that never waits on anything external (the rusqlite `Sql`) to completion.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}

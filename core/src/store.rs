@@ -1,0 +1,673 @@
+//! Storage: schema and migrations, the ledger append (events + tree nodes + checkpoints in
+//! one transaction), the projection, deliveries, and the reads the query side needs.
+//!
+//! Invariants held here (ARCHITECTURE.md): seq is dense from 0; one writer at a time,
+//! taken with `BEGIN IMMEDIATE`, never with component memory; a delivery is either
+//! recorded whole or not at all; one checkpoint per tree size (the size is the key).
+
+use crate::encoding::{base64_encode, sha256};
+use crate::lifecycle::{JobState, PipelineState, Projection};
+use crate::merkle::{self, Hash};
+use crate::model::Event;
+use crate::note::{Checkpoint, NoteSigner};
+use crate::sql::{DbError, Row, Sql, Val};
+
+type Result<T> = std::result::Result<T, DbError>;
+
+/// Schema versions, applied in order, each once. Never edit a released entry: add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: ledger, projection, deliveries, tokens, settings.
+    r#"
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        action TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        forge TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        project_id INTEGER NOT NULL,
+        project_path TEXT,
+        pipeline_id INTEGER,
+        job_id INTEGER,
+        actor_username TEXT,
+        trigger TEXT,
+        ref TEXT,
+        body TEXT
+    );
+    CREATE INDEX events_project ON events(project_id, seq);
+    CREATE INDEX events_project_path ON events(project_path, seq);
+    CREATE INDEX events_pipeline ON events(pipeline_id, seq);
+    CREATE INDEX events_job ON events(job_id, seq);
+    CREATE INDEX events_actor ON events(actor_username, seq);
+    CREATE INDEX events_action ON events(action, seq);
+    CREATE INDEX events_occurred ON events(occurred_at, seq);
+    CREATE TABLE tree_nodes (
+        level INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE checkpoints (
+        size INTEGER PRIMARY KEY,
+        root BLOB NOT NULL,
+        note TEXT NOT NULL,
+        signed_at TEXT NOT NULL
+    );
+    CREATE TABLE pruned (
+        seq INTEGER PRIMARY KEY,
+        policy TEXT NOT NULL,
+        pruned_at TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        delivery_key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        payload_sha256 TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        first_seq INTEGER,
+        body TEXT
+    );
+    CREATE TABLE delivery_outcomes (
+        outcome TEXT PRIMARY KEY,
+        count INTEGER NOT NULL
+    );
+    CREATE TABLE pipelines (
+        instance TEXT NOT NULL,
+        pipeline_id INTEGER NOT NULL,
+        project_id INTEGER NOT NULL,
+        project_path TEXT,
+        status TEXT,
+        attempt INTEGER NOT NULL,
+        iid INTEGER,
+        ref TEXT,
+        sha TEXT,
+        source TEXT,
+        trigger TEXT,
+        PRIMARY KEY (instance, pipeline_id)
+    );
+    CREATE TABLE jobs (
+        instance TEXT NOT NULL,
+        job_id INTEGER NOT NULL,
+        pipeline_id INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        name TEXT,
+        retried INTEGER NOT NULL,
+        PRIMARY KEY (instance, job_id)
+    );
+    CREATE INDEX jobs_pipeline ON jobs(instance, pipeline_id);
+    CREATE TABLE tokens (
+        hash TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        projects TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+];
+
+pub fn schema_version() -> usize {
+    MIGRATIONS.len()
+}
+
+/// Brings the schema up to date. Safe when several instances start at once: the version
+/// check and the migration run under one `BEGIN IMMEDIATE`, so exactly one applies each.
+pub async fn migrate<S: Sql>(db: &S) -> Result<()> {
+    // WAL lets readers (query) run beside the one writer (ingest). It persists in the file.
+    let _ = db.query("PRAGMA journal_mode=WAL", &[]).await;
+    db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)", &[]).await?;
+    let current = current_version(db).await?;
+    if current >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    db.exec("BEGIN IMMEDIATE", &[]).await?;
+    let result = async {
+        let current = current_version(db).await?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                db.exec(stmt, &[]).await?;
+            }
+            db.exec(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, datetime('now'))",
+                &[Val::Int(i as i64 + 1)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+    .await;
+    finish(db, result).await
+}
+
+async fn current_version<S: Sql>(db: &S) -> Result<usize> {
+    let rows = db.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await?;
+    Ok(first_int(&rows).unwrap_or(0) as usize)
+}
+
+/// Commits on success, rolls back on error (and reports the original error).
+pub async fn finish<S: Sql, T>(db: &S, result: Result<T>) -> Result<T> {
+    match result {
+        Ok(v) => {
+            db.exec("COMMIT", &[]).await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = db.exec("ROLLBACK", &[]).await;
+            Err(e)
+        }
+    }
+}
+
+fn first_int(rows: &[Row]) -> Option<i64> {
+    rows.first().and_then(|r| r.first()).and_then(Val::as_i64)
+}
+
+fn text_at(row: &Row, i: usize) -> Option<String> {
+    row.get(i).and_then(Val::as_str).map(str::to_string)
+}
+
+fn u64_at(row: &Row, i: usize) -> Option<u64> {
+    row.get(i).and_then(Val::as_i64).map(|v| v as u64)
+}
+
+// ---------------------------------------------------------------- deliveries
+
+pub async fn delivery_seen<S: Sql>(db: &S, key: &str) -> Result<bool> {
+    let rows = db.query("SELECT 1 FROM deliveries WHERE delivery_key = ?", &[Val::text(key)]).await?;
+    Ok(!rows.is_empty())
+}
+
+pub struct DeliveryRecord<'a> {
+    pub source: &'a str,
+    pub key: &'a str,
+    pub kind: &'a str,
+    pub received_at: &'a str,
+    pub payload_sha256: &'a str,
+    pub events: usize,
+    pub first_seq: Option<u64>,
+    pub redacted_body: Option<&'a str>,
+}
+
+pub async fn insert_delivery<S: Sql>(db: &S, d: &DeliveryRecord<'_>) -> Result<()> {
+    db.exec(
+        "INSERT INTO deliveries (source, delivery_key, kind, received_at, payload_sha256, events, first_seq, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        &[
+            Val::text(d.source),
+            Val::text(d.key),
+            Val::text(d.kind),
+            Val::text(d.received_at),
+            Val::text(d.payload_sha256),
+            Val::Int(d.events as i64),
+            Val::opt_int(d.first_seq),
+            Val::opt_text(d.redacted_body),
+        ],
+    )
+    .await
+}
+
+/// Counts a delivery outcome (recorded, duplicate, ignored, unauthorized, invalid, ...).
+pub async fn count_outcome<S: Sql>(db: &S, outcome: &str) -> Result<()> {
+    db.exec(
+        "INSERT INTO delivery_outcomes (outcome, count) VALUES (?, 1) ON CONFLICT(outcome) DO UPDATE SET count = count + 1",
+        &[Val::text(outcome)],
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- projection
+
+pub async fn load_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64) -> Result<Projection> {
+    let p = db
+        .query(
+            "SELECT project_id, project_path, status, attempt, iid, ref, sha, source, trigger FROM pipelines WHERE instance = ? AND pipeline_id = ?",
+            &[Val::text(instance), Val::int(pipeline_id)],
+        )
+        .await?;
+    let pipeline = p.first().map(|r| PipelineState {
+        project_id: u64_at(r, 0).unwrap_or(0),
+        project_path: text_at(r, 1),
+        status: text_at(r, 2),
+        attempt: u64_at(r, 3).unwrap_or(0) as u32,
+        iid: u64_at(r, 4),
+        git_ref: text_at(r, 5),
+        sha: text_at(r, 6),
+        source: text_at(r, 7),
+        trigger: text_at(r, 8),
+    });
+    let rows = db
+        .query(
+            "SELECT job_id, status, name, retried FROM jobs WHERE instance = ? AND pipeline_id = ?",
+            &[Val::text(instance), Val::int(pipeline_id)],
+        )
+        .await?;
+    let jobs = rows
+        .iter()
+        .map(|r| {
+            (
+                u64_at(r, 0).unwrap_or(0),
+                JobState {
+                    status: text_at(r, 1).unwrap_or_default(),
+                    name: text_at(r, 2),
+                    retried: r.get(3).and_then(Val::as_i64) == Some(1),
+                },
+            )
+        })
+        .collect();
+    Ok(Projection { pipeline, jobs })
+}
+
+pub async fn save_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64, before: &Projection, after: &Projection) -> Result<()> {
+    if let Some(p) = &after.pipeline
+        && before.pipeline.as_ref() != Some(p)
+    {
+        db.exec(
+            "INSERT OR REPLACE INTO pipelines (instance, pipeline_id, project_id, project_path, status, attempt, iid, ref, sha, source, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            &[
+                Val::text(instance),
+                Val::int(pipeline_id),
+                Val::int(p.project_id),
+                Val::opt_text(p.project_path.as_deref()),
+                Val::opt_text(p.status.as_deref()),
+                Val::Int(i64::from(p.attempt)),
+                Val::opt_int(p.iid),
+                Val::opt_text(p.git_ref.as_deref()),
+                Val::opt_text(p.sha.as_deref()),
+                Val::opt_text(p.source.as_deref()),
+                Val::opt_text(p.trigger.as_deref()),
+            ],
+        )
+        .await?;
+    }
+    for (id, job) in &after.jobs {
+        if before.jobs.get(id) == Some(job) {
+            continue;
+        }
+        db.exec(
+            "INSERT OR REPLACE INTO jobs (instance, job_id, pipeline_id, status, name, retried) VALUES (?, ?, ?, ?, ?, ?)",
+            &[
+                Val::text(instance),
+                Val::int(*id),
+                Val::int(pipeline_id),
+                Val::text(&job.status),
+                Val::opt_text(job.name.as_deref()),
+                Val::Int(i64::from(job.retried)),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- ledger
+
+pub async fn tree_size<S: Sql>(db: &S) -> Result<u64> {
+    let rows = db.query("SELECT COALESCE(MAX(idx) + 1, 0) FROM tree_nodes WHERE level = 0", &[]).await?;
+    Ok(first_int(&rows).unwrap_or(0) as u64)
+}
+
+/// Fetches stored nodes, in the order asked.
+pub async fn nodes<S: Sql>(db: &S, refs: &[merkle::NodeRef]) -> Result<Vec<Hash>> {
+    let mut out = Vec::with_capacity(refs.len());
+    // One statement for the lot: the refs of a root or proof are O(log n).
+    for chunk in refs.chunks(200) {
+        let cond = vec!["(level = ? AND idx = ?)"; chunk.len()].join(" OR ");
+        let params: Vec<Val> = chunk.iter().flat_map(|&(l, i)| [Val::Int(i64::from(l)), Val::int(i)]).collect();
+        let rows = db.query(&format!("SELECT level, idx, hash FROM tree_nodes WHERE {cond}"), &params).await?;
+        for &(level, idx) in chunk {
+            let hash = rows
+                .iter()
+                .find(|r| r[0].as_i64() == Some(i64::from(level)) && u64_at(r, 1) == Some(idx))
+                .and_then(|r| r[2].as_blob())
+                .and_then(|b| <Hash>::try_from(b).ok())
+                .ok_or_else(|| DbError::Other(format!("tree node ({level}, {idx}) is missing")))?;
+            out.push(hash);
+        }
+    }
+    Ok(out)
+}
+
+/// Hashes of the given leaf ranges, each folded from stored nodes (one query in all).
+pub async fn range_hashes<S: Sql>(db: &S, ranges: &[(u64, u64)]) -> Result<Vec<Hash>> {
+    let per_range: Vec<Vec<merkle::NodeRef>> = ranges.iter().map(|&(s, e)| merkle::range_nodes(s, e)).collect();
+    let all: Vec<merkle::NodeRef> = per_range.iter().flatten().copied().collect();
+    let hashes = nodes(db, &all).await?;
+    let mut at = 0;
+    Ok(per_range
+        .iter()
+        .map(|refs| {
+            let h = merkle::fold_range(&hashes[at..at + refs.len()]).expect("ranges are non-empty");
+            at += refs.len();
+            h
+        })
+        .collect())
+}
+
+pub async fn root_at<S: Sql>(db: &S, size: u64) -> Result<Hash> {
+    if size == 0 {
+        return Ok(merkle::empty_root());
+    }
+    Ok(range_hashes(db, &[(0, size)]).await?[0])
+}
+
+/// Appends events to the ledger inside the caller's transaction: assigns seq, writes the
+/// canonical body, the leaf and every completed parent. Events whose id is already stored
+/// are dropped (a fact is recorded once). Returns the stored events.
+pub async fn append<S: Sql>(db: &S, events: Vec<Event>) -> Result<Vec<(Event, Hash)>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let size = tree_size(db).await?;
+    // The frontier (complete subtrees of the current tree) holds every left sibling a new
+    // leaf can need; load it once and climb in memory.
+    let mut frontier: Vec<(u32, Hash)> = {
+        let refs = merkle::range_nodes(0, size);
+        let hashes = nodes(db, &refs).await?;
+        refs.iter().map(|r| r.0).zip(hashes).collect()
+    };
+    let mut out = Vec::with_capacity(events.len());
+    let mut seq = size;
+    for mut ev in events {
+        let exists = db.query("SELECT 1 FROM events WHERE id = ?", &[Val::text(&ev.id)]).await?;
+        if !exists.is_empty() || out.iter().any(|(e, _): &(Event, Hash)| e.id == ev.id) {
+            continue;
+        }
+        ev.seq = seq;
+        let body = String::from_utf8(ev.canonical_bytes()).expect("canonical JSON is UTF-8");
+        let leaf = merkle::leaf_hash(body.as_bytes());
+        db.exec(
+            "INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, project_path, pipeline_id, job_id, actor_username, trigger, ref, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            &[
+                Val::int(seq),
+                Val::text(&ev.id),
+                Val::text(&ev.action),
+                Val::text(&ev.occurred_at),
+                Val::text(&ev.recorded_at),
+                Val::text(&ev.forge.kind),
+                Val::text(&ev.forge.instance),
+                Val::int(ev.project.id),
+                Val::opt_text(ev.project.path.as_deref()),
+                Val::opt_int(ev.pipeline.as_ref().map(|p| p.id)),
+                Val::opt_int(ev.job.as_ref().map(|j| j.id)),
+                Val::opt_text(ev.actor.username.as_deref()),
+                Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.trigger.as_deref())),
+                Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.git_ref.as_deref())),
+                Val::Text(body),
+            ],
+        )
+        .await?;
+        let mut node = (0u32, leaf);
+        let mut idx = seq;
+        insert_node(db, 0, idx, &leaf).await?;
+        while idx & 1 == 1 {
+            let (level, left) = frontier.pop().expect("an odd index has a left sibling");
+            debug_assert_eq!(level, node.0);
+            node = (level + 1, merkle::node_hash(&left, &node.1));
+            idx >>= 1;
+            insert_node(db, node.0, idx, &node.1).await?;
+        }
+        frontier.push(node);
+        out.push((ev, leaf));
+        seq += 1;
+    }
+    Ok(out)
+}
+
+async fn insert_node<S: Sql>(db: &S, level: u32, idx: u64, hash: &Hash) -> Result<()> {
+    db.exec(
+        "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)",
+        &[Val::Int(i64::from(level)), Val::int(idx), Val::Blob(hash.to_vec())],
+    )
+    .await
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    pub note: String,
+    pub signed_at: String,
+}
+
+pub async fn latest_checkpoint<S: Sql>(db: &S) -> Result<Option<StoredCheckpoint>> {
+    let rows = db.query("SELECT size, root, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1", &[]).await?;
+    Ok(rows.first().map(checkpoint_from))
+}
+
+pub async fn checkpoints<S: Sql>(db: &S) -> Result<Vec<StoredCheckpoint>> {
+    let rows = db.query("SELECT size, root, note, signed_at FROM checkpoints ORDER BY size", &[]).await?;
+    Ok(rows.iter().map(checkpoint_from).collect())
+}
+
+fn checkpoint_from(r: &Row) -> StoredCheckpoint {
+    StoredCheckpoint {
+        size: u64_at(r, 0).unwrap_or(0),
+        root: r.get(1).and_then(Val::as_blob).and_then(|b| b.try_into().ok()).unwrap_or([0; 32]),
+        note: text_at(r, 2).unwrap_or_default(),
+        signed_at: text_at(r, 3).unwrap_or_default(),
+    }
+}
+
+/// Signs a checkpoint of the current tree when it grew and the last one is at least
+/// `interval_secs` old. Call inside the writer's transaction: the size is the primary key,
+/// so two instances can never store two roots for one size.
+pub async fn maybe_checkpoint<S: Sql>(db: &S, signer: &NoteSigner, now: &str, interval_secs: i64) -> Result<Option<StoredCheckpoint>> {
+    let size = tree_size(db).await?;
+    let last = latest_checkpoint(db).await?;
+    if let Some(l) = &last {
+        if l.size >= size {
+            return Ok(None);
+        }
+        let due = match (crate::time::parse(&l.signed_at), crate::time::parse(now)) {
+            (Some(a), Some(b)) => (b - a).num_seconds() >= interval_secs,
+            _ => true,
+        };
+        if !due {
+            return Ok(None);
+        }
+    }
+    let root = root_at(db, size).await?;
+    let body = Checkpoint { origin: signer.name.clone(), size, root }.body();
+    let note = signer.sign(&body).map_err(|e| DbError::Other(e.to_string()))?;
+    db.exec(
+        "INSERT INTO checkpoints (size, root, note, signed_at) VALUES (?, ?, ?, ?)",
+        &[Val::int(size), Val::Blob(root.to_vec()), Val::text(&note), Val::text(now)],
+    )
+    .await?;
+    Ok(Some(StoredCheckpoint { size, root, note, signed_at: now.into() }))
+}
+
+// ---------------------------------------------------------------- settings and tokens
+
+pub async fn setting<S: Sql>(db: &S, key: &str) -> Result<Option<String>> {
+    let rows = db.query("SELECT value FROM settings WHERE key = ?", &[Val::text(key)]).await?;
+    Ok(rows.first().and_then(|r| text_at(r, 0)))
+}
+
+/// Stores `value` unless the key is already set; returns what is stored either way, so
+/// concurrent first starts agree on one value.
+pub async fn setting_or_insert<S: Sql>(db: &S, key: &str, value: &str) -> Result<String> {
+    db.exec("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", &[Val::text(key), Val::text(value)]).await?;
+    Ok(setting(db, key).await?.unwrap_or_else(|| value.into()))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub name: String,
+    pub scope: String,
+    /// Project ids or paths; empty means every project.
+    pub projects: Vec<String>,
+}
+
+pub fn token_hash(token: &str) -> String {
+    crate::encoding::hex(&sha256(token.as_bytes()))
+}
+
+pub async fn insert_token<S: Sql>(db: &S, token: &str, rec: &TokenRecord, now: &str) -> Result<()> {
+    db.exec(
+        "INSERT INTO tokens (hash, name, scope, projects, created_at) VALUES (?, ?, ?, ?, ?)",
+        &[
+            Val::text(token_hash(token)),
+            Val::text(&rec.name),
+            Val::text(&rec.scope),
+            Val::text(serde_json::to_string(&rec.projects).expect("strings serialize")),
+            Val::text(now),
+        ],
+    )
+    .await
+}
+
+pub async fn find_token<S: Sql>(db: &S, token: &str) -> Result<Option<TokenRecord>> {
+    // Tokens are 256-bit random: looking one up by its SHA-256 reveals nothing useful
+    // through timing, and the hash is all that is stored.
+    let rows = db.query("SELECT name, scope, projects FROM tokens WHERE hash = ?", &[Val::text(token_hash(token))]).await?;
+    Ok(rows.first().map(|r| TokenRecord {
+        name: text_at(r, 0).unwrap_or_default(),
+        scope: text_at(r, 1).unwrap_or_default(),
+        projects: text_at(r, 2).and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_default(),
+    }))
+}
+
+// ---------------------------------------------------------------- reads
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub forge: Option<String>,
+    pub project: Option<String>,
+    pub pipeline: Option<u64>,
+    pub job: Option<u64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub trigger: Option<String>,
+    pub git_ref: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Return events with seq greater than this (keyset cursor).
+    pub after_seq: Option<u64>,
+    /// Only these projects (ids or paths): a scoped token's reach. `None` = all.
+    pub scope: Option<Vec<String>>,
+}
+
+/// A stored event as the API serves it: the parsed body, its seq and leaf hash. A pruned
+/// event has no body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub body: Option<serde_json::Value>,
+    pub leaf_hash: Hash,
+}
+
+impl StoredEvent {
+    pub fn to_api_json(&self) -> serde_json::Value {
+        let mut v = self.body.clone().unwrap_or_else(|| serde_json::json!({"seq": self.seq, "pruned": true}));
+        if let Some(o) = v.as_object_mut() {
+            o.insert("leaf_hash".into(), serde_json::Value::String(base64_encode(&self.leaf_hash)));
+        }
+        v
+    }
+}
+
+fn project_condition(value: &str, params: &mut Vec<Val>) -> String {
+    match value.parse::<u64>() {
+        Ok(id) => {
+            params.push(Val::int(id));
+            "project_id = ?".into()
+        }
+        Err(_) => {
+            params.push(Val::text(value));
+            "project_path = ?".into()
+        }
+    }
+}
+
+pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Result<Vec<StoredEvent>> {
+    let mut cond: Vec<String> = Vec::new();
+    let mut params: Vec<Val> = Vec::new();
+    let eq = |col: &str, v: Val, cond: &mut Vec<String>, params: &mut Vec<Val>| {
+        cond.push(format!("e.{col} = ?"));
+        params.push(v);
+    };
+    if let Some(v) = &f.forge {
+        eq("forge", Val::text(v), &mut cond, &mut params);
+    }
+    if let Some(v) = &f.project {
+        let c = project_condition(v, &mut params);
+        cond.push(format!("e.{c}"));
+    }
+    if let Some(v) = f.pipeline {
+        eq("pipeline_id", Val::int(v), &mut cond, &mut params);
+    }
+    if let Some(v) = f.job {
+        eq("job_id", Val::int(v), &mut cond, &mut params);
+    }
+    if let Some(v) = &f.actor {
+        eq("actor_username", Val::text(v), &mut cond, &mut params);
+    }
+    if let Some(v) = &f.action {
+        eq("action", Val::text(v), &mut cond, &mut params);
+    }
+    if let Some(v) = &f.trigger {
+        eq("trigger", Val::text(v), &mut cond, &mut params);
+    }
+    if let Some(v) = &f.git_ref {
+        eq("ref", Val::text(v), &mut cond, &mut params);
+    }
+    if let Some(v) = &f.since {
+        cond.push("e.occurred_at >= ?".into());
+        params.push(Val::text(v));
+    }
+    if let Some(v) = &f.until {
+        cond.push("e.occurred_at < ?".into());
+        params.push(Val::text(v));
+    }
+    if let Some(v) = f.after_seq {
+        cond.push("e.seq > ?".into());
+        params.push(Val::int(v));
+    }
+    if let Some(scope) = &f.scope {
+        if scope.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ors: Vec<String> = scope.iter().map(|p| format!("e.{}", project_condition(p, &mut params))).collect();
+        cond.push(format!("({})", ors.join(" OR ")));
+    }
+    let where_ = if cond.is_empty() { String::new() } else { format!("WHERE {}", cond.join(" AND ")) };
+    params.push(Val::Int(limit as i64));
+    let rows = db
+        .query(
+            &format!("SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.level = 0 AND t.idx = e.seq {where_} ORDER BY e.seq LIMIT ?"),
+            &params,
+        )
+        .await?;
+    Ok(rows.iter().map(stored_event).collect())
+}
+
+fn stored_event(r: &Row) -> StoredEvent {
+    StoredEvent {
+        seq: u64_at(r, 0).unwrap_or(0),
+        body: text_at(r, 1).and_then(|b| serde_json::from_str(&b).ok()),
+        leaf_hash: r.get(2).and_then(Val::as_blob).and_then(|b| b.try_into().ok()).unwrap_or([0; 32]),
+    }
+}
+
+pub async fn event_by_seq<S: Sql>(db: &S, seq: u64) -> Result<Option<StoredEvent>> {
+    let rows = db
+        .query("SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.level = 0 AND t.idx = e.seq WHERE e.seq = ?", &[Val::int(seq)])
+        .await?;
+    Ok(rows.first().map(stored_event))
+}
+
+pub async fn seq_of_event_id<S: Sql>(db: &S, id: &str) -> Result<Option<u64>> {
+    let rows = db.query("SELECT seq FROM events WHERE id = ?", &[Val::text(id)]).await?;
+    Ok(first_int(&rows).map(|s| s as u64))
+}
+
+pub async fn outcome_counts<S: Sql>(db: &S) -> Result<Vec<(String, u64)>> {
+    let rows = db.query("SELECT outcome, count FROM delivery_outcomes ORDER BY outcome", &[]).await?;
+    Ok(rows.iter().map(|r| (text_at(r, 0).unwrap_or_default(), u64_at(r, 1).unwrap_or(0))).collect())
+}

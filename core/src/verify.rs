@@ -1,0 +1,194 @@
+//! Offline verification of a ledger: recompute every leaf from the stored canonical body,
+//! rebuild the tree, check every checkpoint's signature and root, and name the first bad
+//! entry exactly. Reads in seq-ordered chunks, so memory stays O(chunk + log n).
+
+use crate::encoding::base64_encode;
+use crate::merkle::{self, Frontier, Hash};
+use crate::note::{Checkpoint, NoteVerifier};
+use crate::sql::{DbError, Sql, Val};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Ok {
+        size: u64,
+        root: Hash,
+        checkpoints: usize,
+        pruned: u64,
+    },
+    Tampered {
+        /// The first entry that is wrong, when one entry can be named.
+        seq: Option<u64>,
+        /// edited | missing | reordered | inserted | rolled_back | bad_signature | fork | root_mismatch
+        kind: &'static str,
+        detail: String,
+    },
+}
+
+impl Verdict {
+    pub fn line(&self) -> String {
+        match self {
+            Verdict::Ok { size, root, checkpoints, pruned } => format!(
+                "OK: {size} entries ({pruned} pruned), root {} at size {size}, {checkpoints} checkpoint(s) verified",
+                base64_encode(root)
+            ),
+            Verdict::Tampered { seq: Some(s), kind, detail } => format!("TAMPERED: first bad seq {s}: {kind}: {detail}"),
+            Verdict::Tampered { seq: None, kind, detail } => format!("TAMPERED: {kind}: {detail}"),
+        }
+    }
+}
+
+fn tampered(seq: Option<u64>, kind: &'static str, detail: impl Into<String>) -> Verdict {
+    Verdict::Tampered { seq, kind, detail: detail.into() }
+}
+
+const CHUNK: i64 = 5000;
+
+struct Row {
+    seq: u64,
+    body: Option<String>,
+}
+
+/// Verifies the SQLite ledger behind `db` against `key`. `external` is a signed checkpoint
+/// kept elsewhere (a witness, another volume): it catches a rollback of the whole database.
+pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str>) -> Result<Verdict, DbError> {
+    // 1. Checkpoints: each must be signed by the key and agree with its stored root.
+    let mut checkpoints = Vec::new();
+    for cp in crate::store::checkpoints(db).await? {
+        let parsed = match key.open(&cp.note).map(Checkpoint::parse) {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) | Err(e) => return Ok(tampered(None, "bad_signature", format!("checkpoint at size {}: {e}", cp.size))),
+        };
+        if parsed.size != cp.size || parsed.root != cp.root || parsed.origin != key.name {
+            return Ok(tampered(None, "bad_signature", format!("checkpoint at size {}: stored size/root/origin differ from the signed note", cp.size)));
+        }
+        checkpoints.push(parsed);
+    }
+    if let Some(text) = external {
+        let parsed = match key.open(text).map(Checkpoint::parse) {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) | Err(e) => return Ok(tampered(None, "bad_signature", format!("external checkpoint: {e}"))),
+        };
+        checkpoints.push(parsed);
+    }
+    checkpoints.sort_by_key(|c| c.size);
+
+    // 2. Leaves and bodies, in seq order.
+    let leaf_count = crate::store::tree_size(db).await?;
+    let row_count = {
+        let rows = db.query("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", &[]).await?;
+        rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0) as u64
+    };
+    let mut frontier = Frontier::default();
+    let mut pruned = 0u64;
+    let mut next_cp = 0usize;
+    let mut expected = 0u64;
+    let mut start = 0i64;
+    let end = leaf_count.max(row_count) as i64;
+    while start < end {
+        let rows: Vec<Row> = db
+            .query("SELECT seq, body FROM events WHERE seq >= ? AND seq < ? ORDER BY seq", &[Val::Int(start), Val::Int(start + CHUNK)])
+            .await?
+            .into_iter()
+            .map(|r| Row { seq: r[0].as_i64().unwrap_or(-1) as u64, body: r[1].as_str().map(str::to_string) })
+            .collect();
+        let leaves = leaf_range(db, start, start + CHUNK).await?;
+        let next_rows = db
+            .query("SELECT body FROM events WHERE seq = ?", &[Val::Int(start + CHUNK)])
+            .await?;
+        let following_body = next_rows.first().and_then(|r| r[0].as_str().map(str::to_string));
+        for (i, row) in rows.iter().enumerate() {
+            if row.seq != expected {
+                return Ok(tampered(Some(expected), "missing", format!("no event row with seq {expected}")));
+            }
+            let Some(stored_leaf) = leaves.get(&row.seq) else {
+                return Ok(tampered(Some(row.seq), "inserted", "the row has no leaf in the tree"));
+            };
+            let leaf = match &row.body {
+                Some(body) => {
+                    let leaf = merkle::leaf_hash(body.as_bytes());
+                    if &leaf != stored_leaf {
+                        let claimed = body_seq(body);
+                        let next_body = rows.get(i + 1).and_then(|r| r.body.clone()).or(following_body.clone());
+                        let kind = classify(row.seq, claimed, &leaf, &leaves, next_body.as_deref());
+                        return Ok(tampered(Some(row.seq), kind.0, kind.1));
+                    }
+                    if body_seq(body) != Some(row.seq) {
+                        return Ok(tampered(Some(row.seq), "edited", "the body's seq differs from its position"));
+                    }
+                    leaf
+                }
+                None => {
+                    let tomb = db.query("SELECT 1 FROM pruned WHERE seq = ?", &[Val::int(row.seq)]).await?;
+                    if tomb.is_empty() {
+                        return Ok(tampered(Some(row.seq), "edited", "the body was removed without a retention tombstone"));
+                    }
+                    pruned += 1;
+                    *stored_leaf
+                }
+            };
+            frontier.push(leaf);
+            expected += 1;
+            while next_cp < checkpoints.len() && checkpoints[next_cp].size == frontier.size() {
+                if checkpoints[next_cp].root != frontier.root() {
+                    let prev = if next_cp == 0 { 0 } else { checkpoints[next_cp - 1].size };
+                    return Ok(tampered(
+                        Some(prev),
+                        "root_mismatch",
+                        format!(
+                            "entries {prev}..{} hash to a different root than the checkpoint at size {} signed: rewritten consistently (bodies and leaves) somewhere in that range",
+                            frontier.size() - 1,
+                            frontier.size()
+                        ),
+                    ));
+                }
+                next_cp += 1;
+            }
+        }
+        start += CHUNK;
+    }
+    if expected < leaf_count {
+        return Ok(tampered(Some(expected), "missing", format!("the tree has {leaf_count} leaves but events stop at seq {expected}")));
+    }
+    if let Some(cp) = checkpoints.get(next_cp) {
+        return Ok(tampered(
+            Some(frontier.size()),
+            "rolled_back",
+            format!("a checkpoint signed size {} but the log holds {} entries", cp.size, frontier.size()),
+        ));
+    }
+    Ok(Verdict::Ok { size: frontier.size(), root: frontier.root(), checkpoints: checkpoints.len(), pruned })
+}
+
+async fn leaf_range<S: Sql>(db: &S, start: i64, end: i64) -> Result<std::collections::HashMap<u64, Hash>, DbError> {
+    let rows = db
+        .query("SELECT idx, hash FROM tree_nodes WHERE level = 0 AND idx >= ? AND idx < ?", &[Val::Int(start), Val::Int(end)])
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r[0].as_i64()? as u64, <Hash>::try_from(r[1].as_blob()?).ok()?)))
+        .collect())
+}
+
+fn body_seq(body: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(body).ok()?.get("seq")?.as_u64()
+}
+
+/// Names what happened at `seq`, whose body does not hash to its leaf.
+fn classify(
+    seq: u64,
+    claimed: Option<u64>,
+    leaf: &Hash,
+    leaves: &std::collections::HashMap<u64, Hash>,
+    next_body: Option<&str>,
+) -> (&'static str, String) {
+    match claimed {
+        Some(c) if c != seq && leaves.get(&c) == Some(leaf) => {
+            ("reordered", format!("the row at seq {seq} holds entry {c}"))
+        }
+        Some(c) if c != seq => ("reordered", format!("the row at seq {seq} claims seq {c}")),
+        _ if next_body.and_then(body_seq) == Some(seq) => {
+            ("inserted", format!("a row was inserted at seq {seq}; the original entry {seq} follows it"))
+        }
+        _ => ("edited", "the body does not hash to its leaf".into()),
+    }
+}

@@ -1,0 +1,232 @@
+//! What every pipetrail component needs from Spin, in one place: the SQLite connection as
+//! a `pipetrail_core::sql::Sql`, variables, bounded request bodies, JSON responses, the
+//! clock, randomness and API authentication. Components stay thin routers over core.
+
+use http::{HeaderMap, Response, StatusCode};
+use pipetrail_core::encoding::ct_eq;
+use pipetrail_core::note::NoteSigner;
+use pipetrail_core::sql::{DbError, Row, Sql, Val};
+use pipetrail_core::store::{self, TokenRecord};
+use serde_json::{Value, json};
+use spin_sdk::sqlite::{self, Connection};
+
+pub use spin_sdk::http::Request;
+
+/// GitLab's own limit for webhook bodies.
+pub const MAX_BODY: usize = 25 * 1024 * 1024;
+
+pub struct Db(Connection);
+
+impl Db {
+    /// Opens Spin's default database and brings its schema up to date.
+    pub async fn open() -> Result<Db, DbError> {
+        let conn = Connection::open_default().await.map_err(db_error)?;
+        let db = Db(conn);
+        store::migrate(&db).await?;
+        Ok(db)
+    }
+}
+
+fn db_error(e: sqlite::Error) -> DbError {
+    match e {
+        sqlite::Error::DatabaseFull => DbError::Full("the database is full".into()),
+        sqlite::Error::Io(m) if m.contains("full") => DbError::Full(m),
+        sqlite::Error::Io(m) => DbError::Other(m),
+        other => DbError::Other(format!("{other:?}")),
+    }
+}
+
+impl Sql for Db {
+    async fn query(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
+        let params = params.iter().map(|p| match p {
+            Val::Null => sqlite::Value::Null,
+            Val::Int(i) => sqlite::Value::Integer(*i),
+            Val::Real(r) => sqlite::Value::Real(*r),
+            Val::Text(s) => sqlite::Value::Text(s.clone()),
+            Val::Blob(b) => sqlite::Value::Blob(b.clone()),
+        });
+        let result = self.0.execute(sql, params).await.map_err(db_error)?;
+        let rows = result.collect().await.map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                r.values
+                    .into_iter()
+                    .map(|v| match v {
+                        sqlite::Value::Null => Val::Null,
+                        sqlite::Value::Integer(i) => Val::Int(i),
+                        sqlite::Value::Real(r) => Val::Real(r),
+                        sqlite::Value::Text(s) => Val::Text(s),
+                        sqlite::Value::Blob(b) => Val::Blob(b),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// A Spin variable; `None` when unset or empty (optional variables default to "").
+pub async fn var(name: &str) -> Option<String> {
+    spin_sdk::variables::get(name).await.ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Comma-separated variable values, trimmed, empty entries dropped.
+pub async fn var_list(name: &str) -> Vec<String> {
+    var(name)
+        .await
+        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+pub fn now() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    pipetrail_core::time::from_unix_millis(ms)
+}
+
+pub fn random_bytes(n: u64) -> Vec<u8> {
+    spin_sdk::wasip3::random::random::get_random_bytes(n)
+}
+
+pub enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// Reads the body, refusing more than `limit` bytes whether or not Content-Length says so.
+pub async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt;
+    if let Some(len) = header(req.headers(), "content-length").and_then(|l| l.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), limit);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub fn json(status: StatusCode, body: &Value) -> Response<String> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(format!("{body}\n"))
+        .expect("static headers are valid")
+}
+
+pub fn text(status: StatusCode, content_type: &str, body: String) -> Response<String> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .body(body)
+        .expect("static headers are valid")
+}
+
+/// A JSON error: `{"error": code, "message": ...}`.
+pub fn error(status: StatusCode, code: &str, message: impl AsRef<str>) -> Response<String> {
+    json(status, &json!({"error": code, "message": message.as_ref()}))
+}
+
+pub fn db_failure(e: &DbError) -> Response<String> {
+    match e {
+        DbError::Full(_) => error(StatusCode::SERVICE_UNAVAILABLE, "storage_full", "storage is full; nothing was recorded, retry later"),
+        DbError::Other(m) => {
+            eprintln!("pipetrail: database error: {m}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "storage failed; nothing was recorded")
+        }
+    }
+}
+
+/// The ledger's signing key: the `signing_key` variable, else a key generated once and
+/// kept in the database (try-out only: whoever holds the database then holds the key).
+pub async fn signer(db: &Db) -> Result<(NoteSigner, bool), DbError> {
+    if let Some(text) = var("signing_key").await {
+        return NoteSigner::parse(&text)
+            .map(|s| (s, true))
+            .map_err(|e| DbError::Other(format!("the signing_key variable is not usable: {e}")));
+    }
+    let stored = match store::setting(db, "generated_signing_key").await? {
+        Some(k) => k,
+        None => {
+            let seed: [u8; 32] = random_bytes(32).try_into().map_err(|_| DbError::Other("no randomness".into()))?;
+            let fresh = NoteSigner::from_seed("pipetrail.local/log", seed).map_err(|e| DbError::Other(e.0))?;
+            eprintln!("pipetrail: WARNING: no signing_key variable; generated a try-out key and stored it in the database. Set signing_key (pipetrail keygen) for production.");
+            store::setting_or_insert(db, "generated_signing_key", &fresh.private_key_text()).await?
+        }
+    };
+    NoteSigner::parse(&stored).map(|s| (s, false)).map_err(|e| DbError::Other(e.0))
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    Admin,
+    Reader(TokenRecord),
+    /// Localhost without a token, allowed only when the operator opted in.
+    AnonymousLocal,
+}
+
+impl Caller {
+    /// Projects this caller may see; `None` means all.
+    pub fn scope(&self) -> Option<Vec<String>> {
+        match self {
+            Caller::Reader(t) if !t.projects.is_empty() => Some(t.projects.clone()),
+            _ => None,
+        }
+    }
+}
+
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    if let Some(auth) = header(headers, "authorization") {
+        let (scheme, token) = auth.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    header(headers, "private-token").map(str::trim)
+}
+
+/// Authenticates a request; `Err` is the 401 to send.
+pub async fn authenticate(db: &Db, headers: &HeaderMap) -> Result<Caller, Response<String>> {
+    let unauthorized = || {
+        let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API token is required (Authorization: Bearer or PRIVATE-TOKEN)");
+        r.headers_mut().insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
+        r
+    };
+    match bearer(headers) {
+        Some(token) if !token.is_empty() => {
+            if let Some(admin) = var("admin_token").await
+                && ct_eq(admin.as_bytes(), token.as_bytes())
+            {
+                return Ok(Caller::Admin);
+            }
+            match store::find_token(db, token).await {
+                Ok(Some(rec)) => Ok(Caller::Reader(rec)),
+                Ok(None) => Err(unauthorized()),
+                Err(e) => Err(db_failure(&e)),
+            }
+        }
+        _ => {
+            let local = header(headers, "spin-client-addr").is_some_and(is_loopback);
+            if local && var("allow_anonymous_localhost").await.as_deref() == Some("true") {
+                Ok(Caller::AnonymousLocal)
+            } else {
+                Err(unauthorized())
+            }
+        }
+    }
+}
+
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']);
+    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}

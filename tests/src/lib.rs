@@ -1,0 +1,9 @@
+//! pipetrail's test host: runs the real `.wasm` components under wasmtime with the Spin
+//! interfaces they import (HTTP in and out, SQLite, variables), from the WIT files spin-sdk
+//! ships. A test harness faithful to Spin's documented behaviour, not a product.
+
+pub mod host;
+pub mod manifest;
+pub mod spin;
+
+pub use host::{Host, serve};
