@@ -10,6 +10,8 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod merkle;
 pub mod model;
+#[cfg(feature = "native")]
+pub mod native;
 pub mod note;
 pub mod params;
 pub mod provenance;
