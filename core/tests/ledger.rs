@@ -1,0 +1,247 @@
+//! The ledger in the store: proofs served from stored nodes verify, appends are serialized
+//! by the database under parallel writers, and `verify` names every kind of tampering.
+
+mod common;
+
+use common::*;
+use pipetrail_core::merkle::{self, Hash};
+use pipetrail_core::native::NativeDb;
+use pipetrail_core::note::NoteSigner;
+use pipetrail_core::sql::{Sql, Val, block_on};
+use pipetrail_core::store;
+use pipetrail_core::verify::{Verdict, verify_db};
+use serde_json::json;
+
+const T: &str = "2026-01-01T00:00:00.000Z";
+
+/// A ledger of `pipelines` realistic deliveries (the pipeline fixture under new ids), each
+/// committed with its own checkpoint.
+fn filled(dir: &std::path::Path, pipelines: u64) -> NativeDb {
+    let db = fresh_db(dir);
+    let ing = Ingest::new(&db);
+    for i in 0..pipelines {
+        let mut p = fixture("pipeline_hook_go-gitlab.json");
+        p["object_attributes"]["id"] = json!(1000 + i);
+        for (k, b) in p["builds"].as_array_mut().unwrap().iter_mut().enumerate() {
+            b["id"] = json!(10_000 + i * 10 + k as u64);
+        }
+        ing.send(&p, "Pipeline Hook", Some(&format!("p{i}")), T).unwrap();
+    }
+    db
+}
+
+fn leaves(db: &NativeDb) -> Vec<Hash> {
+    block_on(db.query("SELECT hash FROM tree_nodes WHERE level = 0 ORDER BY idx", &[]))
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_blob().unwrap().try_into().unwrap())
+        .collect()
+}
+
+#[test]
+fn stored_roots_and_proofs_match_the_reference() {
+    let dir = temp_dir("proofs");
+    let db = filled(&dir, 3);
+    let all = leaves(&db);
+    let n = all.len() as u64;
+    assert_eq!(n, 45);
+    // Each stored leaf is the hash of the stored canonical body.
+    let bodies = block_on(db.query("SELECT body FROM events ORDER BY seq", &[])).unwrap();
+    for (i, b) in bodies.iter().enumerate() {
+        assert_eq!(merkle::leaf_hash(b[0].as_str().unwrap().as_bytes()), all[i]);
+    }
+    for size in 1..=n {
+        let root = block_on(store::root_at(&db, size)).unwrap();
+        assert_eq!(root, merkle::root_from_leaves(&all[..size as usize]), "root at {size}");
+        for seq in (0..size).step_by(7) {
+            let proof = block_on(store::range_hashes(&db, &merkle::inclusion_ranges(seq, size))).unwrap();
+            merkle::verify_inclusion(seq, size, &all[seq as usize], &proof, &root).unwrap();
+        }
+        for from in (1..size).step_by(5) {
+            let proof = block_on(store::range_hashes(&db, &merkle::consistency_ranges(from, size))).unwrap();
+            let r1 = block_on(store::root_at(&db, from)).unwrap();
+            merkle::verify_consistency(from, size, &r1, &root, &proof).unwrap();
+        }
+    }
+    // One checkpoint per delivery (interval 0), each at the size after that delivery.
+    let cps = block_on(store::checkpoints(&db)).unwrap();
+    assert_eq!(cps.iter().map(|c| c.size).collect::<Vec<_>>(), vec![15, 30, 45]);
+    // No second checkpoint for a size that already has one.
+    db.0.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(block_on(store::maybe_checkpoint(&db, &signer(), T, 0)).unwrap().is_none());
+    db.0.execute_batch("COMMIT").unwrap();
+}
+
+#[test]
+fn parallel_writers_keep_the_ledger_dense_and_unique() {
+    let dir = temp_dir("parallel");
+    drop(fresh_db(&dir));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let db = NativeDb::open(&dir.join("sqlite_db.db")).unwrap();
+                let ing = Ingest::new(&db);
+                for i in 0..6u64 {
+                    let mut p = fixture("pipeline_hook_go-gitlab.json");
+                    // Threads share pipelines pairwise, so facts race as well as deliveries.
+                    let pid = 500 + (t / 2) * 10 + i;
+                    p["object_attributes"]["id"] = json!(pid);
+                    for (k, b) in p["builds"].as_array_mut().unwrap().iter_mut().enumerate() {
+                        b["id"] = json!(pid * 100 + k as u64);
+                    }
+                    ing.send(&p, "Pipeline Hook", Some(&format!("t{t}-{i}")), T).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let db = NativeDb::open(&dir.join("sqlite_db.db")).unwrap();
+    let ev = all_events(&db);
+    // 4 distinct pipeline groups × 6 pipelines × 15 facts, each once.
+    assert_eq!(ev.len(), 4 * 6 * 15);
+    let mut ids: Vec<&str> = ev.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), ev.len());
+    for (i, e) in ev.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64);
+    }
+    let verdict = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(matches!(verdict, Verdict::Ok { size: 360, .. }), "{}", verdict.line());
+}
+
+/// Builds a clean ledger, applies `tamper` to the file directly, and returns the verdict.
+fn verdict_after(name: &str, tamper: impl FnOnce(&rusqlite::Connection)) -> Verdict {
+    let dir = temp_dir(name);
+    let db = filled(&dir, 2);
+    let clean = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(matches!(clean, Verdict::Ok { size: 30, checkpoints: 2, pruned: 0, .. }), "{}", clean.line());
+    tamper(&db.0);
+    block_on(verify_db(&db, &signer().verifier(), None)).unwrap()
+}
+
+fn assert_tampered(v: &Verdict, seq: Option<u64>, kind: &str) {
+    match v {
+        Verdict::Tampered { seq: s, kind: k, .. } => assert_eq!((*s, *k), (seq, kind), "{}", v.line()),
+        Verdict::Ok { .. } => panic!("expected {kind} at {seq:?}, got {}", v.line()),
+    }
+}
+
+#[test]
+fn verify_names_each_kind_of_tampering() {
+    let v = verdict_after("edit", |c| {
+        c.execute(r#"UPDATE events SET body = replace(body, '"gitlab"', '"GITLAB"') WHERE seq = 5"#, []).unwrap();
+    });
+    assert_tampered(&v, Some(5), "edited");
+
+    let v = verdict_after("delete", |c| {
+        c.execute("DELETE FROM events WHERE seq = 7", []).unwrap();
+    });
+    assert_tampered(&v, Some(7), "missing");
+
+    let v = verdict_after("swap", |c| {
+        c.execute_batch(
+            "UPDATE events SET seq = -1 WHERE seq = 3; UPDATE events SET seq = 3 WHERE seq = 4; UPDATE events SET seq = 4 WHERE seq = -1;",
+        )
+        .unwrap();
+    });
+    assert_tampered(&v, Some(3), "reordered");
+
+    let v = verdict_after("append-row", |c| {
+        c.execute(
+            "INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, body) SELECT 30, 'forged', action, occurred_at, recorded_at, forge, instance, project_id, replace(body, '\"seq\":29', '\"seq\":30') FROM events WHERE seq = 29",
+            [],
+        )
+        .unwrap();
+    });
+    assert_tampered(&v, Some(30), "inserted");
+
+    let v = verdict_after("insert-middle", |c| {
+        // Shift 6.. up by one (from the top, to keep seq unique) and put a forged row at 6.
+        for s in (6..30).rev() {
+            c.execute("UPDATE events SET seq = seq + 1 WHERE seq = ?", [s]).unwrap();
+        }
+        c.execute(
+            r#"INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, body) SELECT 6, 'forged', action, occurred_at, recorded_at, forge, instance, project_id, replace(body, '"gitlab"', '"GITLAB"') FROM events WHERE seq = 7"#,
+            [],
+        )
+        .unwrap();
+    });
+    assert_tampered(&v, Some(6), "inserted");
+
+    let v = verdict_after("drop-body", |c| {
+        c.execute("UPDATE events SET body = NULL WHERE seq = 2", []).unwrap();
+    });
+    assert_tampered(&v, Some(2), "edited");
+
+    let v = verdict_after("rollback", |c| {
+        c.execute_batch(
+            "DELETE FROM events WHERE seq >= 20; DELETE FROM tree_nodes WHERE (idx + 1) * (1 << level) > 20;",
+        )
+        .unwrap();
+    });
+    assert_tampered(&v, Some(20), "rolled_back");
+
+    let v = verdict_after("forged-checkpoint", |c| {
+        c.execute("UPDATE checkpoints SET note = replace(note, '\n15\n', '\n14\n') WHERE size = 15", []).unwrap();
+    });
+    assert_tampered(&v, None, "bad_signature");
+
+    // A careful attacker rewrites the body, its leaf and every parent: only the signed
+    // checkpoints catch it, and they bound where it happened.
+    let v = verdict_after("consistent-rewrite", |c| {
+        let body: String = c.query_row("SELECT body FROM events WHERE seq = 18", [], |r| r.get(0)).unwrap();
+        let forged = body.replace("\"gitlab\"", "\"GITLAB\"");
+        c.execute("UPDATE events SET body = ? WHERE seq = 18", [&forged]).unwrap();
+        let db = NativeDb(rusqlite::Connection::open(c.path().unwrap()).unwrap());
+        rebuild_tree(&db);
+    });
+    assert_tampered(&v, Some(15), "root_mismatch");
+}
+
+/// Recomputes every stored tree node from the stored bodies (what an attacker with the
+/// database would do after editing a body).
+fn rebuild_tree(db: &NativeDb) {
+    let bodies = block_on(db.query("SELECT body FROM events ORDER BY seq", &[])).unwrap();
+    block_on(db.exec("DELETE FROM tree_nodes", &[])).unwrap();
+    let mut level: Vec<Hash> = bodies.iter().map(|b| merkle::leaf_hash(b[0].as_str().unwrap().as_bytes())).collect();
+    let mut l = 0i64;
+    while !level.is_empty() {
+        for (i, h) in level.iter().enumerate() {
+            block_on(db.exec("INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", &[Val::Int(l), Val::Int(i as i64), Val::Blob(h.to_vec())])).unwrap();
+        }
+        level = level.chunks(2).filter(|c| c.len() == 2).map(|c| merkle::node_hash(&c[0], &c[1])).collect();
+        l += 1;
+    }
+}
+
+#[test]
+fn pruned_entries_are_reported_as_pruned_not_tampered() {
+    let v = verdict_after("pruned", |c| {
+        c.execute_batch(
+            "UPDATE events SET body = NULL WHERE seq IN (1, 2); INSERT INTO pruned (seq, policy, pruned_at) VALUES (1, 'max_age=30d', '2026-02-01T00:00:00.000Z'), (2, 'max_age=30d', '2026-02-01T00:00:00.000Z');",
+        )
+        .unwrap();
+    });
+    assert!(matches!(v, Verdict::Ok { size: 30, pruned: 2, .. }), "{}", v.line());
+}
+
+#[test]
+fn wrong_key_and_external_checkpoint() {
+    let dir = temp_dir("keys");
+    let db = filled(&dir, 2);
+    let other = NoteSigner::from_seed("test.example/log", [1u8; 32]).unwrap();
+    assert_tampered(&block_on(verify_db(&db, &other.verifier(), None)).unwrap(), None, "bad_signature");
+
+    // The admin rolls back the whole database, checkpoints included. Alone it verifies...
+    let kept_elsewhere = block_on(store::latest_checkpoint(&db)).unwrap().unwrap().note;
+    db.0.execute_batch("DELETE FROM events WHERE seq >= 15; DELETE FROM tree_nodes WHERE (idx + 1) * (1 << level) > 15; DELETE FROM checkpoints WHERE size > 15;").unwrap();
+    let alone = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(matches!(alone, Verdict::Ok { size: 15, .. }), "{}", alone.line());
+    // ...but a checkpoint someone else holds shows the rollback.
+    let v = block_on(verify_db(&db, &signer().verifier(), Some(&kept_elsewhere))).unwrap();
+    assert_tampered(&v, Some(15), "rolled_back");
+}
