@@ -1,0 +1,203 @@
+//! End-to-end test support: builds the real components once, serves them on an ephemeral
+//! port with the test host, and speaks HTTP to them like any client.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use pipetrail_core::native::NativeDb;
+use pipetrail_core::sql::{Sql, block_on};
+use serde_json::Value;
+
+pub const SECRET: &str = "hook-secret-5a1f";
+pub const ADMIN: &str = "admin-token-9c2e";
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(root().join("../shared/fixtures/gitlab").join(name)).unwrap()
+}
+
+pub fn fixture(name: &str) -> Value {
+    serde_json::from_slice(&fixture_bytes(name)).unwrap()
+}
+
+/// `cargo build` of the three components, once per test process (cargo's own lock
+/// serializes it with any other build).
+pub fn build_components() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(root())
+            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "pipetrail-ingest", "-p", "pipetrail-query", "-p", "pipetrail-retention"])
+            .status()
+            .expect("running cargo");
+        assert!(status.success(), "building the components failed");
+    });
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let d = std::env::temp_dir().join(format!("pipetrail-e2e-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct App {
+    pub base: String,
+    pub dir: PathBuf,
+}
+
+impl App {
+    /// The app with the default test variables plus `extra` (name, value) pairs.
+    pub fn start(name: &str, extra: &[(&str, &str)]) -> App {
+        build_components();
+        let dir = temp_dir(name);
+        let mut vars: Vec<(String, String)> = vec![
+            ("gitlab_webhook_secret".into(), SECRET.into()),
+            ("admin_token".into(), ADMIN.into()),
+            ("checkpoint_interval_seconds".into(), "0".into()),
+        ];
+        for (k, v) in extra {
+            vars.retain(|(n, _)| n != k);
+            vars.push((k.to_string(), v.to_string()));
+        }
+        let vars = Arc::new(vars);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let state = dir.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let provider = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                let host = pipetrail_testhost::Host::new(&root().join("spin.toml"), &state, &provider).unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                pipetrail_testhost::serve(Arc::new(host), listener).await.unwrap();
+            });
+        });
+        let addr = rx.recv_timeout(std::time::Duration::from_secs(300)).expect("host started");
+        App { base: format!("http://{addr}"), dir }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("sqlite_db.db")
+    }
+
+    pub fn db(&self) -> NativeDb {
+        NativeDb::open_read_only(&self.db_path()).unwrap()
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        let mut req = agent().get(&format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        Resp::from(req.call())
+    }
+
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut req = agent().get(&format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Resp::from(req.call())
+    }
+
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let mut req = agent().post(&format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Resp::from(req.send(body))
+    }
+
+    /// A webhook delivery with the right secret.
+    pub fn hook(&self, event: &str, uuid: Option<&str>, body: &[u8]) -> Resp {
+        let mut h = vec![("X-Gitlab-Token", SECRET), ("X-Gitlab-Event", event), ("Content-Type", "application/json")];
+        if let Some(u) = uuid {
+            h.push(("X-Gitlab-Event-UUID", u));
+        }
+        self.post("/hooks/gitlab", &h, body)
+    }
+
+    pub fn token(&self, name: &str, projects: &[&str]) -> String {
+        let body = serde_json::json!({"name": name, "projects": projects}).to_string();
+        let r = self.post("/api/v1/tokens", &[("Authorization", &format!("Bearer {ADMIN}"))], body.as_bytes());
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json()["token"].as_str().unwrap().to_string()
+    }
+
+    /// All events, following the cursor.
+    pub fn events(&self, query: &str, token: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if query.is_empty() { "" } else { "&" };
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/events?{query}{sep}cursor={c}&limit=1000"),
+                None => format!("/api/v1/events?{query}{sep}limit=1000"),
+            };
+            let r = self.get(&path, Some(token));
+            assert_eq!(r.status, 200, "{}", r.text);
+            let v = r.json();
+            out.extend(v["events"].as_array().unwrap().iter().cloned());
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Every stored row that a delivery may change (not the outcome counters), as text.
+    pub fn snapshot(&self) -> String {
+        let db = self.db();
+        let mut out = String::new();
+        for (table, order) in [
+            ("events", "seq"),
+            ("tree_nodes", "level, idx"),
+            ("checkpoints", "size"),
+            ("deliveries", "id"),
+            ("pipelines", "instance, pipeline_id"),
+            ("jobs", "instance, job_id"),
+            ("tokens", "hash"),
+        ] {
+            let rows = block_on(db.query(&format!("SELECT * FROM {table} ORDER BY {order}"), &[])).unwrap();
+            out.push_str(&format!("{table}: {rows:?}\n"));
+        }
+        out
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Resp {
+    fn from(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resp {
+        let mut r = r.expect("request completed");
+        let headers = r.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+        let text = r.body_mut().with_config().limit(1 << 30).read_to_string().unwrap_or_default();
+        Resp { status: r.status().as_u16(), headers, text }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
