@@ -39,6 +39,19 @@ pub fn build_components() {
     });
 }
 
+/// The native `pipetrail` tool, built once per test process.
+pub fn cli() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo).current_dir(root()).args(["build", "--release", "-p", "pipetrail"]).status().expect("running cargo");
+            assert!(status.success(), "building the pipetrail tool failed");
+            root().join("target/release/pipetrail")
+        })
+        .clone()
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let d = std::env::temp_dir().join(format!("pipetrail-e2e-{name}-{}-{nanos}", std::process::id()));
@@ -84,6 +97,12 @@ impl App {
 
     pub fn db_path(&self) -> PathBuf {
         self.dir.join("sqlite_db.db")
+    }
+
+    /// A consistent copy of the live database (VACUUM INTO), as an operator would take one.
+    pub fn copy_db(&self, to: &Path) {
+        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+        conn.execute("VACUUM INTO ?", [to.to_str().unwrap()]).unwrap();
     }
 
     pub fn db(&self) -> NativeDb {
