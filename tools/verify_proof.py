@@ -99,6 +99,10 @@ def ed25519_verify(public, msg, sig):
 
 
 # ---------------------------------------------------------------- signed notes
+class CheckFailed(Exception):
+    """A signature, hash or proof did not verify (exit 1), as opposed to bad input (exit 2)."""
+
+
 def parse_vkey(text):
     name, keyhash, b64 = text.strip().split("+", 2)
     raw = base64.b64decode(b64, validate=True)
@@ -106,7 +110,7 @@ def parse_vkey(text):
         raise ValueError("not an Ed25519 verifier key")
     kid = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
     if kid.hex() != keyhash:
-        raise ValueError("verifier key hash does not match")
+        raise CheckFailed("verifier key hash does not match")
     return name, kid, raw[1:]
 
 
@@ -122,10 +126,10 @@ def open_note(note, vkey):
         raw = base64.b64decode(b64, validate=True)
         if sname == name and raw[:4] == kid:
             if not ed25519_verify(public, text.encode(), raw[4:]):
-                raise ValueError("checkpoint signature does not verify")
+                raise CheckFailed("checkpoint signature does not verify")
             ok = True
     if not ok:
-        raise ValueError("checkpoint is not signed by the key")
+        raise CheckFailed("checkpoint is not signed by the key")
     origin, size, root = text.split("\n")[:3]
     return origin, int(size), base64.b64decode(root, validate=True)
 
@@ -242,14 +246,21 @@ def main():
     ap.add_argument("--previous", help="an older signed checkpoint (file) the log must extend")
     a = ap.parse_args()
     try:
-        vkey = parse_vkey(fetch(a.url, a.token, "/api/v1/key"))
-        origin, size, root = open_note(fetch(a.url, a.token, "/api/v1/checkpoint"), vkey)
-        if origin != vkey[0]:
-            raise ValueError("checkpoint origin differs from the key name")
-        events = json.loads(fetch(a.url, a.token, f"/api/v1/events?limit={min(a.limit, 1000)}"))["events"]
+        return check(a)
+    except CheckFailed as e:
+        print(f"FAIL: {e}")
+        return 1
     except (OSError, ValueError, KeyError) as e:
         print(f"ERROR: {e}")
         return 2
+
+
+def check(a):
+    vkey = parse_vkey(fetch(a.url, a.token, "/api/v1/key"))
+    origin, size, root = open_note(fetch(a.url, a.token, "/api/v1/checkpoint"), vkey)
+    if origin != vkey[0]:
+        raise CheckFailed("checkpoint origin differs from the key name")
+    events = json.loads(fetch(a.url, a.token, f"/api/v1/events?limit={min(a.limit, 1000)}"))["events"]
     checked = 0
     for ev in events:
         seq = ev["seq"]
@@ -258,20 +269,17 @@ def main():
         claimed = base64.b64decode(ev.pop("leaf_hash"))
         leaf = hashlib.sha256(b"\x00" + jcs(ev).encode()).digest()
         if leaf != claimed:
-            print(f"FAIL: event {seq}: leaf hash does not match its canonical bytes")
-            return 1
+            raise CheckFailed(f"event {seq}: leaf hash does not match its canonical bytes")
         proof = json.loads(fetch(a.url, a.token, f"/api/v1/proof/inclusion?seq={seq}&size={size}"))
         if not verify_inclusion(seq, size, leaf, [base64.b64decode(h) for h in proof["proof"]], root):
-            print(f"FAIL: event {seq}: inclusion proof does not lead to the signed root")
-            return 1
+            raise CheckFailed(f"event {seq}: inclusion proof does not lead to the signed root")
         checked += 1
     if a.previous:
         with open(a.previous) as f:
             _, old_size, old_root = open_note(f.read(), vkey)
         c = json.loads(fetch(a.url, a.token, f"/api/v1/proof/consistency?from={old_size}&to={size}"))
         if not verify_consistency(old_size, size, old_root, root, [base64.b64decode(h) for h in c["proof"]]):
-            print(f"FAIL: the log at size {size} does not extend the previous checkpoint at size {old_size}")
-            return 1
+            raise CheckFailed(f"the log at size {size} does not extend the previous checkpoint at size {old_size}")
     print(f"OK: checkpoint {origin} size {size} signed by {vkey[0]}; {checked} event(s) hash to their leaves and are included")
     return 0
 

@@ -97,8 +97,8 @@ fn independent_python_verifier_agrees() {
     let forged = dir.join("forged.txt");
     std::fs::write(&forged, std::fs::read_to_string(&previous).unwrap().replace("\n15\n", "\n16\n")).unwrap();
     let (code, out) = run(&["--previous", forged.to_str().unwrap()]);
-    assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("does not verify"), "{out}");
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out.trim(), "FAIL: checkpoint signature does not verify");
 }
 
 #[test]
