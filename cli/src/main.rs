@@ -13,7 +13,11 @@ use pipetrail_core::sql::block_on;
 use pipetrail_core::verify::{self, Verdict};
 
 #[derive(Parser)]
-#[command(name = "pipetrail", version, about = "pipetrail's native tool: verify a ledger offline, make a signing key, create API tokens.")]
+#[command(
+    name = "pipetrail",
+    version,
+    about = "pipetrail's native tool: verify a ledger offline, make a signing key, create API tokens."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,7 +108,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("{} is not a file", db.display());
             }
             let conn = NativeDb::open_read_only(&db).context("opening the database")?;
-            let verdict = block_on(verify::verify_db(&conn, &key, external.as_deref())).context("reading the database")?;
+            let verdict =
+                block_on(verify::verify_db(&conn, &key, external.as_deref())).context("reading the database")?;
             println!("{}", verdict.line());
             Ok(match verdict {
                 Verdict::Ok { .. } => ExitCode::SUCCESS,
@@ -118,11 +123,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("reading /dev/urandom")?;
             let signer = NoteSigner::from_seed(&origin, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
             write_secret(&out, &signer.private_key_text())?;
-            println!("signing key written to {} (mode 0600): set it as the signing_key variable", out.display());
+            println!(
+                "signing key written to {} (mode 0600): set it as the signing_key variable",
+                out.display()
+            );
             println!("verifier key: {}", signer.verifier().text());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token { command: TokenCommand::Create { url, admin_token_file, name, projects } } => {
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    url,
+                    admin_token_file,
+                    name,
+                    projects,
+                },
+        } => {
             let admin = read_secret(&admin_token_file)?;
             let body = serde_json::json!({"name": name, "scope": "read", "projects": projects});
             let endpoint = format!("{}/api/v1/tokens", url.trim_end_matches('/'));
@@ -141,7 +157,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let v: serde_json::Value = serde_json::from_str(&text)?;
             println!("{}", v["token"].as_str().unwrap_or_default());
-            eprintln!("token {:?} created; it is shown once, only its hash is stored", v["name"].as_str().unwrap_or_default());
+            eprintln!(
+                "token {:?} created; it is shown once, only its hash is stored",
+                v["name"].as_str().unwrap_or_default()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -129,8 +129,7 @@ mod tests {
             last = pos;
         }
         assert_eq!(
-            String::from_utf8(to_vec(&json!({"b": [1, "x\u{1}\"\\"], "a": null, "c": true})))
-                .unwrap(),
+            String::from_utf8(to_vec(&json!({"b": [1, "x\u{1}\"\\"], "a": null, "c": true}))).unwrap(),
             r#"{"a":null,"b":[1,"x\u0001\"\\"],"c":true}"#
         );
     }

@@ -145,9 +145,9 @@ fn parse_pipeline(v: &Value) -> Result<PipelineSnapshot> {
     let id = req_u64(attrs, "object_attributes.id", "id")?;
     let mut variables = Vec::new();
     if let Some(vars) = field(attrs, "variables") {
-        let list = vars.as_array().ok_or_else(|| {
-            ParseError("object_attributes.variables: expected an array".into())
-        })?;
+        let list = vars
+            .as_array()
+            .ok_or_else(|| ParseError("object_attributes.variables: expected an array".into()))?;
         for (i, var) in list.iter().enumerate() {
             let path = format!("object_attributes.variables[{i}]");
             let key = req_str_at(var, &format!("{path}.key"), "key")?;
@@ -197,9 +197,8 @@ fn parse_pipeline(v: &Value) -> Result<PipelineSnapshot> {
             jobs.push(parse_build(b, &format!("builds[{i}]"), id)?);
         }
     }
-    let url = opt_str(attrs, "object_attributes.url", "url")?.or_else(|| {
-        project.web_url.as_ref().map(|w| format!("{w}/-/pipelines/{id}"))
-    });
+    let url = opt_str(attrs, "object_attributes.url", "url")?
+        .or_else(|| project.web_url.as_ref().map(|w| format!("{w}/-/pipelines/{id}")));
     Ok(PipelineSnapshot {
         instance: instance_of(project.web_url.as_deref()),
         user: opt_user(v, "user")?,
@@ -254,7 +253,9 @@ fn parse_build(b: &Value, path: &str, pipeline_id: u64) -> Result<JobSnapshot> {
 
 fn parse_job_hook(v: &Value) -> Result<JobHook> {
     let status = req_str_at(v, "build_status", "build_status")?;
-    let homepage = field(v, "repository").and_then(|r| field(r, "homepage")).and_then(Value::as_str);
+    let homepage = field(v, "repository")
+        .and_then(|r| field(r, "homepage"))
+        .and_then(Value::as_str);
     let job = JobSnapshot {
         id: req_u64(v, "build_id", "build_id")?,
         pipeline_id: req_u64(v, "pipeline_id", "pipeline_id")?,
@@ -264,10 +265,7 @@ fn parse_job_hook(v: &Value) -> Result<JobHook> {
         manual: None,
         allow_failure: opt_bool(v, "build_allow_failure", "build_allow_failure")?,
         retries_count: opt_u64(v, "retries_count", "retries_count")?,
-        failure_reason: failure_reason(
-            &status,
-            opt_str(v, "build_failure_reason", "build_failure_reason")?,
-        ),
+        failure_reason: failure_reason(&status, opt_str(v, "build_failure_reason", "build_failure_reason")?),
         user: opt_user(v, "user")?,
         runner: opt_runner(v, "runner")?,
         created_at: opt_time(v, "build_created_at", "build_created_at")?,
@@ -302,7 +300,9 @@ fn project_path_of(v: &Value) -> Result<Option<String>> {
     {
         return Ok(Some(p));
     }
-    let homepage = field(v, "repository").and_then(|r| field(r, "homepage")).and_then(Value::as_str);
+    let homepage = field(v, "repository")
+        .and_then(|r| field(r, "homepage"))
+        .and_then(Value::as_str);
     Ok(homepage.and_then(|h| {
         let rest = h.split_once("://")?.1;
         let path = rest.split_once('/')?.1.trim_end_matches('/');
@@ -405,7 +405,10 @@ fn opt_str(v: &Value, path: &str, name: &str) -> Result<Option<String>> {
     match field(v, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(ParseError(format!("{path}: expected a string, got {}", type_name(other)))),
+        Some(other) => Err(ParseError(format!(
+            "{path}: expected a string, got {}",
+            type_name(other)
+        ))),
     }
 }
 
@@ -416,9 +419,10 @@ fn req_u64(v: &Value, path: &str, name: &str) -> Result<u64> {
 fn opt_u64(v: &Value, path: &str, name: &str) -> Result<Option<u64>> {
     match field(v, name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-            ParseError(format!("{path}: expected an unsigned 64-bit integer, got {n}"))
-        }),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ParseError(format!("{path}: expected an unsigned 64-bit integer, got {n}"))),
         Some(other) => Err(ParseError(format!(
             "{path}: expected an unsigned integer, got {}",
             type_name(other)
@@ -430,7 +434,10 @@ fn opt_f64(v: &Value, path: &str, name: &str) -> Result<Option<f64>> {
     match field(v, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(other) => Err(ParseError(format!("{path}: expected a number, got {}", type_name(other)))),
+        Some(other) => Err(ParseError(format!(
+            "{path}: expected a number, got {}",
+            type_name(other)
+        ))),
     }
 }
 
@@ -438,7 +445,10 @@ fn opt_bool(v: &Value, path: &str, name: &str) -> Result<Option<bool>> {
     match field(v, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(ParseError(format!("{path}: expected a boolean, got {}", type_name(other)))),
+        Some(other) => Err(ParseError(format!(
+            "{path}: expected a boolean, got {}",
+            type_name(other)
+        ))),
     }
 }
 
@@ -478,7 +488,10 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases: [(&str, &str); 7] = [
-            (r#"{"object_kind":"pipeline"}"#, "object_attributes: required object is missing"),
+            (
+                r#"{"object_kind":"pipeline"}"#,
+                "object_attributes: required object is missing",
+            ),
             (
                 r#"{"object_kind":"pipeline","object_attributes":{"id":"31","status":"x"},"project":{"id":1}}"#,
                 "object_attributes.id: expected an unsigned integer, got a string",
@@ -493,7 +506,10 @@ mod tests {
             ),
             (r#"{"object_kind":"issue"}"#, "object_kind: unsupported value \"issue\""),
             (r#"[]"#, "body must be a JSON object"),
-            (r#"{"object_kind":"build","build_id":4,"pipeline_id":1,"project_id":1}"#, "build_status: required field is missing"),
+            (
+                r#"{"object_kind":"build","build_id":4,"pipeline_id":1,"project_id":1}"#,
+                "build_status: required field is missing",
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(parse_hook(body.as_bytes(), None).unwrap_err().0, want, "{body}");

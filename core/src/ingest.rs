@@ -71,7 +71,9 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
     };
     if i64::try_from(pipeline_id).is_err() {
         let _ = store::count_outcome(db, "invalid").await;
-        return Err(IngestError::Invalid("pipeline id exceeds the signed 64-bit range".into()));
+        return Err(IngestError::Invalid(
+            "pipeline id exceeds the signed 64-bit range".into(),
+        ));
     }
     let evidence = Evidence {
         source: "gitlab.webhook".into(),
@@ -89,7 +91,11 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
             return Ok(Outcome::Duplicate);
         }
         let before = store::load_projection(db, &instance, pipeline_id).await?;
-        let ctx = Context { recorded_at: d.received_at, evidence: &evidence, variables: settings.variables };
+        let ctx = Context {
+            recorded_at: d.received_at,
+            evidence: &evidence,
+            variables: settings.variables,
+        };
         let (events, after) = lifecycle::diff(&hook, &before, &ctx);
         let stored = store::append(db, events).await?;
         store::save_projection(db, &instance, pipeline_id, &before, &after).await?;
@@ -111,7 +117,10 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
         .await?;
         store::count_outcome(db, "recorded").await?;
         store::maybe_checkpoint(db, settings.signer, d.received_at, settings.checkpoint_interval_secs).await?;
-        Ok(Outcome::Recorded { events: stored.len(), first_seq })
+        Ok(Outcome::Recorded {
+            events: stored.len(),
+            first_seq,
+        })
     }
     .await;
     store::finish(db, result).await.map_err(IngestError::Db)

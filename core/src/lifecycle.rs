@@ -19,8 +19,7 @@ use crate::encoding::{hex, hmac_sha256, sha256};
 use crate::gitlab::{Hook, JobHook, JobSnapshot, PipelineSnapshot, UserRef};
 use crate::model::*;
 
-pub const CANCEL_NOTE: &str =
-    "GitLab's webhook does not say who canceled; the audit stream or Rails logs can";
+pub const CANCEL_NOTE: &str = "GitLab's webhook does not say who canceled; the audit stream or Rails logs can";
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PipelineState {
@@ -95,8 +94,11 @@ pub fn normalize_trigger(source: &str) -> &'static str {
         "pipeline" => "multi_project",
         "chat" => "chat",
         "external" => "external",
-        "security_orchestration_policy" | "scan_execution_policy" | "pipeline_execution_policy"
-        | "ondemand_dast_scan" | "ondemand_dast_validation" => "policy",
+        "security_orchestration_policy"
+        | "scan_execution_policy"
+        | "pipeline_execution_policy"
+        | "ondemand_dast_scan"
+        | "ondemand_dast_validation" => "policy",
         _ => "other",
     }
 }
@@ -108,7 +110,11 @@ pub fn event_id(key: &str) -> String {
 /// Diffs one decoded hook against the projection. Returns the new facts (seq 0: the
 /// ledger assigns it) and the projection after them.
 pub fn diff(hook: &Hook, before: &Projection, ctx: &Context) -> (Vec<Event>, Projection) {
-    let mut d = Differ { ctx, out: Vec::new(), proj: before.clone() };
+    let mut d = Differ {
+        ctx,
+        out: Vec::new(),
+        proj: before.clone(),
+    };
     match hook {
         Hook::Pipeline(p) => d.pipeline(p),
         Hook::Job(j) => d.job_hook(j),
@@ -146,7 +152,10 @@ impl Differ<'_> {
         };
         let scope = Scope {
             instance: s.instance.clone(),
-            project: Project { id: s.project.id, path: state.project_path.clone() },
+            project: Project {
+                id: s.project.id,
+                path: state.project_path.clone(),
+            },
             pipeline: Pipeline {
                 id: s.id,
                 iid: state.iid,
@@ -180,8 +189,7 @@ impl Differ<'_> {
         }
 
         // Jobs first: a pipeline retry is recognised by jobs the projection had not seen.
-        let unseen: Vec<&JobSnapshot> =
-            s.jobs.iter().filter(|j| !self.proj.jobs.contains_key(&j.id)).collect();
+        let unseen: Vec<&JobSnapshot> = s.jobs.iter().filter(|j| !self.proj.jobs.contains_key(&j.id)).collect();
         let retried_by = common_user(&unseen);
         let mut jobs: Vec<&JobSnapshot> = s.jobs.iter().collect();
         jobs.sort_by_key(|j| j.id);
@@ -198,7 +206,11 @@ impl Differ<'_> {
             let state = self.proj.pipeline.as_mut().expect("set above");
             state.attempt += 1;
             let attempt = state.attempt;
-            let mut ev = self.event(&scope, "pipeline.retried", &format!("pipeline|{}|a{attempt}|retried", s.id));
+            let mut ev = self.event(
+                &scope,
+                "pipeline.retried",
+                &format!("pipeline|{}|a{attempt}|retried", s.id),
+            );
             ev.occurred_at = unseen
                 .iter()
                 .filter_map(|j| j.created_at.clone())
@@ -265,7 +277,10 @@ impl Differ<'_> {
         };
         let scope = Scope {
             instance: h.instance.clone(),
-            project: Project { id: h.project.id, path: state.project_path.clone() },
+            project: Project {
+                id: h.project.id,
+                path: state.project_path.clone(),
+            },
             pipeline: Pipeline {
                 id: h.job.pipeline_id,
                 iid: state.iid,
@@ -324,8 +339,7 @@ impl Differ<'_> {
         if !moves_forward(cur_eff.as_deref(), new) {
             return;
         }
-        let was_manual = cur.as_deref() == Some("manual")
-            || (cur.is_none() && j.when.as_deref() == Some("manual"));
+        let was_manual = cur.as_deref() == Some("manual") || (cur.is_none() && j.when.as_deref() == Some("manual"));
         if was_manual && rank(new) >= rank("pending") {
             let mut ev = self.job_event(scope, j, "job.played", &format!("job|{}|played", j.id));
             ev.occurred_at = pending_at(j).unwrap_or_else(|| self.ctx.recorded_at.into());
@@ -361,27 +375,41 @@ impl Differ<'_> {
     }
 
     fn job_status(&mut self, scope: &Scope, j: &JobSnapshot, from: Option<String>, to: &str, at: String) {
-        let action = if to == "canceled" { "job.canceled" } else { "job.status_changed" };
+        let action = if to == "canceled" {
+            "job.canceled"
+        } else {
+            "job.status_changed"
+        };
         let mut ev = self.job_event(scope, j, action, &format!("job|{}|status|{to}", j.id));
         ev.occurred_at = at;
         set_status_actor(&mut ev, to);
         if let Some(job) = ev.job.as_mut() {
             job.status = Some(to.to_string());
         }
-        ev.change = Some(Change { from, to: to.to_string() });
+        ev.change = Some(Change {
+            from,
+            to: to.to_string(),
+        });
         self.out.push(ev);
     }
 
     #[allow(clippy::too_many_arguments)]
     fn status_event(&mut self, scope: &Scope, id: u64, attempt: u32, from: Option<String>, to: &str, at: String) {
-        let action = if to == "canceled" { "pipeline.canceled" } else { "pipeline.status_changed" };
+        let action = if to == "canceled" {
+            "pipeline.canceled"
+        } else {
+            "pipeline.status_changed"
+        };
         let mut ev = self.event(scope, action, &format!("pipeline|{id}|a{attempt}|status|{to}"));
         ev.occurred_at = at;
         set_status_actor(&mut ev, to);
         if let Some(p) = ev.pipeline.as_mut() {
             p.status = Some(to.to_string());
         }
-        ev.change = Some(Change { from, to: to.to_string() });
+        ev.change = Some(Change {
+            from,
+            to: to.to_string(),
+        });
         self.out.push(ev);
     }
 
@@ -420,9 +448,15 @@ impl Differ<'_> {
             action: action.into(),
             occurred_at: self.ctx.recorded_at.into(),
             recorded_at: self.ctx.recorded_at.into(),
-            actor: Actor { kind: "system".into(), ..Default::default() },
+            actor: Actor {
+                kind: "system".into(),
+                ..Default::default()
+            },
             attribution: "none".into(),
-            forge: Forge { kind: "gitlab".into(), instance: scope.instance.clone() },
+            forge: Forge {
+                kind: "gitlab".into(),
+                instance: scope.instance.clone(),
+            },
             project: scope.project.clone(),
             pipeline: Some(scope.pipeline.clone()),
             job: None,
@@ -442,10 +476,7 @@ impl Differ<'_> {
                 .map(|(key, value)| Variable {
                     key: key.clone(),
                     value: policy.allowlist.iter().any(|k| k == key).then(|| value.clone()),
-                    value_hmac: policy
-                        .hmac_key
-                        .as_ref()
-                        .map(|k| hex(&hmac_sha256(k, value.as_bytes()))),
+                    value_hmac: policy.hmac_key.as_ref().map(|k| hex(&hmac_sha256(k, value.as_bytes()))),
                 })
                 .collect(),
         )
@@ -465,7 +496,10 @@ fn set_status_actor(ev: &mut Event, to: &str) {
     if to == "canceled" {
         ev.actor = unknown(CANCEL_NOTE);
     } else {
-        ev.actor = Actor { kind: "system".into(), ..Default::default() };
+        ev.actor = Actor {
+            kind: "system".into(),
+            ..Default::default()
+        };
     }
     ev.attribution = "none".into();
 }
@@ -475,7 +509,9 @@ fn set_status_actor(ev: &mut Event, to: &str) {
 fn finished_from_duration(j: &JobSnapshot) -> Option<String> {
     let started = crate::time::parse(j.started_at.as_deref()?)?;
     let d = j.duration.filter(|d| d.is_finite() && *d >= 0.0 && *d < 1e9)?;
-    Some(crate::time::format(started + chrono::Duration::milliseconds((d * 1000.0).round() as i64)))
+    Some(crate::time::format(
+        started + chrono::Duration::milliseconds((d * 1000.0).round() as i64),
+    ))
 }
 
 /// When a job entered `pending`: GitLab reports how long it queued before it started.
@@ -510,7 +546,11 @@ fn user_actor(u: &UserRef, kind: &str) -> Actor {
 }
 
 fn unknown(why: &str) -> Actor {
-    Actor { kind: "unknown".into(), note: Some(why.into()), ..Default::default() }
+    Actor {
+        kind: "unknown".into(),
+        note: Some(why.into()),
+        ..Default::default()
+    }
 }
 
 fn common_user<'a>(jobs: &[&'a JobSnapshot]) -> Option<&'a UserRef> {

@@ -211,10 +211,18 @@ pub fn verify_consistency(m: u64, n: u64, root1: &Hash, root2: &Hash, proof: &[H
         if !proof.is_empty() {
             return Err(ProofError("equal sizes need an empty proof"));
         }
-        return if root1 == root2 { Ok(()) } else { Err(ProofError("equal sizes with different roots")) };
+        return if root1 == root2 {
+            Ok(())
+        } else {
+            Err(ProofError("equal sizes with different roots"))
+        };
     }
     if m == 0 {
-        return if proof.is_empty() { Ok(()) } else { Err(ProofError("a proof from size 0 must be empty")) };
+        return if proof.is_empty() {
+            Ok(())
+        } else {
+            Err(ProofError("a proof from size 0 must be empty"))
+        };
     }
     if proof.is_empty() {
         return Err(ProofError("empty consistency proof"));
@@ -281,7 +289,10 @@ mod tests {
     }
 
     fn via_nodes(all: &[Hash], start: u64, end: u64) -> Hash {
-        let nodes: Vec<Hash> = range_nodes(start, end).into_iter().map(|r| node_value(all, r)).collect();
+        let nodes: Vec<Hash> = range_nodes(start, end)
+            .into_iter()
+            .map(|r| node_value(all, r))
+            .collect();
         fold_range(&nodes).unwrap()
     }
 
@@ -295,7 +306,10 @@ mod tests {
             all.iter().for_each(|l| f.push(*l));
             assert_eq!(f.root(), root);
             for i in 0..n {
-                let proof: Vec<Hash> = inclusion_ranges(i, n).iter().map(|&(s, e)| via_nodes(&all, s, e)).collect();
+                let proof: Vec<Hash> = inclusion_ranges(i, n)
+                    .iter()
+                    .map(|&(s, e)| via_nodes(&all, s, e))
+                    .collect();
                 verify_inclusion(i, n, &all[i as usize], &proof, &root).unwrap();
                 let mut bad = proof.clone();
                 if let Some(p) = bad.first_mut() {
@@ -305,11 +319,17 @@ mod tests {
             }
             for m in 1..n {
                 let r1 = root_from_leaves(&all[..m as usize]);
-                let proof: Vec<Hash> = consistency_ranges(m, n).iter().map(|&(s, e)| via_nodes(&all, s, e)).collect();
+                let proof: Vec<Hash> = consistency_ranges(m, n)
+                    .iter()
+                    .map(|&(s, e)| via_nodes(&all, s, e))
+                    .collect();
                 verify_consistency(m, n, &r1, &root, &proof).unwrap();
                 let mut extra = proof.clone();
                 extra.push(root);
-                assert!(verify_consistency(m, n, &r1, &root, &extra).is_err(), "left-over hash m={m} n={n}");
+                assert!(
+                    verify_consistency(m, n, &r1, &root, &extra).is_err(),
+                    "left-over hash m={m} n={n}"
+                );
                 assert!(verify_consistency(m, n, &root, &r1, &proof).is_err());
             }
         }

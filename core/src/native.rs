@@ -9,7 +9,9 @@ pub struct NativeDb(pub rusqlite::Connection);
 
 impl NativeDb {
     pub fn open(path: &Path) -> Result<NativeDb, DbError> {
-        rusqlite::Connection::open(path).map(NativeDb).map_err(|e| DbError::Other(e.to_string()))
+        rusqlite::Connection::open(path)
+            .map(NativeDb)
+            .map_err(|e| DbError::Other(e.to_string()))
     }
 
     /// Opens an existing database without ever writing to it (verification of a copy).

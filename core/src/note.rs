@@ -61,7 +61,11 @@ impl NoteSigner {
         }
         let key = SigningKey::from_bytes(&seed);
         let id = key_id(name, key.verifying_key().as_bytes());
-        Ok(Self { name: name.into(), id, key })
+        Ok(Self {
+            name: name.into(),
+            id,
+            key,
+        })
     }
 
     /// Parses `PRIVATE+KEY+name+hash+base64(0x01‖seed)`.
@@ -92,7 +96,11 @@ impl NoteSigner {
     }
 
     pub fn verifier(&self) -> NoteVerifier {
-        NoteVerifier { name: self.name.clone(), id: self.id, key: self.key.verifying_key() }
+        NoteVerifier {
+            name: self.name.clone(),
+            id: self.id,
+            key: self.key.verifying_key(),
+        }
     }
 
     /// Signs `text` (which must end in a newline) and returns the whole note.
@@ -127,12 +135,17 @@ impl NoteVerifier {
             return err("verifier key is not an Ed25519 key");
         }
         let public: [u8; 32] = raw[1..].try_into().expect("32 bytes");
-        let key = VerifyingKey::from_bytes(&public).map_err(|_| NoteError("verifier key is not a valid Ed25519 point".into()))?;
+        let key = VerifyingKey::from_bytes(&public)
+            .map_err(|_| NoteError("verifier key is not a valid Ed25519 point".into()))?;
         let id = key_id(name, &public);
         if !valid_name(name) || format!("{id:08x}") != hash {
             return err("verifier key hash does not match its name and key");
         }
-        Ok(Self { name: name.into(), id, key })
+        Ok(Self {
+            name: name.into(),
+            id,
+            key,
+        })
     }
 
     pub fn text(&self) -> String {
@@ -144,7 +157,9 @@ impl NoteVerifier {
     /// Verifies a signed note and returns its text. At least one signature must be by this
     /// key and valid; signatures by other keys are ignored, as the spec allows.
     pub fn open<'a>(&self, note: &'a str) -> Result<&'a str, NoteError> {
-        let split = note.rfind("\n\n").ok_or_else(|| NoteError("note has no signature block".into()))?;
+        let split = note
+            .rfind("\n\n")
+            .ok_or_else(|| NoteError("note has no signature block".into()))?;
         let text = &note[..split + 1];
         let sigs = &note[split + 2..];
         if !sigs.ends_with('\n') {
@@ -166,7 +181,8 @@ impl NoteVerifier {
                 continue;
             }
             found_ours = true;
-            let sig = Signature::from_slice(&raw[4..]).map_err(|_| NoteError("signature has the wrong length".into()))?;
+            let sig =
+                Signature::from_slice(&raw[4..]).map_err(|_| NoteError("signature has the wrong length".into()))?;
             if self.key.verify(text.as_bytes(), &sig).is_err() {
                 return err("signature does not verify");
             }
@@ -194,17 +210,29 @@ impl Checkpoint {
     /// out of the result but allowed, as the spec says.
     pub fn parse(text: &str) -> Result<Self, NoteError> {
         let mut lines = text.split('\n');
-        let origin = lines.next().filter(|o| !o.is_empty()).ok_or_else(|| NoteError("checkpoint has no origin".into()))?;
+        let origin = lines
+            .next()
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| NoteError("checkpoint has no origin".into()))?;
         let size_line = lines.next().ok_or_else(|| NoteError("checkpoint has no size".into()))?;
-        if size_line.is_empty() || !size_line.bytes().all(|b| b.is_ascii_digit()) || (size_line.len() > 1 && size_line.starts_with('0')) {
+        if size_line.is_empty()
+            || !size_line.bytes().all(|b| b.is_ascii_digit())
+            || (size_line.len() > 1 && size_line.starts_with('0'))
+        {
             return err("checkpoint size is not a decimal number");
         }
-        let size = size_line.parse().map_err(|_| NoteError("checkpoint size is out of range".into()))?;
+        let size = size_line
+            .parse()
+            .map_err(|_| NoteError("checkpoint size is out of range".into()))?;
         let root_line = lines.next().ok_or_else(|| NoteError("checkpoint has no root".into()))?;
         let root: Hash = base64_decode(root_line)
             .and_then(|r| r.try_into().ok())
             .ok_or_else(|| NoteError("checkpoint root is not a base64 SHA-256 hash".into()))?;
-        Ok(Self { origin: origin.into(), size, root })
+        Ok(Self {
+            origin: origin.into(),
+            size,
+            root,
+        })
     }
 }
 
@@ -219,7 +247,11 @@ mod tests {
         assert_eq!(parsed.id, signer.id);
         assert!(!format!("{signer:?}").contains(&signer.private_key_text()[20..]));
         let v = NoteVerifier::parse(&signer.verifier().text()).unwrap();
-        let cp = Checkpoint { origin: "audit.example/log".into(), size: 5, root: [9u8; 32] };
+        let cp = Checkpoint {
+            origin: "audit.example/log".into(),
+            size: 5,
+            root: [9u8; 32],
+        };
         let note = signer.sign(&cp.body()).unwrap();
         assert_eq!(Checkpoint::parse(v.open(&note).unwrap()).unwrap(), cp);
         let forged = note.replace("\n5\n", "\n6\n");

@@ -11,7 +11,10 @@ pub struct ParamError {
 
 impl ParamError {
     fn new(param: &str, message: impl Into<String>) -> Self {
-        Self { param: param.into(), message: message.into() }
+        Self {
+            param: param.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -70,7 +73,10 @@ pub fn event_filter(pairs: &[(String, String)]) -> Result<(EventFilter, usize), 
     let mut seen: Vec<&str> = Vec::new();
     for (k, v) in pairs {
         if !EVENT_FILTERS.contains(&k.as_str()) {
-            return Err(ParamError::new(k, format!("unknown parameter; accepted: {}", EVENT_FILTERS.join(", "))));
+            return Err(ParamError::new(
+                k,
+                format!("unknown parameter; accepted: {}", EVENT_FILTERS.join(", ")),
+            ));
         }
         if seen.contains(&k.as_str()) {
             return Err(ParamError::new(k, "given more than once"));
@@ -97,7 +103,11 @@ pub fn event_filter(pairs: &[(String, String)]) -> Result<(EventFilter, usize), 
             "since" | "until" => {
                 let t = crate::time::normalize(v)
                     .ok_or_else(|| ParamError::new(k, format!("expected an RFC 3339 time, got {v:?}")))?;
-                if k == "since" { f.since = Some(t) } else { f.until = Some(t) }
+                if k == "since" {
+                    f.since = Some(t)
+                } else {
+                    f.until = Some(t)
+                }
             }
             "cursor" => f.after_seq = Some(parse_u64(k, v)?),
             "limit" => {
@@ -128,7 +138,10 @@ mod tests {
 
     #[test]
     fn parses_filters() {
-        let (f, limit) = event_filter(&pairs("project=gitlab-org%2Fgitlab-test&actor=user1&since=2016-08-12T00:00:00Z&limit=5&cursor=7")).unwrap();
+        let (f, limit) = event_filter(&pairs(
+            "project=gitlab-org%2Fgitlab-test&actor=user1&since=2016-08-12T00:00:00Z&limit=5&cursor=7",
+        ))
+        .unwrap();
         assert_eq!(f.project.as_deref(), Some("gitlab-org/gitlab-test"));
         assert_eq!(f.actor.as_deref(), Some("user1"));
         assert_eq!(f.since.as_deref(), Some("2016-08-12T00:00:00.000Z"));

@@ -121,7 +121,11 @@ pub fn schema_version() -> usize {
 pub async fn migrate<S: Sql>(db: &S) -> Result<()> {
     // WAL lets readers (query) run beside the one writer (ingest). It persists in the file.
     let _ = db.query("PRAGMA journal_mode=WAL", &[]).await;
-    db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)", &[]).await?;
+    db.exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+        &[],
+    )
+    .await?;
     let current = current_version(db).await?;
     if current >= MIGRATIONS.len() {
         return Ok(());
@@ -146,7 +150,9 @@ pub async fn migrate<S: Sql>(db: &S) -> Result<()> {
 }
 
 async fn current_version<S: Sql>(db: &S) -> Result<usize> {
-    let rows = db.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await?;
+    let rows = db
+        .query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+        .await?;
     Ok(first_int(&rows).unwrap_or(0) as usize)
 }
 
@@ -179,7 +185,9 @@ fn u64_at(row: &Row, i: usize) -> Option<u64> {
 // ---------------------------------------------------------------- deliveries
 
 pub async fn delivery_seen<S: Sql>(db: &S, key: &str) -> Result<bool> {
-    let rows = db.query("SELECT 1 FROM deliveries WHERE delivery_key = ?", &[Val::text(key)]).await?;
+    let rows = db
+        .query("SELECT 1 FROM deliveries WHERE delivery_key = ?", &[Val::text(key)])
+        .await?;
     Ok(!rows.is_empty())
 }
 
@@ -262,7 +270,13 @@ pub async fn load_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64) -
     Ok(Projection { pipeline, jobs })
 }
 
-pub async fn save_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64, before: &Projection, after: &Projection) -> Result<()> {
+pub async fn save_projection<S: Sql>(
+    db: &S,
+    instance: &str,
+    pipeline_id: u64,
+    before: &Projection,
+    after: &Projection,
+) -> Result<()> {
     if let Some(p) = &after.pipeline
         && before.pipeline.as_ref() != Some(p)
     {
@@ -307,7 +321,9 @@ pub async fn save_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64, b
 // ---------------------------------------------------------------- ledger
 
 pub async fn tree_size<S: Sql>(db: &S) -> Result<u64> {
-    let rows = db.query("SELECT COALESCE(MAX(idx) + 1, 0) FROM tree_nodes WHERE level = 0", &[]).await?;
+    let rows = db
+        .query("SELECT COALESCE(MAX(idx) + 1, 0) FROM tree_nodes WHERE level = 0", &[])
+        .await?;
     Ok(first_int(&rows).unwrap_or(0) as u64)
 }
 
@@ -317,8 +333,16 @@ pub async fn nodes<S: Sql>(db: &S, refs: &[merkle::NodeRef]) -> Result<Vec<Hash>
     // One statement for the lot: the refs of a root or proof are O(log n).
     for chunk in refs.chunks(200) {
         let cond = vec!["(level = ? AND idx = ?)"; chunk.len()].join(" OR ");
-        let params: Vec<Val> = chunk.iter().flat_map(|&(l, i)| [Val::Int(i64::from(l)), Val::int(i)]).collect();
-        let rows = db.query(&format!("SELECT level, idx, hash FROM tree_nodes WHERE {cond}"), &params).await?;
+        let params: Vec<Val> = chunk
+            .iter()
+            .flat_map(|&(l, i)| [Val::Int(i64::from(l)), Val::int(i)])
+            .collect();
+        let rows = db
+            .query(
+                &format!("SELECT level, idx, hash FROM tree_nodes WHERE {cond}"),
+                &params,
+            )
+            .await?;
         for &(level, idx) in chunk {
             let hash = rows
                 .iter()
@@ -373,7 +397,9 @@ pub async fn append<S: Sql>(db: &S, events: Vec<Event>) -> Result<Vec<(Event, Ha
     let mut out = Vec::with_capacity(events.len());
     let mut seq = size;
     for mut ev in events {
-        let exists = db.query("SELECT 1 FROM events WHERE id = ?", &[Val::text(&ev.id)]).await?;
+        let exists = db
+            .query("SELECT 1 FROM events WHERE id = ?", &[Val::text(&ev.id)])
+            .await?;
         if !exists.is_empty() || out.iter().any(|(e, _): &(Event, Hash)| e.id == ev.id) {
             continue;
         }
@@ -435,19 +461,30 @@ pub struct StoredCheckpoint {
 }
 
 pub async fn latest_checkpoint<S: Sql>(db: &S) -> Result<Option<StoredCheckpoint>> {
-    let rows = db.query("SELECT size, root, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1", &[]).await?;
+    let rows = db
+        .query(
+            "SELECT size, root, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1",
+            &[],
+        )
+        .await?;
     Ok(rows.first().map(checkpoint_from))
 }
 
 pub async fn checkpoints<S: Sql>(db: &S) -> Result<Vec<StoredCheckpoint>> {
-    let rows = db.query("SELECT size, root, note, signed_at FROM checkpoints ORDER BY size", &[]).await?;
+    let rows = db
+        .query("SELECT size, root, note, signed_at FROM checkpoints ORDER BY size", &[])
+        .await?;
     Ok(rows.iter().map(checkpoint_from).collect())
 }
 
 fn checkpoint_from(r: &Row) -> StoredCheckpoint {
     StoredCheckpoint {
         size: u64_at(r, 0).unwrap_or(0),
-        root: r.get(1).and_then(Val::as_blob).and_then(|b| b.try_into().ok()).unwrap_or([0; 32]),
+        root: r
+            .get(1)
+            .and_then(Val::as_blob)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 32]),
         note: text_at(r, 2).unwrap_or_default(),
         signed_at: text_at(r, 3).unwrap_or_default(),
     }
@@ -456,7 +493,12 @@ fn checkpoint_from(r: &Row) -> StoredCheckpoint {
 /// Signs a checkpoint of the current tree when it grew and the last one is at least
 /// `interval_secs` old. Call inside the writer's transaction: the size is the primary key,
 /// so two instances can never store two roots for one size.
-pub async fn maybe_checkpoint<S: Sql>(db: &S, signer: &NoteSigner, now: &str, interval_secs: i64) -> Result<Option<StoredCheckpoint>> {
+pub async fn maybe_checkpoint<S: Sql>(
+    db: &S,
+    signer: &NoteSigner,
+    now: &str,
+    interval_secs: i64,
+) -> Result<Option<StoredCheckpoint>> {
     let size = tree_size(db).await?;
     let last = latest_checkpoint(db).await?;
     if let Some(l) = &last {
@@ -472,27 +514,48 @@ pub async fn maybe_checkpoint<S: Sql>(db: &S, signer: &NoteSigner, now: &str, in
         }
     }
     let root = root_at(db, size).await?;
-    let body = Checkpoint { origin: signer.name.clone(), size, root }.body();
+    let body = Checkpoint {
+        origin: signer.name.clone(),
+        size,
+        root,
+    }
+    .body();
     let note = signer.sign(&body).map_err(|e| DbError::Other(e.to_string()))?;
     db.exec(
         "INSERT INTO checkpoints (size, root, note, signed_at) VALUES (?, ?, ?, ?)",
-        &[Val::int(size), Val::Blob(root.to_vec()), Val::text(&note), Val::text(now)],
+        &[
+            Val::int(size),
+            Val::Blob(root.to_vec()),
+            Val::text(&note),
+            Val::text(now),
+        ],
     )
     .await?;
-    Ok(Some(StoredCheckpoint { size, root, note, signed_at: now.into() }))
+    Ok(Some(StoredCheckpoint {
+        size,
+        root,
+        note,
+        signed_at: now.into(),
+    }))
 }
 
 // ---------------------------------------------------------------- settings and tokens
 
 pub async fn setting<S: Sql>(db: &S, key: &str) -> Result<Option<String>> {
-    let rows = db.query("SELECT value FROM settings WHERE key = ?", &[Val::text(key)]).await?;
+    let rows = db
+        .query("SELECT value FROM settings WHERE key = ?", &[Val::text(key)])
+        .await?;
     Ok(rows.first().and_then(|r| text_at(r, 0)))
 }
 
 /// Stores `value` unless the key is already set; returns what is stored either way, so
 /// concurrent first starts agree on one value.
 pub async fn setting_or_insert<S: Sql>(db: &S, key: &str, value: &str) -> Result<String> {
-    db.exec("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", &[Val::text(key), Val::text(value)]).await?;
+    db.exec(
+        "INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)",
+        &[Val::text(key), Val::text(value)],
+    )
+    .await?;
     Ok(setting(db, key).await?.unwrap_or_else(|| value.into()))
 }
 
@@ -525,11 +588,18 @@ pub async fn insert_token<S: Sql>(db: &S, token: &str, rec: &TokenRecord, now: &
 pub async fn find_token<S: Sql>(db: &S, token: &str) -> Result<Option<TokenRecord>> {
     // Tokens are 256-bit random: looking one up by its SHA-256 reveals nothing useful
     // through timing, and the hash is all that is stored.
-    let rows = db.query("SELECT name, scope, projects FROM tokens WHERE hash = ?", &[Val::text(token_hash(token))]).await?;
+    let rows = db
+        .query(
+            "SELECT name, scope, projects FROM tokens WHERE hash = ?",
+            &[Val::text(token_hash(token))],
+        )
+        .await?;
     Ok(rows.first().map(|r| TokenRecord {
         name: text_at(r, 0).unwrap_or_default(),
         scope: text_at(r, 1).unwrap_or_default(),
-        projects: text_at(r, 2).and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_default(),
+        projects: text_at(r, 2)
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default(),
     }))
 }
 
@@ -564,9 +634,15 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     pub fn to_api_json(&self) -> serde_json::Value {
-        let mut v = self.body.clone().unwrap_or_else(|| serde_json::json!({"seq": self.seq, "pruned": true}));
+        let mut v = self
+            .body
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({"seq": self.seq, "pruned": true}));
         if let Some(o) = v.as_object_mut() {
-            o.insert("leaf_hash".into(), serde_json::Value::String(base64_encode(&self.leaf_hash)));
+            o.insert(
+                "leaf_hash".into(),
+                serde_json::Value::String(base64_encode(&self.leaf_hash)),
+            );
         }
         v
     }
@@ -633,10 +709,17 @@ pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Resul
         if scope.is_empty() {
             return Ok(Vec::new());
         }
-        let ors: Vec<String> = scope.iter().map(|p| format!("e.{}", project_condition(p, &mut params))).collect();
+        let ors: Vec<String> = scope
+            .iter()
+            .map(|p| format!("e.{}", project_condition(p, &mut params)))
+            .collect();
         cond.push(format!("({})", ors.join(" OR ")));
     }
-    let where_ = if cond.is_empty() { String::new() } else { format!("WHERE {}", cond.join(" AND ")) };
+    let where_ = if cond.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", cond.join(" AND "))
+    };
     params.push(Val::Int(limit as i64));
     let rows = db
         .query(
@@ -651,7 +734,11 @@ fn stored_event(r: &Row) -> StoredEvent {
     StoredEvent {
         seq: u64_at(r, 0).unwrap_or(0),
         body: text_at(r, 1).and_then(|b| serde_json::from_str(&b).ok()),
-        leaf_hash: r.get(2).and_then(Val::as_blob).and_then(|b| b.try_into().ok()).unwrap_or([0; 32]),
+        leaf_hash: r
+            .get(2)
+            .and_then(Val::as_blob)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 32]),
     }
 }
 
@@ -663,11 +750,18 @@ pub async fn event_by_seq<S: Sql>(db: &S, seq: u64) -> Result<Option<StoredEvent
 }
 
 pub async fn seq_of_event_id<S: Sql>(db: &S, id: &str) -> Result<Option<u64>> {
-    let rows = db.query("SELECT seq FROM events WHERE id = ?", &[Val::text(id)]).await?;
+    let rows = db
+        .query("SELECT seq FROM events WHERE id = ?", &[Val::text(id)])
+        .await?;
     Ok(first_int(&rows).map(|s| s as u64))
 }
 
 pub async fn outcome_counts<S: Sql>(db: &S) -> Result<Vec<(String, u64)>> {
-    let rows = db.query("SELECT outcome, count FROM delivery_outcomes ORDER BY outcome", &[]).await?;
-    Ok(rows.iter().map(|r| (text_at(r, 0).unwrap_or_default(), u64_at(r, 1).unwrap_or(0))).collect())
+    let rows = db
+        .query("SELECT outcome, count FROM delivery_outcomes ORDER BY outcome", &[])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (text_at(r, 0).unwrap_or_default(), u64_at(r, 1).unwrap_or(0)))
+        .collect())
 }

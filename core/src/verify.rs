@@ -27,18 +27,35 @@ pub enum Verdict {
 impl Verdict {
     pub fn line(&self) -> String {
         match self {
-            Verdict::Ok { size, root, checkpoints, pruned } => format!(
+            Verdict::Ok {
+                size,
+                root,
+                checkpoints,
+                pruned,
+            } => format!(
                 "OK: {size} entries ({pruned} pruned), root {} at size {size}, {checkpoints} checkpoint(s) verified",
                 base64_encode(root)
             ),
-            Verdict::Tampered { seq: Some(s), kind, detail } => format!("TAMPERED: first bad seq {s}: {kind}: {detail}"),
-            Verdict::Tampered { seq: None, kind, detail } => format!("TAMPERED: {kind}: {detail}"),
+            Verdict::Tampered {
+                seq: Some(s),
+                kind,
+                detail,
+            } => format!("TAMPERED: first bad seq {s}: {kind}: {detail}"),
+            Verdict::Tampered {
+                seq: None,
+                kind,
+                detail,
+            } => format!("TAMPERED: {kind}: {detail}"),
         }
     }
 }
 
 fn tampered(seq: Option<u64>, kind: &'static str, detail: impl Into<String>) -> Verdict {
-    Verdict::Tampered { seq, kind, detail: detail.into() }
+    Verdict::Tampered {
+        seq,
+        kind,
+        detail: detail.into(),
+    }
 }
 
 const CHUNK: i64 = 5000;
@@ -56,10 +73,23 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
     for cp in crate::store::checkpoints(db).await? {
         let parsed = match key.open(&cp.note).map(Checkpoint::parse) {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) | Err(e) => return Ok(tampered(None, "bad_signature", format!("checkpoint at size {}: {e}", cp.size))),
+            Ok(Err(e)) | Err(e) => {
+                return Ok(tampered(
+                    None,
+                    "bad_signature",
+                    format!("checkpoint at size {}: {e}", cp.size),
+                ));
+            }
         };
         if parsed.size != cp.size || parsed.root != cp.root || parsed.origin != key.name {
-            return Ok(tampered(None, "bad_signature", format!("checkpoint at size {}: stored size/root/origin differ from the signed note", cp.size)));
+            return Ok(tampered(
+                None,
+                "bad_signature",
+                format!(
+                    "checkpoint at size {}: stored size/root/origin differ from the signed note",
+                    cp.size
+                ),
+            ));
         }
         checkpoints.push(parsed);
     }
@@ -86,10 +116,16 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
     let end = leaf_count.max(row_count) as i64;
     while start < end {
         let rows: Vec<Row> = db
-            .query("SELECT seq, body FROM events WHERE seq >= ? AND seq < ? ORDER BY seq", &[Val::Int(start), Val::Int(start + CHUNK)])
+            .query(
+                "SELECT seq, body FROM events WHERE seq >= ? AND seq < ? ORDER BY seq",
+                &[Val::Int(start), Val::Int(start + CHUNK)],
+            )
             .await?
             .into_iter()
-            .map(|r| Row { seq: r[0].as_i64().unwrap_or(-1) as u64, body: r[1].as_str().map(str::to_string) })
+            .map(|r| Row {
+                seq: r[0].as_i64().unwrap_or(-1) as u64,
+                body: r[1].as_str().map(str::to_string),
+            })
             .collect();
         let leaves = leaf_range(db, start, start + CHUNK).await?;
         let next_rows = db
@@ -98,7 +134,11 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
         let following_body = next_rows.first().and_then(|r| r[0].as_str().map(str::to_string));
         for (i, row) in rows.iter().enumerate() {
             if row.seq != expected {
-                return Ok(tampered(Some(expected), "missing", format!("no event row with seq {expected}")));
+                return Ok(tampered(
+                    Some(expected),
+                    "missing",
+                    format!("no event row with seq {expected}"),
+                ));
             }
             let Some(stored_leaf) = leaves.get(&row.seq) else {
                 return Ok(tampered(Some(row.seq), "inserted", "the row has no leaf in the tree"));
@@ -113,14 +153,24 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
                         return Ok(tampered(Some(row.seq), kind.0, kind.1));
                     }
                     if body_seq(body) != Some(row.seq) {
-                        return Ok(tampered(Some(row.seq), "edited", "the body's seq differs from its position"));
+                        return Ok(tampered(
+                            Some(row.seq),
+                            "edited",
+                            "the body's seq differs from its position",
+                        ));
                     }
                     leaf
                 }
                 None => {
-                    let tomb = db.query("SELECT 1 FROM pruned WHERE seq = ?", &[Val::int(row.seq)]).await?;
+                    let tomb = db
+                        .query("SELECT 1 FROM pruned WHERE seq = ?", &[Val::int(row.seq)])
+                        .await?;
                     if tomb.is_empty() {
-                        return Ok(tampered(Some(row.seq), "edited", "the body was removed without a retention tombstone"));
+                        return Ok(tampered(
+                            Some(row.seq),
+                            "edited",
+                            "the body was removed without a retention tombstone",
+                        ));
                     }
                     pruned += 1;
                     *stored_leaf
@@ -147,21 +197,37 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
         start += CHUNK;
     }
     if expected < leaf_count {
-        return Ok(tampered(Some(expected), "missing", format!("the tree has {leaf_count} leaves but events stop at seq {expected}")));
+        return Ok(tampered(
+            Some(expected),
+            "missing",
+            format!("the tree has {leaf_count} leaves but events stop at seq {expected}"),
+        ));
     }
     if let Some(cp) = checkpoints.get(next_cp) {
         return Ok(tampered(
             Some(frontier.size()),
             "rolled_back",
-            format!("a checkpoint signed size {} but the log holds {} entries", cp.size, frontier.size()),
+            format!(
+                "a checkpoint signed size {} but the log holds {} entries",
+                cp.size,
+                frontier.size()
+            ),
         ));
     }
-    Ok(Verdict::Ok { size: frontier.size(), root: frontier.root(), checkpoints: checkpoints.len(), pruned })
+    Ok(Verdict::Ok {
+        size: frontier.size(),
+        root: frontier.root(),
+        checkpoints: checkpoints.len(),
+        pruned,
+    })
 }
 
 async fn leaf_range<S: Sql>(db: &S, start: i64, end: i64) -> Result<std::collections::HashMap<u64, Hash>, DbError> {
     let rows = db
-        .query("SELECT idx, hash FROM tree_nodes WHERE level = 0 AND idx >= ? AND idx < ?", &[Val::Int(start), Val::Int(end)])
+        .query(
+            "SELECT idx, hash FROM tree_nodes WHERE level = 0 AND idx >= ? AND idx < ?",
+            &[Val::Int(start), Val::Int(end)],
+        )
         .await?;
     Ok(rows
         .iter()
@@ -170,7 +236,10 @@ async fn leaf_range<S: Sql>(db: &S, start: i64, end: i64) -> Result<std::collect
 }
 
 fn body_seq(body: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(body).ok()?.get("seq")?.as_u64()
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get("seq")?
+        .as_u64()
 }
 
 /// Names what happened at `seq`, whose body does not hash to its leaf.
@@ -186,9 +255,10 @@ fn classify(
             ("reordered", format!("the row at seq {seq} holds entry {c}"))
         }
         Some(c) if c != seq => ("reordered", format!("the row at seq {seq} claims seq {c}")),
-        _ if next_body.and_then(body_seq) == Some(seq) => {
-            ("inserted", format!("a row was inserted at seq {seq}; the original entry {seq} follows it"))
-        }
+        _ if next_body.and_then(body_seq) == Some(seq) => (
+            "inserted",
+            format!("a row was inserted at seq {seq}; the original entry {seq} follows it"),
+        ),
         _ => ("edited", "the body does not hash to its leaf".into()),
     }
 }

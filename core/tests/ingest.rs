@@ -22,8 +22,16 @@ fn pipeline_hook_fixture_field_by_field() {
     let dir = temp_dir("pipeline-fixture");
     let db = fresh_db(&dir);
     let body = fixture("pipeline_hook_go-gitlab.json");
-    let outcome = Ingest::new(&db).send(&body, "Pipeline Hook", Some("uuid-1"), T).unwrap();
-    assert_eq!(outcome, Outcome::Recorded { events: 15, first_seq: Some(0) });
+    let outcome = Ingest::new(&db)
+        .send(&body, "Pipeline Hook", Some("uuid-1"), T)
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Recorded {
+            events: 15,
+            first_seq: Some(0)
+        }
+    );
     let ev = all_events(&db);
     assert_eq!(ev.len(), 15);
     // Dense seq from 0, each event's seq in its body.
@@ -40,7 +48,10 @@ fn pipeline_hook_fixture_field_by_field() {
     let created = by_action(&ev, "pipeline.created", None);
     assert_eq!(created.len(), 1);
     let c = created[0];
-    assert_eq!(c["actor"], json!({"id": 42, "username": "user1", "name": "User1", "kind": "user"}));
+    assert_eq!(
+        c["actor"],
+        json!({"id": 42, "username": "user1", "name": "User1", "kind": "user"})
+    );
     assert_eq!(c["attribution"], "webhook_triggerer");
     assert_eq!(c["occurred_at"], "2016-08-12T15:23:28.000Z");
     let p = &c["pipeline"];
@@ -55,7 +66,10 @@ fn pipeline_hook_fixture_field_by_field() {
     assert_eq!(p["created_at"], "2016-08-12T15:23:28.000Z");
     assert_eq!(p["finished_at"], "2016-08-12T15:26:29.000Z");
     assert_eq!(p["duration"], 63);
-    assert_eq!(p["url"], "http://192.168.64.1:3005/gitlab-org/gitlab-test/-/pipelines/31");
+    assert_eq!(
+        p["url"],
+        "http://192.168.64.1:3005/gitlab-org/gitlab-test/-/pipelines/31"
+    );
     assert_eq!(
         p["merge_request"],
         json!({"id": 1, "iid": 1, "source_branch": "test", "target_branch": "master", "url": "http://192.168.64.1:3005/gitlab-org/gitlab-test/merge_requests/1"})
@@ -72,9 +86,21 @@ fn pipeline_hook_fixture_field_by_field() {
     let status: Vec<(&str, &str, &str)> = ev
         .iter()
         .filter(|e| e["action"] == "pipeline.status_changed")
-        .map(|e| (e["change"]["from"].as_str().unwrap_or("-"), e["change"]["to"].as_str().unwrap(), e["occurred_at"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["change"]["from"].as_str().unwrap_or("-"),
+                e["change"]["to"].as_str().unwrap(),
+                e["occurred_at"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(status, vec![("-", "running", "2016-08-12T15:24:56.000Z"), ("running", "success", "2016-08-12T15:26:29.000Z")]);
+    assert_eq!(
+        status,
+        vec![
+            ("-", "running", "2016-08-12T15:24:56.000Z"),
+            ("running", "success", "2016-08-12T15:26:29.000Z")
+        ]
+    );
     for e in by_action(&ev, "pipeline.status_changed", None) {
         assert_eq!(e["actor"], json!({"kind": "system"}));
         assert_eq!(e["attribution"], "none");
@@ -90,9 +116,15 @@ fn pipeline_hook_fixture_field_by_field() {
                "duration": 17, "queued_duration": 196})
     );
     let prod = job(380);
-    assert_eq!(prod["runner"], json!({"id": 42, "description": "shared-runners-manager-1.gitlab.com", "type": "instance", "tags": ["docker", "gce"]}));
+    assert_eq!(
+        prod["runner"],
+        json!({"id": 42, "description": "shared-runners-manager-1.gitlab.com", "type": "instance", "tags": ["docker", "gce"]})
+    );
     assert_eq!(prod["environment"], "production");
-    assert_eq!((prod["when"].as_str(), prod["manual"].as_bool(), prod["status"].as_str()), (Some("manual"), Some(true), Some("skipped")));
+    assert_eq!(
+        (prod["when"].as_str(), prod["manual"].as_bool(), prod["status"].as_str()),
+        (Some("manual"), Some(true), Some("skipped"))
+    );
     // GitLab sends failure_reason on a skipped job; it is a fact only when the job failed.
     assert!(prod.get("failure_reason").is_none());
     assert!(job(379).get("runner").is_none());
@@ -103,12 +135,29 @@ fn pipeline_hook_fixture_field_by_field() {
     let job_changes = |id: u64| -> Vec<(String, String)> {
         ev.iter()
             .filter(|e| e["job"]["id"] == id && e["change"].is_object())
-            .map(|e| (e["change"]["to"].as_str().unwrap().to_string(), e["occurred_at"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["change"]["to"].as_str().unwrap().to_string(),
+                    e["occurred_at"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     };
-    assert_eq!(job_changes(376), vec![("running".into(), "2016-08-12T15:24:56.000Z".into()), ("success".into(), "2016-08-12T15:25:26.000Z".into())]);
+    assert_eq!(
+        job_changes(376),
+        vec![
+            ("running".into(), "2016-08-12T15:24:56.000Z".into()),
+            ("success".into(), "2016-08-12T15:25:26.000Z".into())
+        ]
+    );
     // Job 377 has no finished_at: success at started_at + duration (17 s).
-    assert_eq!(job_changes(377), vec![("running".into(), "2016-08-12T15:26:12.000Z".into()), ("success".into(), "2016-08-12T15:26:29.000Z".into())]);
+    assert_eq!(
+        job_changes(377),
+        vec![
+            ("running".into(), "2016-08-12T15:26:12.000Z".into()),
+            ("success".into(), "2016-08-12T15:26:29.000Z".into())
+        ]
+    );
     assert_eq!(job_changes(379), Vec::<(String, String)>::new());
     assert_eq!(job_changes(380), vec![("skipped".into(), T.into())]);
 }
@@ -120,14 +169,26 @@ fn job_hook_fixture_is_a_retry_by_its_user() {
     let body = fixture("job_hook_go-gitlab.json");
     Ingest::new(&db).send(&body, "Job Hook", None, T).unwrap();
     let ev = all_events(&db);
-    assert_eq!(actions(&ev), vec!["job.retried", "job.status_changed", "job.status_changed"]);
+    assert_eq!(
+        actions(&ev),
+        vec!["job.retried", "job.status_changed", "job.status_changed"]
+    );
     let r = &ev[0];
-    assert_eq!(r["actor"], json!({"id": 2967854, "username": "jsmithy2", "name": "John Smith", "kind": "user"}));
+    assert_eq!(
+        r["actor"],
+        json!({"id": 2967854, "username": "jsmithy2", "name": "John Smith", "kind": "user"})
+    );
     assert_eq!(r["attribution"], "job_user");
     assert_eq!(r["occurred_at"], "2023-01-10T13:50:02.000Z");
     assert_eq!(r["forge"]["instance"], "gitlab.com");
-    assert_eq!(r["project"], json!({"id": 31537070, "path": "jsmithy2/release-tools-fake"}));
-    assert_eq!(r["pipeline"], json!({"id": 743121198, "ref": "main", "tag": false, "sha": "95d49d1efbd941908580e79d65e4b5ecaf4a8305", "before_sha": "0000000000000000000000000000000000000000"}));
+    assert_eq!(
+        r["project"],
+        json!({"id": 31537070, "path": "jsmithy2/release-tools-fake"})
+    );
+    assert_eq!(
+        r["pipeline"],
+        json!({"id": 743121198, "ref": "main", "tag": false, "sha": "95d49d1efbd941908580e79d65e4b5ecaf4a8305", "before_sha": "0000000000000000000000000000000000000000"})
+    );
     assert_eq!(
         r["job"],
         json!({"id": 3580121225u64, "name": "auto_deploy:start", "stage": "coordinated:tag", "status": "success", "allow_failure": false,
@@ -135,16 +196,28 @@ fn job_hook_fixture_is_a_retry_by_its_user() {
                "created_at": "2023-01-10T13:50:02.000Z", "started_at": "2023-01-10T13:50:05.000Z", "finished_at": "2023-01-10T13:50:54.000Z",
                "duration": 49.503592, "queued_duration": 0.193009, "environment": "production"})
     );
-    assert_eq!(r["evidence"].get("delivery_id"), None, "no delivery id header: the payload hash is the dedupe key");
-    assert_eq!((ev[1]["change"]["to"].as_str(), ev[1]["occurred_at"].as_str()), (Some("running"), Some("2023-01-10T13:50:05.000Z")));
-    assert_eq!((ev[2]["change"]["to"].as_str(), ev[2]["occurred_at"].as_str()), (Some("success"), Some("2023-01-10T13:50:54.000Z")));
+    assert_eq!(
+        r["evidence"].get("delivery_id"),
+        None,
+        "no delivery id header: the payload hash is the dedupe key"
+    );
+    assert_eq!(
+        (ev[1]["change"]["to"].as_str(), ev[1]["occurred_at"].as_str()),
+        (Some("running"), Some("2023-01-10T13:50:05.000Z"))
+    );
+    assert_eq!(
+        (ev[2]["change"]["to"].as_str(), ev[2]["occurred_at"].as_str()),
+        (Some("success"), Some("2023-01-10T13:50:54.000Z"))
+    );
 }
 
 #[test]
 fn build_hook_fixture_older_format() {
     let dir = temp_dir("build-fixture");
     let db = fresh_db(&dir);
-    Ingest::new(&db).send(&fixture("build_hook_go-gitlab.json"), "Job Hook", Some("b1"), T).unwrap();
+    Ingest::new(&db)
+        .send(&fixture("build_hook_go-gitlab.json"), "Job Hook", Some("b1"), T)
+        .unwrap();
     let ev = all_events(&db);
     assert_eq!(actions(&ev), vec!["job.created"]);
     let e = &ev[0];
@@ -215,33 +288,85 @@ fn scenario_trigger_run_retry_play_cancel_duplicate_out_of_order() {
     };
 
     // 1. alice triggers: pipeline pending, build created, deploy manual.
-    ing.send(&snapshot_of("pending", &[(501, "build", "pending", "alice"), (502, "deploy", "manual", "alice")], "alice"), "Pipeline Hook", Some("d1"), T).unwrap();
+    ing.send(
+        &snapshot_of(
+            "pending",
+            &[(501, "build", "pending", "alice"), (502, "deploy", "manual", "alice")],
+            "alice",
+        ),
+        "Pipeline Hook",
+        Some("d1"),
+        T,
+    )
+    .unwrap();
     let ev = new_events("trigger");
-    assert_eq!(actions(&ev), vec!["pipeline.created", "job.created", "job.status_changed", "job.created", "job.status_changed", "pipeline.status_changed"]);
+    assert_eq!(
+        actions(&ev),
+        vec![
+            "pipeline.created",
+            "job.created",
+            "job.status_changed",
+            "job.created",
+            "job.status_changed",
+            "pipeline.status_changed"
+        ]
+    );
     assert_eq!(ev[0]["actor"]["username"], "alice");
 
     // 2. running.
-    ing.send(&snapshot_of("running", &[(501, "build", "running", "alice"), (502, "deploy", "manual", "alice")], "alice"), "Pipeline Hook", Some("d2"), T).unwrap();
+    ing.send(
+        &snapshot_of(
+            "running",
+            &[(501, "build", "running", "alice"), (502, "deploy", "manual", "alice")],
+            "alice",
+        ),
+        "Pipeline Hook",
+        Some("d2"),
+        T,
+    )
+    .unwrap();
     let ev = new_events("running");
     assert_eq!(actions(&ev), vec!["job.status_changed", "pipeline.status_changed"]);
 
     // 3. the build fails, bob retries it: a new job 503 whose user is bob.
-    ing.send(&job_hook(501, "build", "failed", "alice", 0), "Job Hook", Some("d3"), T).unwrap();
+    ing.send(&job_hook(501, "build", "failed", "alice", 0), "Job Hook", Some("d3"), T)
+        .unwrap();
     assert_eq!(actions(&new_events("failed")), vec!["job.status_changed"]);
-    ing.send(&job_hook(503, "build", "pending", "bob", 1), "Job Hook", Some("d4"), T).unwrap();
+    ing.send(&job_hook(503, "build", "pending", "bob", 1), "Job Hook", Some("d4"), T)
+        .unwrap();
     let ev = new_events("retry");
     assert_eq!(ev[0]["action"], "job.retried");
     assert_eq!(ev[0]["actor"]["username"], "bob");
     assert_eq!(ev[0]["attribution"], "job_user");
 
     // 4. carol plays the manual deploy job.
-    ing.send(&job_hook(502, "deploy", "pending", "carol", 0), "Job Hook", Some("d5"), T).unwrap();
+    ing.send(
+        &job_hook(502, "deploy", "pending", "carol", 0),
+        "Job Hook",
+        Some("d5"),
+        T,
+    )
+    .unwrap();
     let ev = new_events("play");
     assert_eq!(actions(&ev), vec!["job.played", "job.status_changed"]);
     assert_eq!(ev[0]["actor"]["username"], "carol");
 
     // 5. someone cancels: the payload's user is still the triggerer (alice) — never the canceler.
-    ing.send(&snapshot_of("canceled", &[(501, "build", "failed", "alice"), (502, "deploy", "canceled", "carol"), (503, "build", "canceled", "bob")], "alice"), "Pipeline Hook", Some("d6"), T).unwrap();
+    ing.send(
+        &snapshot_of(
+            "canceled",
+            &[
+                (501, "build", "failed", "alice"),
+                (502, "deploy", "canceled", "carol"),
+                (503, "build", "canceled", "bob"),
+            ],
+            "alice",
+        ),
+        "Pipeline Hook",
+        Some("d6"),
+        T,
+    )
+    .unwrap();
     let ev = new_events("cancel");
     assert_eq!(actions(&ev), vec!["job.canceled", "job.canceled", "pipeline.canceled"]);
     for e in &ev {
@@ -251,32 +376,93 @@ fn scenario_trigger_run_retry_play_cancel_duplicate_out_of_order() {
 
     // 6. a duplicate delivery adds nothing, and says so.
     let before = snapshot(&db);
-    let again = ing.send(&job_hook(502, "deploy", "pending", "carol", 0), "Job Hook", Some("d5"), T).unwrap();
+    let again = ing
+        .send(
+            &job_hook(502, "deploy", "pending", "carol", 0),
+            "Job Hook",
+            Some("d5"),
+            T,
+        )
+        .unwrap();
     assert_eq!(again, Outcome::Duplicate);
     assert_eq!(snapshot(&db), before);
 
     // 7. out of order: a late `running` snapshot (new delivery id) moves nothing back.
-    let late = ing.send(&snapshot_of("running", &[(501, "build", "running", "alice"), (502, "deploy", "manual", "alice")], "alice"), "Pipeline Hook", Some("d2-late"), T).unwrap();
-    assert_eq!(late, Outcome::Recorded { events: 0, first_seq: None });
+    let late = ing
+        .send(
+            &snapshot_of(
+                "running",
+                &[(501, "build", "running", "alice"), (502, "deploy", "manual", "alice")],
+                "alice",
+            ),
+            "Pipeline Hook",
+            Some("d2-late"),
+            T,
+        )
+        .unwrap();
+    assert_eq!(
+        late,
+        Outcome::Recorded {
+            events: 0,
+            first_seq: None
+        }
+    );
     assert!(new_events("late").is_empty());
 
     // The same facts under a new delivery id are not recorded twice either.
-    ing.send(&job_hook(503, "build", "pending", "bob", 1), "Job Hook", Some("d4-redelivered"), T).unwrap();
+    ing.send(
+        &job_hook(503, "build", "pending", "bob", 1),
+        "Job Hook",
+        Some("d4-redelivered"),
+        T,
+    )
+    .unwrap();
     assert!(new_events("redelivered").is_empty());
 
     // 8. bob retries the canceled pipeline: new job 504 → pipeline.retried by bob, running again.
-    ing.send(&snapshot_of("running", &[(501, "build", "failed", "alice"), (502, "deploy", "canceled", "carol"), (503, "build", "canceled", "bob"), (504, "build", "running", "bob")], "alice"), "Pipeline Hook", Some("d7"), T).unwrap();
+    ing.send(
+        &snapshot_of(
+            "running",
+            &[
+                (501, "build", "failed", "alice"),
+                (502, "deploy", "canceled", "carol"),
+                (503, "build", "canceled", "bob"),
+                (504, "build", "running", "bob"),
+            ],
+            "alice",
+        ),
+        "Pipeline Hook",
+        Some("d7"),
+        T,
+    )
+    .unwrap();
     let ev = new_events("pipeline retry");
-    assert_eq!(actions(&ev), vec!["job.retried", "job.status_changed", "pipeline.retried", "pipeline.status_changed"]);
+    assert_eq!(
+        actions(&ev),
+        vec![
+            "job.retried",
+            "job.status_changed",
+            "pipeline.retried",
+            "pipeline.status_changed"
+        ]
+    );
     assert_eq!(ev[2]["actor"]["username"], "bob");
-    assert_eq!((ev[3]["change"]["from"].as_str(), ev[3]["change"]["to"].as_str()), (Some("canceled"), Some("running")));
+    assert_eq!(
+        (ev[3]["change"]["from"].as_str(), ev[3]["change"]["to"].as_str()),
+        (Some("canceled"), Some("running"))
+    );
 
     // The provenance summary tells the story.
     let summary = pipetrail_core::provenance::summarize(&all_events(&db)).unwrap();
     assert_eq!(summary["triggered_by"]["actor"]["username"], "alice");
     assert_eq!(summary["status"], "running");
     assert_eq!(summary["plays"][0]["actor"]["username"], "carol");
-    let retriers: Vec<&str> = summary["retries"].as_array().unwrap().iter().map(|r| r["actor"]["username"].as_str().unwrap()).collect();
+    let retriers: Vec<&str> = summary["retries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["actor"]["username"].as_str().unwrap())
+        .collect();
     assert_eq!(retriers, vec!["bob", "bob", "bob"]);
     assert_eq!(summary["cancels"].as_array().unwrap().len(), 3);
     assert_eq!(summary["jobs"].as_array().unwrap().len(), 4);
@@ -287,12 +473,22 @@ fn variable_allowlist_and_hmac() {
     let dir = temp_dir("variables");
     let db = fresh_db(&dir);
     let mut ing = Ingest::new(&db);
-    ing.policy = VariablePolicy { allowlist: vec!["NESTOR_PROD_ENVIRONMENT".into()], hmac_key: Some(b"k".to_vec()) };
-    ing.send(&fixture("pipeline_hook_go-gitlab.json"), "Pipeline Hook", None, T).unwrap();
-    let created = all_events(&db).into_iter().find(|e| e["action"] == "pipeline.created").unwrap();
+    ing.policy = VariablePolicy {
+        allowlist: vec!["NESTOR_PROD_ENVIRONMENT".into()],
+        hmac_key: Some(b"k".to_vec()),
+    };
+    ing.send(&fixture("pipeline_hook_go-gitlab.json"), "Pipeline Hook", None, T)
+        .unwrap();
+    let created = all_events(&db)
+        .into_iter()
+        .find(|e| e["action"] == "pipeline.created")
+        .unwrap();
     let v = &created["variables"][0];
     assert_eq!(v["value"], "us-west-1");
-    assert_eq!(v["value_hmac"], pipetrail_core::encoding::hex(&pipetrail_core::encoding::hmac_sha256(b"k", b"us-west-1")));
+    assert_eq!(
+        v["value_hmac"],
+        pipetrail_core::encoding::hex(&pipetrail_core::encoding::hmac_sha256(b"k", b"us-west-1"))
+    );
 }
 
 #[test]
@@ -300,7 +496,8 @@ fn bad_input_is_refused_and_changes_nothing() {
     let dir = temp_dir("bad-input");
     let db = fresh_db(&dir);
     let ing = Ingest::new(&db);
-    ing.send(&fixture("pipeline_hook_go-gitlab.json"), "Pipeline Hook", Some("ok"), T).unwrap();
+    ing.send(&fixture("pipeline_hook_go-gitlab.json"), "Pipeline Hook", Some("ok"), T)
+        .unwrap();
     let before = snapshot(&db);
     let mut p = fixture("pipeline_hook_go-gitlab.json");
     p["object_attributes"]["id"] = json!("31");
@@ -311,10 +508,26 @@ fn bad_input_is_refused_and_changes_nothing() {
     let cases: Vec<(Vec<u8>, &str, &str)> = vec![
         (b"{not json".to_vec(), "Pipeline Hook", "malformed JSON"),
         (b"\xff\xfe\xfd".to_vec(), "Pipeline Hook", "not valid UTF-8"),
-        (serde_json::to_vec(&p).unwrap(), "Pipeline Hook", "object_attributes.id: expected an unsigned integer"),
-        (serde_json::to_vec(&missing).unwrap(), "Job Hook", "build_status: required field is missing"),
-        (br#"{"object_kind":"merge_request"}"#.to_vec(), "Pipeline Hook", "object_kind: unsupported value"),
-        (serde_json::to_vec(&fixture("job_hook_go-gitlab.json")).unwrap(), "Pipeline Hook", "does not match X-Gitlab-Event"),
+        (
+            serde_json::to_vec(&p).unwrap(),
+            "Pipeline Hook",
+            "object_attributes.id: expected an unsigned integer",
+        ),
+        (
+            serde_json::to_vec(&missing).unwrap(),
+            "Job Hook",
+            "build_status: required field is missing",
+        ),
+        (
+            br#"{"object_kind":"merge_request"}"#.to_vec(),
+            "Pipeline Hook",
+            "object_kind: unsupported value",
+        ),
+        (
+            serde_json::to_vec(&fixture("job_hook_go-gitlab.json")).unwrap(),
+            "Pipeline Hook",
+            "does not match X-Gitlab-Event",
+        ),
         (serde_json::to_vec(&big_id).unwrap(), "Job Hook", "signed 64-bit"),
         (b"[]".to_vec(), "Pipeline Hook", "must be a JSON object"),
     ];
@@ -340,8 +553,23 @@ fn mutated_fixtures_never_panic_and_keep_the_ledger_dense() {
         rng ^= rng << 17;
         rng
     };
-    let fixtures = [("pipeline_hook_go-gitlab.json", "Pipeline Hook"), ("job_hook_go-gitlab.json", "Job Hook"), ("build_hook_go-gitlab.json", "Job Hook")];
-    let replacements = [json!(null), json!(-1), json!(1e300), json!(""), json!("2023-01-10 13:50:02 UTC"), json!([]), json!({}), json!(true), json!(u64::MAX), json!("<script>")];
+    let fixtures = [
+        ("pipeline_hook_go-gitlab.json", "Pipeline Hook"),
+        ("job_hook_go-gitlab.json", "Job Hook"),
+        ("build_hook_go-gitlab.json", "Job Hook"),
+    ];
+    let replacements = [
+        json!(null),
+        json!(-1),
+        json!(1e300),
+        json!(""),
+        json!("2023-01-10 13:50:02 UTC"),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!(u64::MAX),
+        json!("<script>"),
+    ];
     let (mut ok, mut refused) = (0, 0);
     for i in 0..1500u64 {
         let (name, event) = fixtures[(next() % 3) as usize];
@@ -367,7 +595,11 @@ fn mutated_fixtures_never_panic_and_keep_the_ledger_dense() {
     }
     let key = common::signer().verifier();
     let verdict = pipetrail_core::sql::block_on(pipetrail_core::verify::verify_db(&db, &key, None)).unwrap();
-    assert!(matches!(verdict, pipetrail_core::verify::Verdict::Ok { .. }), "{}", verdict.line());
+    assert!(
+        matches!(verdict, pipetrail_core::verify::Verdict::Ok { .. }),
+        "{}",
+        verdict.line()
+    );
 }
 
 fn mutate(v: &mut Value, next: &mut impl FnMut() -> u64, replacements: &[Value]) {

@@ -68,7 +68,11 @@ fn stored_roots_and_proofs_match_the_reference() {
     assert_eq!(cps.iter().map(|c| c.size).collect::<Vec<_>>(), vec![15, 30, 45]);
     // No second checkpoint for a size that already has one.
     db.0.execute_batch("BEGIN IMMEDIATE").unwrap();
-    assert!(block_on(store::maybe_checkpoint(&db, &signer(), T, 0)).unwrap().is_none());
+    assert!(
+        block_on(store::maybe_checkpoint(&db, &signer(), T, 0))
+            .unwrap()
+            .is_none()
+    );
     db.0.execute_batch("COMMIT").unwrap();
 }
 
@@ -118,7 +122,19 @@ fn verdict_after(name: &str, tamper: impl FnOnce(&rusqlite::Connection)) -> Verd
     let dir = temp_dir(name);
     let db = filled(&dir, 2);
     let clean = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
-    assert!(matches!(clean, Verdict::Ok { size: 30, checkpoints: 2, pruned: 0, .. }), "{}", clean.line());
+    assert!(
+        matches!(
+            clean,
+            Verdict::Ok {
+                size: 30,
+                checkpoints: 2,
+                pruned: 0,
+                ..
+            }
+        ),
+        "{}",
+        clean.line()
+    );
     tamper(&db.0);
     block_on(verify_db(&db, &signer().verifier(), None)).unwrap()
 }
@@ -133,7 +149,11 @@ fn assert_tampered(v: &Verdict, seq: Option<u64>, kind: &str) {
 #[test]
 fn verify_names_each_kind_of_tampering() {
     let v = verdict_after("edit", |c| {
-        c.execute(r#"UPDATE events SET body = replace(body, '"gitlab"', '"GITLAB"') WHERE seq = 5"#, []).unwrap();
+        c.execute(
+            r#"UPDATE events SET body = replace(body, '"gitlab"', '"GITLAB"') WHERE seq = 5"#,
+            [],
+        )
+        .unwrap();
     });
     assert_tampered(&v, Some(5), "edited");
 
@@ -186,16 +206,23 @@ fn verify_names_each_kind_of_tampering() {
     assert_tampered(&v, Some(20), "rolled_back");
 
     let v = verdict_after("forged-checkpoint", |c| {
-        c.execute("UPDATE checkpoints SET note = replace(note, '\n15\n', '\n14\n') WHERE size = 15", []).unwrap();
+        c.execute(
+            "UPDATE checkpoints SET note = replace(note, '\n15\n', '\n14\n') WHERE size = 15",
+            [],
+        )
+        .unwrap();
     });
     assert_tampered(&v, None, "bad_signature");
 
     // A careful attacker rewrites the body, its leaf and every parent: only the signed
     // checkpoints catch it, and they bound where it happened.
     let v = verdict_after("consistent-rewrite", |c| {
-        let body: String = c.query_row("SELECT body FROM events WHERE seq = 18", [], |r| r.get(0)).unwrap();
+        let body: String = c
+            .query_row("SELECT body FROM events WHERE seq = 18", [], |r| r.get(0))
+            .unwrap();
         let forged = body.replace("\"gitlab\"", "\"GITLAB\"");
-        c.execute("UPDATE events SET body = ? WHERE seq = 18", [&forged]).unwrap();
+        c.execute("UPDATE events SET body = ? WHERE seq = 18", [&forged])
+            .unwrap();
         let db = NativeDb(rusqlite::Connection::open(c.path().unwrap()).unwrap());
         rebuild_tree(&db);
     });
@@ -207,13 +234,24 @@ fn verify_names_each_kind_of_tampering() {
 fn rebuild_tree(db: &NativeDb) {
     let bodies = block_on(db.query("SELECT body FROM events ORDER BY seq", &[])).unwrap();
     block_on(db.exec("DELETE FROM tree_nodes", &[])).unwrap();
-    let mut level: Vec<Hash> = bodies.iter().map(|b| merkle::leaf_hash(b[0].as_str().unwrap().as_bytes())).collect();
+    let mut level: Vec<Hash> = bodies
+        .iter()
+        .map(|b| merkle::leaf_hash(b[0].as_str().unwrap().as_bytes()))
+        .collect();
     let mut l = 0i64;
     while !level.is_empty() {
         for (i, h) in level.iter().enumerate() {
-            block_on(db.exec("INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", &[Val::Int(l), Val::Int(i as i64), Val::Blob(h.to_vec())])).unwrap();
+            block_on(db.exec(
+                "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                &[Val::Int(l), Val::Int(i as i64), Val::Blob(h.to_vec())],
+            ))
+            .unwrap();
         }
-        level = level.chunks(2).filter(|c| c.len() == 2).map(|c| merkle::node_hash(&c[0], &c[1])).collect();
+        level = level
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| merkle::node_hash(&c[0], &c[1]))
+            .collect();
         l += 1;
     }
 }
@@ -226,7 +264,18 @@ fn pruned_entries_are_reported_as_pruned_not_tampered() {
         )
         .unwrap();
     });
-    assert!(matches!(v, Verdict::Ok { size: 30, pruned: 2, .. }), "{}", v.line());
+    assert!(
+        matches!(
+            v,
+            Verdict::Ok {
+                size: 30,
+                pruned: 2,
+                ..
+            }
+        ),
+        "{}",
+        v.line()
+    );
 }
 
 #[test]
@@ -234,7 +283,11 @@ fn wrong_key_and_external_checkpoint() {
     let dir = temp_dir("keys");
     let db = filled(&dir, 2);
     let other = NoteSigner::from_seed("test.example/log", [1u8; 32]).unwrap();
-    assert_tampered(&block_on(verify_db(&db, &other.verifier(), None)).unwrap(), None, "bad_signature");
+    assert_tampered(
+        &block_on(verify_db(&db, &other.verifier(), None)).unwrap(),
+        None,
+        "bad_signature",
+    );
 
     // The admin rolls back the whole database, checkpoints included. Alone it verifies...
     let kept_elsewhere = block_on(store::latest_checkpoint(&db)).unwrap().unwrap().note;

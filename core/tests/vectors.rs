@@ -109,7 +109,11 @@ fn rfc6962_roots_small_and_large() {
     }
     for (size, want) in small["root_by_size_hex"].as_object().unwrap() {
         let n: usize = size.parse().unwrap();
-        assert_eq!(merkle::root_from_leaves(&leaves[..n]).to_vec(), unhex(want.as_str().unwrap()).unwrap(), "size {n}");
+        assert_eq!(
+            merkle::root_from_leaves(&leaves[..n]).to_vec(),
+            unhex(want.as_str().unwrap()).unwrap(),
+            "size {n}"
+        );
     }
     let large = v["large_trees"]["root_by_size_base64"].as_object().unwrap();
     let max: u64 = large.keys().map(|k| k.parse().unwrap()).max().unwrap();
@@ -128,7 +132,8 @@ fn rfc6962_roots_small_and_large() {
 #[test]
 fn tessera_log_end_to_end() {
     let dir = tlog().join("tessera-log");
-    let key = NoteVerifier::parse("example.com/log/testdata+33d7b496+AeHTu4Q3hEIMHNqc6fASMsq3rKNx280NI+oO5xCFkkSx").unwrap();
+    let key =
+        NoteVerifier::parse("example.com/log/testdata+33d7b496+AeHTu4Q3hEIMHNqc6fASMsq3rKNx280NI+oO5xCFkkSx").unwrap();
     // The full entry bundle (uint16 big-endian length-prefixed entries).
     let bundle = std::fs::read(dir.join("tile/entries/000.p/15")).unwrap();
     let mut entries = Vec::new();
@@ -149,7 +154,10 @@ fn tessera_log_end_to_end() {
         assert_eq!((cp.origin.as_str(), cp.size), ("example.com/log/testdata", size as u64));
         assert_eq!(cp.root, f.root(), "root at size {size}");
         // A changed size or root must not verify.
-        assert!(key.open(&note.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1)).is_err());
+        assert!(
+            key.open(&note.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1))
+                .is_err()
+        );
     }
 }
 

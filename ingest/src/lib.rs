@@ -28,17 +28,28 @@ async fn gitlab(req: Request) -> Response<String> {
     let secrets = platform::var_list("gitlab_webhook_secret").await;
     let given = header(req.headers(), "x-gitlab-token").unwrap_or("");
     // Every configured secret is compared in full, so timing does not say which one nearly matched.
-    let ok = secrets.iter().fold(false, |acc, s| ct_eq(s.as_bytes(), given.as_bytes()) | acc);
+    let ok = secrets
+        .iter()
+        .fold(false, |acc, s| ct_eq(s.as_bytes(), given.as_bytes()) | acc);
     if secrets.is_empty() || !ok {
         let _ = store::count_outcome(&db, "unauthorized").await;
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong X-Gitlab-Token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong X-Gitlab-Token",
+        );
     }
     let event = header(req.headers(), "x-gitlab-event").map(str::to_string);
     if let Some(kind) = event.as_deref()
-        && !["Pipeline Hook", "Job Hook"].iter().any(|k| k.eq_ignore_ascii_case(kind))
+        && !["Pipeline Hook", "Job Hook"]
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(kind))
     {
         let _ = store::count_outcome(&db, "ignored").await;
-        return json(StatusCode::ACCEPTED, &json!({"status": "ignored", "reason": format!("{kind} is not recorded")}));
+        return json(
+            StatusCode::ACCEPTED,
+            &json!({"status": "ignored", "reason": format!("{kind} is not recorded")}),
+        );
     }
     let idem = header(req.headers(), "idempotency-key").map(str::to_string);
     let uuid = header(req.headers(), "x-gitlab-event-uuid").map(str::to_string);
@@ -46,7 +57,11 @@ async fn gitlab(req: Request) -> Response<String> {
         Ok(b) => b,
         Err(platform::BodyError::TooLarge) => {
             let _ = store::count_outcome(&db, "too_large").await;
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "bodies are limited to 25 MB, as GitLab's are");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "bodies are limited to 25 MB, as GitLab's are",
+            );
         }
         Err(platform::BodyError::Read(m)) => return error(StatusCode::BAD_REQUEST, "unreadable_body", m),
     };
@@ -58,7 +73,10 @@ async fn gitlab(req: Request) -> Response<String> {
         allowlist: platform::var_list("variables_allowlist").await,
         hmac_key: platform::var("variables_hmac_key").await.map(String::into_bytes),
     };
-    let interval = platform::var("checkpoint_interval_seconds").await.and_then(|v| v.parse().ok()).unwrap_or(10);
+    let interval = platform::var("checkpoint_interval_seconds")
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let received_at = platform::now();
     let delivery = Delivery {
         body: &body,
@@ -67,11 +85,16 @@ async fn gitlab(req: Request) -> Response<String> {
         event_uuid: uuid.as_deref(),
         received_at: &received_at,
     };
-    let settings = Settings { variables: &policy, signer: &signer, checkpoint_interval_secs: interval };
+    let settings = Settings {
+        variables: &policy,
+        signer: &signer,
+        checkpoint_interval_secs: interval,
+    };
     match ingest::record_gitlab(&db, &delivery, &settings).await {
-        Ok(Outcome::Recorded { events, first_seq }) => {
-            json(StatusCode::OK, &json!({"status": "recorded", "events": events, "first_seq": first_seq}))
-        }
+        Ok(Outcome::Recorded { events, first_seq }) => json(
+            StatusCode::OK,
+            &json!({"status": "recorded", "events": events, "first_seq": first_seq}),
+        ),
         Ok(Outcome::Duplicate) => json(StatusCode::OK, &json!({"status": "duplicate", "events": 0})),
         Err(IngestError::Invalid(m)) => error(StatusCode::BAD_REQUEST, "invalid_payload", m),
         Err(IngestError::Db(e)) => platform::db_failure(&e),

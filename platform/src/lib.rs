@@ -67,14 +67,23 @@ impl Sql for Db {
 
 /// A Spin variable; `None` when unset or empty (optional variables default to "").
 pub async fn var(name: &str) -> Option<String> {
-    spin_sdk::variables::get(name).await.ok().filter(|v| !v.trim().is_empty())
+    spin_sdk::variables::get(name)
+        .await
+        .ok()
+        .filter(|v| !v.trim().is_empty())
 }
 
 /// Comma-separated variable values, trimmed, empty entries dropped.
 pub async fn var_list(name: &str) -> Vec<String> {
     var(name)
         .await
-        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -140,10 +149,18 @@ pub fn error(status: StatusCode, code: &str, message: impl AsRef<str>) -> Respon
 
 pub fn db_failure(e: &DbError) -> Response<String> {
     match e {
-        DbError::Full(_) => error(StatusCode::SERVICE_UNAVAILABLE, "storage_full", "storage is full; nothing was recorded, retry later"),
+        DbError::Full(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_full",
+            "storage is full; nothing was recorded, retry later",
+        ),
         DbError::Other(m) => {
             eprintln!("pipetrail: database error: {m}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "storage failed; nothing was recorded")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                "storage failed; nothing was recorded",
+            )
         }
     }
 }
@@ -159,13 +176,19 @@ pub async fn signer(db: &Db) -> Result<(NoteSigner, bool), DbError> {
     let stored = match store::setting(db, "generated_signing_key").await? {
         Some(k) => k,
         None => {
-            let seed: [u8; 32] = random_bytes(32).try_into().map_err(|_| DbError::Other("no randomness".into()))?;
+            let seed: [u8; 32] = random_bytes(32)
+                .try_into()
+                .map_err(|_| DbError::Other("no randomness".into()))?;
             let fresh = NoteSigner::from_seed("pipetrail.local/log", seed).map_err(|e| DbError::Other(e.0))?;
-            eprintln!("pipetrail: WARNING: no signing_key variable; generated a try-out key and stored it in the database. Set signing_key (pipetrail keygen) for production.");
+            eprintln!(
+                "pipetrail: WARNING: no signing_key variable; generated a try-out key and stored it in the database. Set signing_key (pipetrail keygen) for production."
+            );
             store::setting_or_insert(db, "generated_signing_key", &fresh.private_key_text()).await?
         }
     };
-    NoteSigner::parse(&stored).map(|s| (s, false)).map_err(|e| DbError::Other(e.0))
+    NoteSigner::parse(&stored)
+        .map(|s| (s, false))
+        .map_err(|e| DbError::Other(e.0))
 }
 
 /// Who is asking.
@@ -198,8 +221,13 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Authenticates a request; `Err` is the 401 to send.
 pub async fn authenticate(db: &Db, headers: &HeaderMap) -> Result<Caller, Response<String>> {
     let unauthorized = || {
-        let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API token is required (Authorization: Bearer or PRIVATE-TOKEN)");
-        r.headers_mut().insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API token is required (Authorization: Bearer or PRIVATE-TOKEN)",
+        );
+        r.headers_mut()
+            .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
         r
     };
     match bearer(headers) {

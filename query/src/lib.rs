@@ -49,7 +49,11 @@ async fn route(db: &Db, req: Request, path: &str, query: &str) -> Reply {
         (&Method::GET, ["api", "v1", "key"]) => key(db).await,
         (&Method::GET, ["api", "v1", "proof", "inclusion"]) => inclusion(db, &caller, &pairs).await,
         (&Method::GET, ["api", "v1", "proof", "consistency"]) => consistency(db, &pairs).await,
-        _ => Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no route {method} {path}"))),
+        _ => Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {method} {path}"),
+        )),
     }
 }
 
@@ -59,7 +63,6 @@ fn bad_param(e: &ParamError) -> Response<String> {
         &json!({"error": "bad_parameter", "parameter": e.param, "message": format!("{}: {}", e.param, e.message)}),
     )
 }
-
 
 async fn healthz(db: &Db) -> Reply {
     let size = store::tree_size(db).await?;
@@ -84,21 +87,34 @@ async fn events(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
     let mut found = store::list_events(db, &filter, limit + 1).await?;
     let more = found.len() > limit;
     found.truncate(limit);
-    let next = if more { found.last().map(|e| e.seq.to_string()) } else { None };
+    let next = if more {
+        found.last().map(|e| e.seq.to_string())
+    } else {
+        None
+    };
     let events: Vec<Value> = found.iter().map(store::StoredEvent::to_api_json).collect();
     Ok(json(StatusCode::OK, &json!({"events": events, "next_cursor": next})))
 }
 
 async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
     if forge != "gitlab" {
-        return Ok(error(StatusCode::NOT_FOUND, "not_found", format!("unknown forge {forge:?}")));
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("unknown forge {forge:?}"),
+        ));
     }
     let id = match params::parse_u64("id", id) {
         Ok(id) => id,
         Err(e) => return Ok(bad_param(&e)),
     };
     let mut all = Vec::new();
-    let mut filter = EventFilter { forge: Some(forge.into()), pipeline: Some(id), scope: caller.scope(), ..Default::default() };
+    let mut filter = EventFilter {
+        forge: Some(forge.into()),
+        pipeline: Some(id),
+        scope: caller.scope(),
+        ..Default::default()
+    };
     loop {
         let page = store::list_events(db, &filter, 1000).await?;
         let done = page.len() < 1000;
@@ -111,13 +127,20 @@ async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
     match provenance::summarize(&all) {
         Some(summary) => Ok(json(StatusCode::OK, &summary)),
         // Out-of-scope pipelines answer exactly like missing ones.
-        None => Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no pipeline {id} is recorded"))),
+        None => Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no pipeline {id} is recorded"),
+        )),
     }
 }
 
 async fn stats(db: &Db) -> Reply {
-    let outcomes: serde_json::Map<String, Value> =
-        store::outcome_counts(db).await?.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    let outcomes: serde_json::Map<String, Value> = store::outcome_counts(db)
+        .await?
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
     let size = store::tree_size(db).await?;
     let cp = store::latest_checkpoint(db).await?;
     Ok(json(
@@ -132,11 +155,21 @@ async fn stats(db: &Db) -> Reply {
 
 async fn create_token(db: &Db, caller: &Caller, req: Request) -> Reply {
     if *caller != Caller::Admin {
-        return Ok(error(StatusCode::FORBIDDEN, "forbidden", "creating tokens needs the admin token"));
+        return Ok(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "creating tokens needs the admin token",
+        ));
     }
     let body = match platform::read_body(req, 64 * 1024).await {
         Ok(b) => b,
-        Err(_) => return Ok(error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "token requests are limited to 64 KiB")),
+        Err(_) => {
+            return Ok(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "token requests are limited to 64 KiB",
+            ));
+        }
     };
     let rec = match token_request(&body) {
         Ok(r) => r,
@@ -159,7 +192,11 @@ fn token_request(body: &[u8]) -> Result<TokenRecord, String> {
     let scope = match v.get("scope") {
         None | Some(Value::Null) => "read",
         Some(Value::String(s)) if s == "read" => "read",
-        Some(_) => return Err("scope: only \"read\" tokens can be created; the admin token is the admin_token variable".into()),
+        Some(_) => {
+            return Err(
+                "scope: only \"read\" tokens can be created; the admin token is the admin_token variable".into(),
+            );
+        }
     };
     let projects = match v.get("projects") {
         None | Some(Value::Null) => Vec::new(),
@@ -173,22 +210,37 @@ fn token_request(body: &[u8]) -> Result<TokenRecord, String> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("projects: expected an array of project ids or paths".into()),
     };
-    if let Some(unknown) = v.as_object().and_then(|o| o.keys().find(|k| !["name", "scope", "projects"].contains(&k.as_str()))) {
+    if let Some(unknown) = v
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !["name", "scope", "projects"].contains(&k.as_str())))
+    {
         return Err(format!("{unknown}: unknown field; accepted: name, scope, projects"));
     }
-    Ok(TokenRecord { name: name.into(), scope: scope.into(), projects })
+    Ok(TokenRecord {
+        name: name.into(),
+        scope: scope.into(),
+        projects,
+    })
 }
 
 async fn checkpoint(db: &Db) -> Reply {
     match store::latest_checkpoint(db).await? {
         Some(cp) => Ok(platform::text(StatusCode::OK, "text/plain; charset=utf-8", cp.note)),
-        None => Ok(error(StatusCode::NOT_FOUND, "not_found", "no checkpoint has been signed yet")),
+        None => Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no checkpoint has been signed yet",
+        )),
     }
 }
 
 async fn key(db: &Db) -> Reply {
     let (signer, _) = platform::signer(db).await?;
-    Ok(platform::text(StatusCode::OK, "text/plain; charset=utf-8", format!("{}\n", signer.verifier().text())))
+    Ok(platform::text(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        format!("{}\n", signer.verifier().text()),
+    ))
 }
 
 fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -197,7 +249,10 @@ fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 fn only(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ParamError> {
     match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        Some((k, _)) => Err(ParamError { param: k.clone(), message: format!("unknown parameter; accepted: {}", allowed.join(", ")) }),
+        Some((k, _)) => Err(ParamError {
+            param: k.clone(),
+            message: format!("unknown parameter; accepted: {}", allowed.join(", ")),
+        }),
         None => Ok(()),
     }
 }
@@ -208,14 +263,20 @@ async fn proof_size(db: &Db, pairs: &[(String, String)], name: &str) -> Result<R
     Ok(match get(pairs, name) {
         Some(v) => params::parse_u64(name, v).and_then(|s| {
             if s > tree {
-                Err(ParamError { param: name.into(), message: format!("the tree has {tree} entries") })
+                Err(ParamError {
+                    param: name.into(),
+                    message: format!("the tree has {tree} entries"),
+                })
             } else {
                 Ok(s)
             }
         }),
         None => match store::latest_checkpoint(db).await? {
             Some(cp) => Ok(cp.size),
-            None => Err(ParamError { param: name.into(), message: "no checkpoint yet; give a size".into() }),
+            None => Err(ParamError {
+                param: name.into(),
+                message: "no checkpoint yet; give a size".into(),
+            }),
         },
     })
 }
@@ -233,24 +294,40 @@ async fn inclusion(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Repl
             Some(s) => s,
             None => return Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no event {id}"))),
         },
-        _ => return Ok(bad_param(&ParamError { param: "seq".into(), message: "give exactly one of seq or id".into() })),
+        _ => {
+            return Ok(bad_param(&ParamError {
+                param: "seq".into(),
+                message: "give exactly one of seq or id".into(),
+            }));
+        }
     };
     let size = match proof_size(db, pairs, "size").await? {
         Ok(s) => s,
         Err(e) => return Ok(bad_param(&e)),
     };
     if seq >= size {
-        return Ok(bad_param(&ParamError { param: "seq".into(), message: format!("must be below the tree size {size}") }));
+        return Ok(bad_param(&ParamError {
+            param: "seq".into(),
+            message: format!("must be below the tree size {size}"),
+        }));
     }
     let Some(ev) = store::event_by_seq(db, seq).await? else {
-        return Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no event at seq {seq}")));
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no event at seq {seq}"),
+        ));
     };
     // The leaf is shown only to callers who may see the event.
     if let (Some(scope), Some(body)) = (caller.scope(), &ev.body) {
         let pid = body["project"]["id"].to_string();
         let ppath = body["project"]["path"].as_str().unwrap_or("");
         if !scope.iter().any(|p| *p == pid || p == ppath) {
-            return Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no event at seq {seq}")));
+            return Ok(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no event at seq {seq}"),
+            ));
         }
     }
     let proof = store::range_hashes(db, &merkle::inclusion_ranges(seq, size)).await?;
@@ -274,14 +351,22 @@ async fn consistency(db: &Db, pairs: &[(String, String)]) -> Reply {
     let from = match get(pairs, "from").map(|v| params::parse_u64("from", v)) {
         Some(Ok(v)) => v,
         Some(Err(e)) => return Ok(bad_param(&e)),
-        None => return Ok(bad_param(&ParamError { param: "from".into(), message: "required".into() })),
+        None => {
+            return Ok(bad_param(&ParamError {
+                param: "from".into(),
+                message: "required".into(),
+            }));
+        }
     };
     let to = match proof_size(db, pairs, "to").await? {
         Ok(s) => s,
         Err(e) => return Ok(bad_param(&e)),
     };
     if from > to {
-        return Ok(bad_param(&ParamError { param: "from".into(), message: format!("must not exceed to ({to})") }));
+        return Ok(bad_param(&ParamError {
+            param: "from".into(),
+            message: format!("must not exceed to ({to})"),
+        }));
     }
     let proof = store::range_hashes(db, &merkle::consistency_ranges(from, to)).await?;
     Ok(json(

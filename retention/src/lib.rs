@@ -11,7 +11,11 @@ use spin_sdk::http_service;
 #[http_service]
 async fn handle(req: Request) -> Response<String> {
     if req.uri().path() != "/admin/tick" {
-        return error(StatusCode::NOT_FOUND, "not_found", format!("no route {}", req.uri().path()));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {}", req.uri().path()),
+        );
     }
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
@@ -33,8 +37,14 @@ async fn handle(req: Request) -> Response<String> {
     }
     .await;
     match result {
-        Ok(Some(cp)) => json(StatusCode::OK, &json!({"checkpoint": {"size": cp.size, "signed_at": cp.signed_at}})),
-        Ok(None) => json(StatusCode::OK, &json!({"checkpoint": null, "reason": "the tree has not grown since the last checkpoint"})),
+        Ok(Some(cp)) => json(
+            StatusCode::OK,
+            &json!({"checkpoint": {"size": cp.size, "signed_at": cp.signed_at}}),
+        ),
+        Ok(None) => json(
+            StatusCode::OK,
+            &json!({"checkpoint": null, "reason": "the tree has not grown since the last checkpoint"}),
+        ),
         Err(e) => platform::db_failure(&e),
     }
 }

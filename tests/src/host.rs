@@ -14,7 +14,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use crate::manifest::{App, ComponentConfig, outbound_allowed};
 
@@ -58,13 +60,20 @@ impl WasiHttpHooks for Hooks {
 
 impl WasiView for Ctx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for Ctx {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -82,14 +91,28 @@ fn engine() -> &'static Engine {
 /// artifacts are cached under `target/testhost-cache` keyed by the wasm's SHA-256.
 fn load_component(path: &Path) -> anyhow::Result<Component> {
     static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Component>>> = OnceLock::new();
-    let bytes = std::fs::read(path).with_context(|| format!("reading component {} (build it first: cargo build --release --target wasm32-wasip2)", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "reading component {} (build it first: cargo build --release --target wasm32-wasip2)",
+            path.display()
+        )
+    })?;
     let key = pipetrail_core::encoding::sha256(&bytes);
     let cache = CACHE.get_or_init(Default::default);
     if let Some(c) = cache.lock().expect("cache lock").get(&key) {
         return Ok(c.clone());
     }
-    let dir = path.parent().and_then(Path::parent).and_then(Path::parent).map(|t| t.join("testhost-cache")).unwrap_or_else(std::env::temp_dir);
-    let file = dir.join(format!("{}-{}.cwasm", pipetrail_core::encoding::hex(&key[..12]), env!("CARGO_PKG_VERSION")));
+    let dir = path
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(|t| t.join("testhost-cache"))
+        .unwrap_or_else(std::env::temp_dir);
+    let file = dir.join(format!(
+        "{}-{}.cwasm",
+        pipetrail_core::encoding::hex(&key[..12]),
+        env!("CARGO_PKG_VERSION")
+    ));
     // SAFETY: the file was written by `precompile_component` of this same engine config
     // (its name carries the wasm's hash); wasmtime checks version and config on load.
     let component = match unsafe { Component::deserialize_file(engine(), &file) } {
@@ -130,14 +153,34 @@ impl Host {
         let mut components = HashMap::new();
         for (id, config) in &app.components {
             let component = load_component(&config.source)?;
-            let pre = ServicePre::new(linker.instantiate_pre(&component).map_err(anyhow::Error::from).with_context(|| format!("linking component {id}"))?)?;
-            components.insert(id.clone(), Loaded { config: Arc::new(config.clone()), pre });
+            let pre = ServicePre::new(
+                linker
+                    .instantiate_pre(&component)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("linking component {id}"))?,
+            )?;
+            components.insert(
+                id.clone(),
+                Loaded {
+                    config: Arc::new(config.clone()),
+                    pre,
+                },
+            );
         }
-        Ok(Host { app, components, state_dir: Arc::new(state_dir.to_path_buf()) })
+        Ok(Host {
+            app,
+            components,
+            state_dir: Arc::new(state_dir.to_path_buf()),
+        })
     }
 
     /// Handles one request: route, fresh instance, call, collect the response.
-    pub async fn handle(&self, req: http::Request<Incoming>, client: SocketAddr, local: SocketAddr) -> http::Response<Full<Bytes>> {
+    pub async fn handle(
+        &self,
+        req: http::Request<Incoming>,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> http::Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let Some((config, route)) = self.app.route(&path) else {
             return plain(404, "Not Found");
@@ -152,10 +195,21 @@ impl Host {
         }
     }
 
-    async fn call(&self, loaded: &Loaded, req: http::Request<Incoming>, route: &str, client: SocketAddr, local: SocketAddr) -> anyhow::Result<http::Response<Full<Bytes>>> {
+    async fn call(
+        &self,
+        loaded: &Loaded,
+        req: http::Request<Incoming>,
+        route: &str,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> anyhow::Result<http::Response<Full<Bytes>>> {
         let (mut parts, body) = req.into_parts();
         // The headers Spin adds to every request it routes to a component.
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
         let full_url = format!("http://{local}{path_and_query}");
         let prefix = route.trim_end_matches("/...");
         let path_info = parts.uri.path().strip_prefix(prefix).unwrap_or("").to_string();
@@ -168,7 +222,10 @@ impl Host {
             ("spin-base-path", "/".to_string()),
             ("spin-client-addr", client.to_string()),
         ] {
-            parts.headers.insert(http::HeaderName::from_static(name), http::HeaderValue::from_str(&value)?);
+            parts.headers.insert(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_str(&value)?,
+            );
         }
         parts.uri = full_url.parse()?;
         let req = http::Request::from_parts(parts, body);
@@ -177,7 +234,9 @@ impl Host {
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
-            hooks: Hooks { allowed: loaded.config.allowed_outbound_hosts.clone() },
+            hooks: Hooks {
+                allowed: loaded.config.allowed_outbound_hosts.clone(),
+            },
             component: loaded.config.clone(),
             state_dir: self.state_dir.clone(),
         };
@@ -193,7 +252,11 @@ impl Host {
                     };
                     let res = store.with(|store| res.into_http(store, async { Ok(()) }))?;
                     let (parts, body) = res.into_parts();
-                    let body = body.collect().await.map_err(|e| anyhow::anyhow!("response body: {e:?}"))?.to_bytes();
+                    let body = body
+                        .collect()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("response body: {e:?}"))?
+                        .to_bytes();
                     Ok(http::Response::from_parts(parts, Full::new(body)))
                 };
                 // The request body may be left unread (a 401 before reading); that is not an error.
@@ -206,7 +269,10 @@ impl Host {
 }
 
 fn plain(status: u16, text: &'static str) -> http::Response<Full<Bytes>> {
-    http::Response::builder().status(status).body(Full::new(Bytes::from_static(text.as_bytes()))).expect("valid response")
+    http::Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from_static(text.as_bytes())))
+        .expect("valid response")
 }
 
 /// Serves `host` on `listener` until the process ends.
@@ -221,7 +287,9 @@ pub async fn serve(host: Arc<Host>, listener: tokio::net::TcpListener) -> anyhow
                 async move { Ok::<_, std::convert::Infallible>(host.handle(req, client, local).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
         });
     }
 }

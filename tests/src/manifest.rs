@@ -91,7 +91,10 @@ impl App {
             let value = match (provider(name), &decl.default) {
                 (Some(v), _) => v,
                 (None, Some(d)) if !decl.required => d.clone(),
-                _ => bail!("variable {name} is required; set SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+                _ => bail!(
+                    "variable {name} is required; set SPIN_VARIABLE_{}",
+                    name.to_ascii_uppercase()
+                ),
             };
             values.insert(name.clone(), value);
         }
@@ -100,7 +103,12 @@ impl App {
             let variables = c
                 .variables
                 .iter()
-                .map(|(k, template)| Ok((k.clone(), render(template, &values).with_context(|| format!("component {id} variable {k}"))?)))
+                .map(|(k, template)| {
+                    Ok((
+                        k.clone(),
+                        render(template, &values).with_context(|| format!("component {id} variable {k}"))?,
+                    ))
+                })
                 .collect::<anyhow::Result<_>>()?;
             components.insert(
                 id.clone(),
@@ -130,7 +138,11 @@ impl App {
     /// Spin's rule: an exact route beats any wildcard; among wildcards the longest prefix wins.
     /// Returns the component and the matched route's text.
     pub fn route(&self, path: &str) -> Option<(&ComponentConfig, String)> {
-        if let Some((r, c)) = self.routes.iter().find(|(r, _)| matches!(r, Route::Exact(e) if e == path)) {
+        if let Some((r, c)) = self
+            .routes
+            .iter()
+            .find(|(r, _)| matches!(r, Route::Exact(e) if e == path))
+        {
             let Route::Exact(e) = r else { unreachable!() };
             return Some((&self.components[c], e.clone()));
         }
@@ -153,7 +165,11 @@ fn render(template: &str, values: &BTreeMap<String, String>) -> anyhow::Result<S
         out.push_str(&rest[..start]);
         let end = rest[start..].find("}}").context("unclosed {{")? + start;
         let name = rest[start + 2..end].trim();
-        out.push_str(values.get(name).with_context(|| format!("no application variable {name}"))?);
+        out.push_str(
+            values
+                .get(name)
+                .with_context(|| format!("no application variable {name}"))?,
+        );
         rest = &rest[end + 2..];
     }
     out.push_str(rest);
@@ -164,7 +180,9 @@ fn render(template: &str, values: &BTreeMap<String, String>) -> anyhow::Result<S
 /// where scheme, port or a leading host label may be `*`.
 pub fn outbound_allowed(patterns: &[String], scheme: &str, host: &str, port: u16) -> bool {
     patterns.iter().any(|p| {
-        let Some((ps, rest)) = p.split_once("://") else { return false };
+        let Some((ps, rest)) = p.split_once("://") else {
+            return false;
+        };
         let rest = rest.trim_end_matches('/');
         let (ph, pp) = match rest.rsplit_once(':') {
             Some((h, port)) if !h.is_empty() && !h.ends_with(']') || port == "*" => (h, Some(port)),
@@ -182,7 +200,10 @@ pub fn outbound_allowed(patterns: &[String], scheme: &str, host: &str, port: u16
         };
         let host_ok = ph == "*"
             || ph.eq_ignore_ascii_case(host)
-            || ph.strip_prefix("*.").is_some_and(|suffix| host.to_ascii_lowercase().ends_with(&format!(".{}", suffix.to_ascii_lowercase())));
+            || ph.strip_prefix("*.").is_some_and(|suffix| {
+                host.to_ascii_lowercase()
+                    .ends_with(&format!(".{}", suffix.to_ascii_lowercase()))
+            });
         scheme_ok && port_ok && host_ok
     })
 }
@@ -239,6 +260,11 @@ source = "b.wasm"
         assert!(!outbound_allowed(&p, "http", "127.0.0.1", 8081));
         assert!(outbound_allowed(&p, "https", "a.example.com", 443));
         assert!(!outbound_allowed(&p, "https", "example.org", 443));
-        assert!(outbound_allowed(&["*://localhost:*".to_string()], "http", "localhost", 9));
+        assert!(outbound_allowed(
+            &["*://localhost:*".to_string()],
+            "http",
+            "localhost",
+            9
+        ));
     }
 }

@@ -48,7 +48,9 @@ fn open_conn(ctx: &Ctx, database: &str) -> Result<SqliteConn, SqlError> {
     let path = ctx.state_dir.join("sqlite_db.db");
     // rusqlite sets a 5 s busy timeout on open, as Spin's SQLite does.
     let conn = rusqlite::Connection::open(path).map_err(|e| SqlError::Io(e.to_string()))?;
-    Ok(SqliteConn { conn: Arc::new(Mutex::new(conn)) })
+    Ok(SqliteConn {
+        conn: Arc::new(Mutex::new(conn)),
+    })
 }
 
 fn run(conn: &Mutex<rusqlite::Connection>, statement: &str, params: Vec<Value>) -> Result<QueryResult, SqlError> {
@@ -94,7 +96,12 @@ impl sqlite::HostConnection for Ctx {
         })
     }
 
-    fn execute(&mut self, conn: Resource<SqliteConn>, statement: String, parameters: Vec<Value>) -> wasmtime::Result<Result<QueryResult, SqlError>> {
+    fn execute(
+        &mut self,
+        conn: Resource<SqliteConn>,
+        statement: String,
+        parameters: Vec<Value>,
+    ) -> wasmtime::Result<Result<QueryResult, SqlError>> {
         let c = self.table.get(&conn)?.conn.clone();
         Ok(tokio::task::block_in_place(|| run(&c, &statement, parameters)))
     }
@@ -119,7 +126,10 @@ impl sqlite::HostConnection for Ctx {
 }
 
 impl<U> sqlite::HostConnectionWithStore<U> for Spin {
-    async fn open_async(store: &Accessor<U, Self>, database: String) -> wasmtime::Result<Result<Resource<SqliteConn>, SqlError>> {
+    async fn open_async(
+        store: &Accessor<U, Self>,
+        database: String,
+    ) -> wasmtime::Result<Result<Resource<SqliteConn>, SqlError>> {
         store.with(|mut view| {
             let ctx = view.get();
             Ok(match open_conn(ctx, &database) {
@@ -135,7 +145,8 @@ impl<U> sqlite::HostConnectionWithStore<U> for Spin {
         conn: Resource<SqliteConn>,
         statement: String,
         parameters: Vec<Value>,
-    ) -> wasmtime::Result<Result<(Vec<String>, StreamReader<RowResult>, FutureReader<Result<(), SqlError>>), SqlError>> {
+    ) -> wasmtime::Result<Result<(Vec<String>, StreamReader<RowResult>, FutureReader<Result<(), SqlError>>), SqlError>>
+    {
         let c = store.with(|mut view| view.get().table.get(&conn).map(|c| c.conn.clone()))?;
         let result = tokio::task::spawn_blocking(move || run(&c, &statement, parameters)).await?;
         match result {
@@ -167,7 +178,9 @@ impl<U> variables::HostWithStore<U> for Spin {
     async fn get(store: &Accessor<U, Self>, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
         // Spin's rule for names: lowercase letters, digits and underscores, starting with a letter.
         let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
             return Ok(Err(variables::Error::InvalidName(name)));
         }

@@ -15,15 +15,29 @@ fn h(v: &serde_json::Value) -> Hash {
 }
 
 fn fill(app: &App) {
-    for (i, (name, event)) in [("pipeline_hook_go-gitlab.json", "Pipeline Hook"), ("job_hook_go-gitlab.json", "Job Hook"), ("build_hook_go-gitlab.json", "Job Hook")].iter().enumerate() {
-        assert_eq!(app.hook(event, Some(&format!("l{i}")), &fixture_bytes(name)).status, 200);
+    for (i, (name, event)) in [
+        ("pipeline_hook_go-gitlab.json", "Pipeline Hook"),
+        ("job_hook_go-gitlab.json", "Job Hook"),
+        ("build_hook_go-gitlab.json", "Job Hook"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(
+            app.hook(event, Some(&format!("l{i}")), &fixture_bytes(name)).status,
+            200
+        );
     }
 }
 
 #[test]
 fn checkpoint_key_and_proofs() {
     let app = App::start("ledger-http", &[]);
-    assert_eq!(app.get("/api/v1/checkpoint", Some(ADMIN)).status, 404, "no checkpoint before the first event");
+    assert_eq!(
+        app.get("/api/v1/checkpoint", Some(ADMIN)).status,
+        404,
+        "no checkpoint before the first event"
+    );
     fill(&app);
     let key = app.get("/api/v1/key", Some(ADMIN));
     assert_eq!(key.header("content-type"), Some("text/plain; charset=utf-8"));
@@ -36,19 +50,32 @@ fn checkpoint_key_and_proofs() {
     let leaves: Vec<Hash> = events.iter().map(|e| h(&e["leaf_hash"])).collect();
     assert_eq!(merkle::root_from_leaves(&leaves), cp.root);
     for (seq, e) in events.iter().enumerate() {
-        let p = app.get(&format!("/api/v1/proof/inclusion?seq={seq}"), Some(ADMIN)).json();
+        let p = app
+            .get(&format!("/api/v1/proof/inclusion?seq={seq}"), Some(ADMIN))
+            .json();
         assert_eq!((p["tree_size"].as_u64(), h(&p["root"])), (Some(19), cp.root));
         let proof: Vec<Hash> = p["proof"].as_array().unwrap().iter().map(h).collect();
         merkle::verify_inclusion(seq as u64, 19, &leaves[seq], &proof, &cp.root).unwrap();
         // By event id, at an older size.
         let id = e["id"].as_str().unwrap();
         let size = (seq as u64 + 1).max(15);
-        let p = app.get(&format!("/api/v1/proof/inclusion?id={id}&size={size}"), Some(ADMIN)).json();
+        let p = app
+            .get(&format!("/api/v1/proof/inclusion?id={id}&size={size}"), Some(ADMIN))
+            .json();
         let proof: Vec<Hash> = p["proof"].as_array().unwrap().iter().map(h).collect();
-        merkle::verify_inclusion(seq as u64, size, &leaves[seq], &proof, &merkle::root_from_leaves(&leaves[..size as usize])).unwrap();
+        merkle::verify_inclusion(
+            seq as u64,
+            size,
+            &leaves[seq],
+            &proof,
+            &merkle::root_from_leaves(&leaves[..size as usize]),
+        )
+        .unwrap();
     }
     for from in [0u64, 1, 15, 18, 19] {
-        let c = app.get(&format!("/api/v1/proof/consistency?from={from}&to=19"), Some(ADMIN)).json();
+        let c = app
+            .get(&format!("/api/v1/proof/consistency?from={from}&to=19"), Some(ADMIN))
+            .json();
         let r1 = merkle::root_from_leaves(&leaves[..from as usize]);
         assert_eq!(h(&c["from_root"]), r1);
         let proof: Vec<Hash> = c["proof"].as_array().unwrap().iter().map(h).collect();
@@ -65,7 +92,12 @@ fn checkpoint_key_and_proofs() {
         ("consistency?to=5", "from"),
     ] {
         let r = app.get(&format!("/api/v1/proof/{q}"), Some(ADMIN));
-        assert_eq!((r.status, r.json()["parameter"].as_str()), (400, Some(param)), "{q}: {}", r.text);
+        assert_eq!(
+            (r.status, r.json()["parameter"].as_str()),
+            (400, Some(param)),
+            "{q}: {}",
+            r.text
+        );
     }
     assert_eq!(app.get("/api/v1/proof/inclusion?id=ev_nope", Some(ADMIN)).status, 404);
     assert_eq!(app.get("/api/v1/checkpoint", None).status, 401);
@@ -74,7 +106,15 @@ fn checkpoint_key_and_proofs() {
 #[test]
 fn independent_python_verifier_agrees() {
     let app = App::start("ledger-python", &[]);
-    assert_eq!(app.hook("Pipeline Hook", Some("p0"), &fixture_bytes("pipeline_hook_go-gitlab.json")).status, 200);
+    assert_eq!(
+        app.hook(
+            "Pipeline Hook",
+            Some("p0"),
+            &fixture_bytes("pipeline_hook_go-gitlab.json")
+        )
+        .status,
+        200
+    );
     let dir = temp_dir("python-previous");
     let previous = dir.join("checkpoint-15.txt");
     std::fs::write(&previous, app.get("/api/v1/checkpoint", Some(ADMIN)).text).unwrap();
@@ -95,7 +135,11 @@ fn independent_python_verifier_agrees() {
     assert!(out.contains("19 event(s)"), "{out}");
     // A previous checkpoint signed by another key is refused.
     let forged = dir.join("forged.txt");
-    std::fs::write(&forged, std::fs::read_to_string(&previous).unwrap().replace("\n15\n", "\n16\n")).unwrap();
+    std::fs::write(
+        &forged,
+        std::fs::read_to_string(&previous).unwrap().replace("\n15\n", "\n16\n"),
+    )
+    .unwrap();
     let (code, out) = run(&["--previous", forged.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{out}");
     assert_eq!(out.trim(), "FAIL: checkpoint signature does not verify");
@@ -110,18 +154,38 @@ fn pipetrail_verify_on_a_copy_clean_tampered_unreadable() {
     let copy = dir.join("copy.db");
     app.copy_db(&copy);
     let verify = |db: &std::path::Path, key: &str| {
-        let out = Command::new(cli()).args(["verify", "--db", db.to_str().unwrap(), "--key", key]).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        let out = Command::new(cli())
+            .args(["verify", "--db", db.to_str().unwrap(), "--key", key])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let (code, out, _) = verify(&copy, &key);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.starts_with("OK: 19 entries (0 pruned), root ") && out.ends_with("at size 19, 3 checkpoint(s) verified"), "{out}");
+    assert!(
+        out.starts_with("OK: 19 entries (0 pruned), root ") && out.ends_with("at size 19, 3 checkpoint(s) verified"),
+        "{out}"
+    );
 
     let conn = rusqlite::Connection::open(&copy).unwrap();
-    conn.execute("UPDATE events SET body = replace(body, 'user1', 'mallory') WHERE seq = 0", []).unwrap();
+    conn.execute(
+        "UPDATE events SET body = replace(body, 'user1', 'mallory') WHERE seq = 0",
+        [],
+    )
+    .unwrap();
     drop(conn);
     let (code, out, _) = verify(&copy, &key);
-    assert_eq!((code, out.as_str()), (Some(1), "TAMPERED: first bad seq 0: edited: the body does not hash to its leaf"));
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            Some(1),
+            "TAMPERED: first bad seq 0: edited: the body does not hash to its leaf"
+        )
+    );
 
     let (code, _, err) = verify(&dir.join("missing.db"), &key);
     assert_eq!(code, Some(2), "{err}");
@@ -136,16 +200,26 @@ fn pipetrail_verify_on_a_copy_clean_tampered_unreadable() {
 fn retention_tick_signs_when_the_interval_held_it_back() {
     let app = App::start("tick", &[("checkpoint_interval_seconds", "3600")]);
     fill(&app);
-    let cp = |app: &App| Checkpoint::parse(&app.get("/api/v1/checkpoint", Some(ADMIN)).text).unwrap().size;
+    let cp = |app: &App| {
+        Checkpoint::parse(&app.get("/api/v1/checkpoint", Some(ADMIN)).text)
+            .unwrap()
+            .size
+    };
     // Only the first delivery signed: the interval holds the others back.
     assert_eq!(cp(&app), 15);
     assert_eq!(app.post("/admin/tick", &[], b"").status, 401);
     let reader = app.token("r", &[]);
-    assert_eq!(app.post("/admin/tick", &[("Authorization", &format!("Bearer {reader}"))], b"").status, 403);
+    assert_eq!(
+        app.post("/admin/tick", &[("Authorization", &format!("Bearer {reader}"))], b"")
+            .status,
+        403
+    );
     let r = app.post("/admin/tick", &[("Authorization", &format!("Bearer {ADMIN}"))], b"");
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["checkpoint"]["size"], 19);
     assert_eq!(cp(&app), 19);
-    let again = app.post("/admin/tick", &[("Authorization", &format!("Bearer {ADMIN}"))], b"").json();
+    let again = app
+        .post("/admin/tick", &[("Authorization", &format!("Bearer {ADMIN}"))], b"")
+        .json();
     assert_eq!(again["checkpoint"], serde_json::Value::Null);
 }

@@ -7,7 +7,15 @@ use support::*;
 
 /// Two projects: the fixture's (id 1, gitlab-org/gitlab-test) and a second one (id 77).
 fn two_projects(app: &App) {
-    assert_eq!(app.hook("Pipeline Hook", Some("a"), &fixture_bytes("pipeline_hook_go-gitlab.json")).status, 200);
+    assert_eq!(
+        app.hook(
+            "Pipeline Hook",
+            Some("a"),
+            &fixture_bytes("pipeline_hook_go-gitlab.json")
+        )
+        .status,
+        200
+    );
     let mut other = fixture("pipeline_hook_go-gitlab.json");
     other["project"]["id"] = json!(77);
     other["project"]["path_with_namespace"] = json!("secret-team/hidden");
@@ -15,7 +23,11 @@ fn two_projects(app: &App) {
     for (k, b) in other["builds"].as_array_mut().unwrap().iter_mut().enumerate() {
         b["id"] = json!(42420 + k as u64);
     }
-    assert_eq!(app.hook("Pipeline Hook", Some("b"), &serde_json::to_vec(&other).unwrap()).status, 200);
+    assert_eq!(
+        app.hook("Pipeline Hook", Some("b"), &serde_json::to_vec(&other).unwrap())
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -30,7 +42,11 @@ fn tokens_authenticate_and_scope() {
     }
     // Only the admin creates tokens; a read token cannot.
     let all = app.token("all", &[]);
-    let r = app.post("/api/v1/tokens", &[("Authorization", &format!("Bearer {all}"))], br#"{"name":"x"}"#);
+    let r = app.post(
+        "/api/v1/tokens",
+        &[("Authorization", &format!("Bearer {all}"))],
+        br#"{"name":"x"}"#,
+    );
     assert_eq!(r.status, 403);
     for (body, msg) in [
         (r#"{}"#, "name"),
@@ -40,9 +56,17 @@ fn tokens_authenticate_and_scope() {
         (r#"not json"#, "malformed JSON"),
     ] {
         let before = app.snapshot();
-        let r = app.post("/api/v1/tokens", &[("Authorization", &format!("Bearer {ADMIN}"))], body.as_bytes());
+        let r = app.post(
+            "/api/v1/tokens",
+            &[("Authorization", &format!("Bearer {ADMIN}"))],
+            body.as_bytes(),
+        );
         assert_eq!(r.status, 400, "{body}");
-        assert!(r.json()["message"].as_str().unwrap().contains(msg), "{body}: {}", r.text);
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(msg),
+            "{body}: {}",
+            r.text
+        );
         assert_eq!(app.snapshot(), before);
     }
     // Tokens are stored hashed only.
@@ -90,7 +114,11 @@ fn anonymous_localhost_only_when_the_operator_opts_in() {
 fn provenance_and_filters() {
     let app = App::start("provenance", &[]);
     two_projects(&app);
-    assert_eq!(app.hook("Job Hook", Some("j"), &fixture_bytes("job_hook_go-gitlab.json")).status, 200);
+    assert_eq!(
+        app.hook("Job Hook", Some("j"), &fixture_bytes("job_hook_go-gitlab.json"))
+            .status,
+        200
+    );
     let p = app.get("/api/v1/pipelines/gitlab/31", Some(ADMIN));
     assert_eq!(p.status, 200, "{}", p.text);
     let p = p.json();
@@ -104,7 +132,12 @@ fn provenance_and_filters() {
     assert_eq!(p["pipeline"]["ref"], "master");
     assert_eq!(p["pipeline"]["sha"], "bcbb5ec396a2c0f828686f14fac9b80b780504f2");
     assert_eq!(p["variables"], json!([{"key": "NESTOR_PROD_ENVIRONMENT"}]));
-    let history: Vec<&str> = p["status_history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap()).collect();
+    let history: Vec<&str> = p["status_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["to"].as_str().unwrap())
+        .collect();
     assert_eq!(history, vec!["running", "success"]);
     let jobs = p["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 5);
@@ -123,11 +156,23 @@ fn provenance_and_filters() {
     assert_eq!(count("actor=jsmithy2"), 1);
     assert_eq!(count("action=pipeline.created"), 2);
     assert_eq!(count("project=secret-team/hidden"), 15);
-    assert_eq!(count("project=77&job=42420"), 2, "the skipped manual job: created, skipped");
-    assert_eq!(count("project=77&job=42423"), 3, "build-image: created, running, success");
+    assert_eq!(
+        count("project=77&job=42420"),
+        2,
+        "the skipped manual job: created, skipped"
+    );
+    assert_eq!(
+        count("project=77&job=42423"),
+        3,
+        "build-image: created, running, success"
+    );
     assert_eq!(count("trigger=merge_request&pipeline=31"), 15);
     assert_eq!(count("ref=main"), 3);
-    let jan: Vec<_> = app.events("since=2023-01-01T00:00:00Z&until=2023-02-01T00:00:00Z", ADMIN).iter().map(|e| (e["action"].clone(), e["occurred_at"].clone())).collect();
+    let jan: Vec<_> = app
+        .events("since=2023-01-01T00:00:00Z&until=2023-02-01T00:00:00Z", ADMIN)
+        .iter()
+        .map(|e| (e["action"].clone(), e["occurred_at"].clone()))
+        .collect();
     assert_eq!(jan.len(), 3, "{jan:?}");
     assert_eq!(count("forge=gitlab"), 33);
     // Keyset paging: pages of 7 cover everything once, in order.
@@ -135,7 +180,13 @@ fn provenance_and_filters() {
     let mut path = "/api/v1/events?limit=7".to_string();
     loop {
         let v = app.get(&path, Some(ADMIN)).json();
-        seqs.extend(v["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()));
+        seqs.extend(
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap()),
+        );
         match v["next_cursor"].as_str() {
             Some(c) => path = format!("/api/v1/events?limit=7&cursor={c}"),
             None => break,
@@ -144,16 +195,27 @@ fn provenance_and_filters() {
     assert_eq!(seqs, (0..33).collect::<Vec<u64>>());
 
     // Bad parameters: 400 naming the parameter.
-    for (q, param) in [("limit=5000", "limit"), ("pipline=31", "pipline"), ("since=last-week", "since"), ("cursor=x", "cursor")] {
+    for (q, param) in [
+        ("limit=5000", "limit"),
+        ("pipline=31", "pipline"),
+        ("since=last-week", "since"),
+        ("cursor=x", "cursor"),
+    ] {
         let r = app.get(&format!("/api/v1/events?{q}"), Some(ADMIN));
         assert_eq!(r.status, 400, "{q}");
         assert_eq!(r.json()["parameter"], param, "{q}");
     }
-    assert_eq!(app.get("/api/v1/pipelines/gitlab/abc", Some(ADMIN)).json()["parameter"], "id");
+    assert_eq!(
+        app.get("/api/v1/pipelines/gitlab/abc", Some(ADMIN)).json()["parameter"],
+        "id"
+    );
     assert_eq!(app.get("/api/v1/pipelines/gitlab/1", Some(ADMIN)).status, 404);
     assert_eq!(app.get("/api/v1/nothing", Some(ADMIN)).status, 404);
 
     let h = app.get("/healthz", None).json();
-    assert_eq!((h["status"].as_str(), h["ledger_size"].as_u64()), (Some("ok"), Some(33)));
+    assert_eq!(
+        (h["status"].as_str(), h["ledger_size"].as_u64()),
+        (Some("ok"), Some(33))
+    );
     assert!(h["signing_key"].as_str().unwrap().starts_with("GENERATED"));
 }

@@ -25,10 +25,29 @@ fn native_events(deliveries: &[(&str, &str, &str)]) -> Vec<Value> {
     let policy = VariablePolicy::default();
     for (name, event, uuid) in deliveries {
         let body = fixture_bytes(name);
-        let d = Delivery { body: &body, event_header: Some(event), idempotency_key: None, event_uuid: Some(uuid), received_at: "2026-01-01T00:00:00.000Z" };
-        block_on(ingest::record_gitlab(&db, &d, &Settings { variables: &policy, signer: &signer, checkpoint_interval_secs: 0 })).unwrap();
+        let d = Delivery {
+            body: &body,
+            event_header: Some(event),
+            idempotency_key: None,
+            event_uuid: Some(uuid),
+            received_at: "2026-01-01T00:00:00.000Z",
+        };
+        block_on(ingest::record_gitlab(
+            &db,
+            &d,
+            &Settings {
+                variables: &policy,
+                signer: &signer,
+                checkpoint_interval_secs: 0,
+            },
+        ))
+        .unwrap();
     }
-    block_on(store::list_events(&db, &Default::default(), 1000)).unwrap().into_iter().map(|e| e.body.unwrap()).collect()
+    block_on(store::list_events(&db, &Default::default(), 1000))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.body.unwrap())
+        .collect()
 }
 
 fn without_recorded_at(mut v: Value) -> Value {
@@ -38,7 +57,10 @@ fn without_recorded_at(mut v: Value) -> Value {
         return v;
     }
     // A status time that fell back to receipt time is the receipt time: compare it out.
-    if v["occurred_at"].as_str().is_some_and(|t| t.starts_with("2026") || t.starts_with("2027")) {
+    if v["occurred_at"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("2026") || t.starts_with("2027"))
+    {
         v.as_object_mut().unwrap().remove("occurred_at");
     }
     v
@@ -59,12 +81,18 @@ fn every_fixture_over_http_yields_the_events_core_defines() {
     let got = app.events("", &token);
     assert_eq!(got.len(), 15 + 3 + 1);
     let want = native_events(&sent.iter().map(|(n, e, u)| (*n, *e, u.as_str())).collect::<Vec<_>>());
-    assert_eq!(got.iter().cloned().map(without_recorded_at).collect::<Vec<_>>(), want.into_iter().map(without_recorded_at).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().cloned().map(without_recorded_at).collect::<Vec<_>>(),
+        want.into_iter().map(without_recorded_at).collect::<Vec<_>>()
+    );
 
     // And the fields a reader looks for, spelled out.
     let created = &got[0];
     assert_eq!(created["action"], "pipeline.created");
-    assert_eq!(created["actor"], json!({"id": 42, "username": "user1", "name": "User1", "kind": "user"}));
+    assert_eq!(
+        created["actor"],
+        json!({"id": 42, "username": "user1", "name": "User1", "kind": "user"})
+    );
     assert_eq!(created["pipeline"]["id"], 31);
     assert_eq!(created["pipeline"]["trigger"], "merge_request");
     assert_eq!(created["project"]["path"], "gitlab-org/gitlab-test");
@@ -89,21 +117,35 @@ fn every_fixture_over_http_yields_the_events_core_defines() {
 fn duplicates_replays_and_other_hook_kinds() {
     let app = App::start("dupes", &[]);
     let body = fixture_bytes("pipeline_hook_go-gitlab.json");
-    let idem = [("X-Gitlab-Token", SECRET), ("X-Gitlab-Event", "Pipeline Hook"), ("Idempotency-Key", "k-1")];
+    let idem = [
+        ("X-Gitlab-Token", SECRET),
+        ("X-Gitlab-Event", "Pipeline Hook"),
+        ("Idempotency-Key", "k-1"),
+    ];
     assert_eq!(app.post("/hooks/gitlab", &idem, &body).json()["status"], "recorded");
     let before = app.snapshot();
     let again = app.post("/hooks/gitlab", &idem, &body);
-    assert_eq!((again.status, again.json()["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(
+        (again.status, again.json()["status"].as_str()),
+        (200, Some("duplicate"))
+    );
     // The same body under a new delivery id: recorded as a delivery, but no fact twice.
     let r = app.hook("Pipeline Hook", Some("uuid-other"), &body);
     assert_eq!(r.json()["events"], 0);
     let snap = app.snapshot();
-    assert_eq!(snap.split("deliveries").next(), before.split("deliveries").next(), "no new events or tree nodes");
+    assert_eq!(
+        snap.split("deliveries").next(),
+        before.split("deliveries").next(),
+        "no new events or tree nodes"
+    );
 
     let push = app.hook("Push Hook", Some("p1"), br#"{"object_kind":"push"}"#);
     assert_eq!((push.status, push.json()["status"].as_str()), (202, Some("ignored")));
     let stats = app.get("/api/v1/stats", Some(ADMIN)).json();
-    assert_eq!(stats["deliveries"], json!({"recorded": 2, "duplicate": 1, "ignored": 1}));
+    assert_eq!(
+        stats["deliveries"],
+        json!({"recorded": 2, "duplicate": 1, "ignored": 1})
+    );
     assert_eq!(stats["events_stored"], 15);
 }
 
@@ -111,15 +153,29 @@ fn duplicates_replays_and_other_hook_kinds() {
 fn secrets_are_checked_and_rotate() {
     let app = App::start("secrets", &[("gitlab_webhook_secret", "old-secret, new-secret")]);
     let body = fixture_bytes("build_hook_go-gitlab.json");
-    for (token, want) in [("old-secret", 200), ("new-secret", 200), ("wrong", 401), ("", 401), ("old-secret, new-secret", 401)] {
-        let r = app.post("/hooks/gitlab", &[("X-Gitlab-Token", token), ("X-Gitlab-Event", "Job Hook")], &body);
+    for (token, want) in [
+        ("old-secret", 200),
+        ("new-secret", 200),
+        ("wrong", 401),
+        ("", 401),
+        ("old-secret, new-secret", 401),
+    ] {
+        let r = app.post(
+            "/hooks/gitlab",
+            &[("X-Gitlab-Token", token), ("X-Gitlab-Event", "Job Hook")],
+            &body,
+        );
         assert_eq!(r.status, want, "token {token:?}: {}", r.text);
         if want == 401 {
             assert_eq!(r.json()["error"], "unauthorized");
         }
     }
     let before = app.snapshot();
-    let r = app.post("/hooks/gitlab", &[("X-Gitlab-Event", "Job Hook")], &fixture_bytes("job_hook_go-gitlab.json"));
+    let r = app.post(
+        "/hooks/gitlab",
+        &[("X-Gitlab-Event", "Job Hook")],
+        &fixture_bytes("job_hook_go-gitlab.json"),
+    );
     assert_eq!(r.status, 401);
     assert_eq!(app.snapshot(), before);
 }
@@ -127,32 +183,71 @@ fn secrets_are_checked_and_rotate() {
 #[test]
 fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let app = App::start("bad-input", &[]);
-    assert_eq!(app.hook("Pipeline Hook", Some("good"), &fixture_bytes("pipeline_hook_go-gitlab.json")).status, 200);
+    assert_eq!(
+        app.hook(
+            "Pipeline Hook",
+            Some("good"),
+            &fixture_bytes("pipeline_hook_go-gitlab.json")
+        )
+        .status,
+        200
+    );
     let before = app.snapshot();
     let mut wrong_type = fixture("job_hook_go-gitlab.json");
     wrong_type["build_id"] = json!("3580121225");
     let mut missing = fixture("pipeline_hook_go-gitlab.json");
     missing["object_attributes"].as_object_mut().unwrap().remove("status");
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("Pipeline Hook", b"{\"object_kind\": \"pipeline\",".to_vec(), 400, "malformed JSON"),
-        ("Job Hook", serde_json::to_vec(&wrong_type).unwrap(), 400, "build_id: expected an unsigned integer, got a string"),
-        ("Pipeline Hook", serde_json::to_vec(&missing).unwrap(), 400, "object_attributes.status: required field is missing"),
-        ("Pipeline Hook", b"{\"object_kind\":\"pipeline\",\"x\":\"\xc3\x28\"}".to_vec(), 400, "not valid UTF-8"),
-        ("Pipeline Hook", br#"{"object_kind":"deployment"}"#.to_vec(), 400, "object_kind: unsupported value"),
+        (
+            "Pipeline Hook",
+            b"{\"object_kind\": \"pipeline\",".to_vec(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "Job Hook",
+            serde_json::to_vec(&wrong_type).unwrap(),
+            400,
+            "build_id: expected an unsigned integer, got a string",
+        ),
+        (
+            "Pipeline Hook",
+            serde_json::to_vec(&missing).unwrap(),
+            400,
+            "object_attributes.status: required field is missing",
+        ),
+        (
+            "Pipeline Hook",
+            b"{\"object_kind\":\"pipeline\",\"x\":\"\xc3\x28\"}".to_vec(),
+            400,
+            "not valid UTF-8",
+        ),
+        (
+            "Pipeline Hook",
+            br#"{"object_kind":"deployment"}"#.to_vec(),
+            400,
+            "object_kind: unsupported value",
+        ),
         ("Pipeline Hook", b"".to_vec(), 400, "malformed JSON"),
     ];
     for (event, body, status, message) in cases {
         let r = app.hook(event, Some("bad"), &body);
         assert_eq!(r.status, status, "{message}: {}", r.text);
         let v = r.json();
-        assert!(v["message"].as_str().unwrap().contains(message), "{message:?} not in {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(message),
+            "{message:?} not in {v}"
+        );
         assert_eq!(app.snapshot(), before, "{message}: the store changed");
     }
     let r = app.get("/hooks/gitlab", None);
     assert_eq!(r.status, 405);
     // Still serving, and the good delivery's pipeline is intact.
     assert_eq!(app.get("/healthz", None).status, 200);
-    assert_eq!(app.get("/api/v1/pipelines/gitlab/31", Some(ADMIN)).json()["status"], "success");
+    assert_eq!(
+        app.get("/api/v1/pipelines/gitlab/31", Some(ADMIN)).json()["status"],
+        "success"
+    );
 }
 
 /// Sends raw request bytes (headers, then up to `chunks` MiB of body) and returns the
@@ -164,7 +259,9 @@ fn raw_post(addr: &str, headers: &str, chunked: bool, chunks: usize) -> String {
     let chunk = vec![b' '; 1 << 20];
     for _ in 0..chunks {
         let sent = if chunked {
-            write!(s, "{:x}\r\n", chunk.len()).and_then(|_| s.write_all(&chunk)).and_then(|_| s.write_all(b"\r\n"))
+            write!(s, "{:x}\r\n", chunk.len())
+                .and_then(|_| s.write_all(&chunk))
+                .and_then(|_| s.write_all(b"\r\n"))
         } else {
             s.write_all(&chunk)
         };
@@ -185,7 +282,12 @@ fn bodies_over_25_mb_are_refused_declared_or_streamed() {
     let app = App::start("too-large", &[]);
     let addr = app.base.trim_start_matches("http://").to_string();
     // Declared too large: refused from the header alone, before any body is read.
-    let declared = raw_post(&addr, &format!("Content-Length: {}\r\n", 25 * 1024 * 1024 + 1), false, 0);
+    let declared = raw_post(
+        &addr,
+        &format!("Content-Length: {}\r\n", 25 * 1024 * 1024 + 1),
+        false,
+        0,
+    );
     assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
     // Streamed without a length: refused once 25 MB have arrived.
     let streamed = raw_post(&addr, "Transfer-Encoding: chunked\r\n", true, 26);
@@ -208,7 +310,11 @@ fn parallel_deliveries_are_each_recorded_once() {
                     b["id"] = json!((9000 + i % 16) * 10 + k as u64);
                 }
                 // Pairs of threads send the same delivery: one records, one is a duplicate.
-                let r = app.hook("Pipeline Hook", Some(&format!("par-{}", i % 16)), &serde_json::to_vec(&p).unwrap());
+                let r = app.hook(
+                    "Pipeline Hook",
+                    Some(&format!("par-{}", i % 16)),
+                    &serde_json::to_vec(&p).unwrap(),
+                );
                 assert_eq!(r.status, 200, "{}", r.text);
                 r.json()["status"].as_str().unwrap().to_string()
             })

@@ -12,7 +12,9 @@ use pipetrail_core::store::{self, EventFilter};
 use serde_json::Value;
 
 pub fn fixture_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/gitlab").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/gitlab")
+        .join(name)
 }
 
 pub fn fixture(name: &str) -> Value {
@@ -30,7 +32,10 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 pub fn fresh_db(dir: &Path) -> NativeDb {
@@ -48,7 +53,12 @@ pub struct Ingest<'a> {
 
 impl<'a> Ingest<'a> {
     pub fn new(db: &'a NativeDb) -> Self {
-        Ingest { db, policy: VariablePolicy::default(), signer: signer(), interval: 0 }
+        Ingest {
+            db,
+            policy: VariablePolicy::default(),
+            signer: signer(),
+            interval: 0,
+        }
     }
 
     /// Records `body` as a delivery with `uuid` (or no delivery id).
@@ -58,8 +68,18 @@ impl<'a> Ingest<'a> {
     }
 
     pub fn send_bytes(&self, bytes: &[u8], event: &str, uuid: Option<&str>, at: &str) -> Result<Outcome, IngestError> {
-        let d = Delivery { body: bytes, event_header: Some(event), idempotency_key: None, event_uuid: uuid, received_at: at };
-        let s = Settings { variables: &self.policy, signer: &self.signer, checkpoint_interval_secs: self.interval };
+        let d = Delivery {
+            body: bytes,
+            event_header: Some(event),
+            idempotency_key: None,
+            event_uuid: uuid,
+            received_at: at,
+        };
+        let s = Settings {
+            variables: &self.policy,
+            signer: &self.signer,
+            checkpoint_interval_secs: self.interval,
+        };
         block_on(ingest::record_gitlab(self.db, &d, &s))
     }
 }
@@ -74,7 +94,10 @@ pub fn all_events(db: &NativeDb) -> Vec<Value> {
 }
 
 pub fn actions(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["action"].as_str().unwrap().to_string()).collect()
+    events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Everything a delivery may change, as text: a bad delivery must leave it identical.
@@ -91,7 +114,12 @@ pub fn snapshot(db: &NativeDb) -> String {
         ("settings", "key"),
         ("pruned", "seq"),
     ] {
-        let rows = block_on(pipetrail_core::sql::Sql::query(db, &format!("SELECT * FROM {table} ORDER BY {order}"), &[])).unwrap();
+        let rows = block_on(pipetrail_core::sql::Sql::query(
+            db,
+            &format!("SELECT * FROM {table} ORDER BY {order}"),
+            &[],
+        ))
+        .unwrap();
         out.push_str(&format!("{table}: {rows:?}\n"));
     }
     out

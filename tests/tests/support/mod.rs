@@ -32,7 +32,18 @@ pub fn build_components() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
             .current_dir(root())
-            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "pipetrail-ingest", "-p", "pipetrail-query", "-p", "pipetrail-retention"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "pipetrail-ingest",
+                "-p",
+                "pipetrail-query",
+                "-p",
+                "pipetrail-retention",
+            ])
             .status()
             .expect("running cargo");
         assert!(status.success(), "building the components failed");
@@ -45,7 +56,11 @@ pub fn cli() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo).current_dir(root()).args(["build", "--release", "-p", "pipetrail"]).status().expect("running cargo");
+            let status = std::process::Command::new(cargo)
+                .current_dir(root())
+                .args(["build", "--release", "-p", "pipetrail"])
+                .status()
+                .expect("running cargo");
             assert!(status.success(), "building the pipetrail tool failed");
             root().join("target/release/pipetrail")
         })
@@ -53,7 +68,10 @@ pub fn cli() -> PathBuf {
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let d = std::env::temp_dir().join(format!("pipetrail-e2e-{name}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -82,7 +100,11 @@ impl App {
         let (tx, rx) = std::sync::mpsc::channel();
         let state = dir.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let provider = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
                 let host = pipetrail_testhost::Host::new(&root().join("spin.toml"), &state, &provider).unwrap();
@@ -91,8 +113,13 @@ impl App {
                 pipetrail_testhost::serve(Arc::new(host), listener).await.unwrap();
             });
         });
-        let addr = rx.recv_timeout(std::time::Duration::from_secs(300)).expect("host started");
-        App { base: format!("http://{addr}"), dir }
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .expect("host started");
+        App {
+            base: format!("http://{addr}"),
+            dir,
+        }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -135,16 +162,33 @@ impl App {
 
     /// A webhook delivery with the right secret.
     pub fn hook(&self, event: &str, uuid: Option<&str>, body: &[u8]) -> Resp {
-        let mut h = vec![("X-Gitlab-Token", SECRET), ("X-Gitlab-Event", event), ("Content-Type", "application/json")];
+        let mut h = vec![
+            ("X-Gitlab-Token", SECRET),
+            ("X-Gitlab-Event", event),
+            ("Content-Type", "application/json"),
+        ];
         if let Some(u) = uuid {
             h.push(("X-Gitlab-Event-UUID", u));
         }
         self.post("/hooks/gitlab", &h, body)
     }
 
+    /// A webhook delivery with a given secret.
+    pub fn hook_with(&self, secret: &str, event: &str, body: &[u8]) -> Resp {
+        self.post(
+            "/hooks/gitlab",
+            &[("X-Gitlab-Token", secret), ("X-Gitlab-Event", event)],
+            body,
+        )
+    }
+
     pub fn token(&self, name: &str, projects: &[&str]) -> String {
         let body = serde_json::json!({"name": name, "projects": projects}).to_string();
-        let r = self.post("/api/v1/tokens", &[("Authorization", &format!("Bearer {ADMIN}"))], body.as_bytes());
+        let r = self.post(
+            "/api/v1/tokens",
+            &[("Authorization", &format!("Bearer {ADMIN}"))],
+            body.as_bytes(),
+        );
         assert_eq!(r.status, 201, "{}", r.text);
         r.json()["token"].as_str().unwrap().to_string()
     }
@@ -207,9 +251,22 @@ pub struct Resp {
 impl Resp {
     fn from(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resp {
         let mut r = r.expect("request completed");
-        let headers = r.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
-        let text = r.body_mut().with_config().limit(1 << 30).read_to_string().unwrap_or_default();
-        Resp { status: r.status().as_u16(), headers, text }
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = r
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .unwrap_or_default();
+        Resp {
+            status: r.status().as_u16(),
+            headers,
+            text,
+        }
     }
 
     pub fn json(&self) -> Value {
@@ -217,6 +274,9 @@ impl Resp {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }

@@ -1,0 +1,230 @@
+//! The shipped binaries as a user runs them: `pipetrail-testhost` with SPIN_VARIABLE_*
+//! from the environment (the README's contract), `pipetrail token create` and `keygen`.
+//! Also: planted secrets appear in no log line and no database file.
+
+mod support;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const VAR_VALUE: &str = "SENTINEL-variable-value-7d1";
+const HOOK_SECRET: &str = "SENTINEL-hook-secret-2b8";
+const ADMIN_TOKEN: &str = "SENTINEL-admin-token-4c0";
+const WRONG: &str = "SENTINEL-wrong-token-e55";
+
+struct Running {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Running {
+    build_components();
+    let log = dir.join("host.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipetrail-testhost"));
+    cmd.current_dir(root())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ])
+        .env("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", HOOK_SECRET)
+        .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::from(std::fs::File::create(dir.join("host.out")).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    // In the guard at once, so a failed start still kills and reaps the process.
+    let mut running = Running {
+        child: cmd.spawn().unwrap(),
+        base: String::new(),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let text = std::fs::read_to_string(&running.log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.starts_with("Serving http://")) {
+            running.base = line.trim_start_matches("Serving ").to_string();
+            return running;
+        }
+        assert!(Instant::now() < deadline, "host did not start: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_required_variable_missing_stops_the_host_at_start() {
+    build_components();
+    let dir = temp_dir("bin-missing");
+    let out = Command::new(env!("CARGO_BIN_EXE_pipetrail-testhost"))
+        .current_dir(root())
+        .args(["--listen", "127.0.0.1:0", "--state-dir", dir.to_str().unwrap()])
+        .env_remove("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET")
+        .env("SPIN_VARIABLE_ADMIN_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET"));
+}
+
+#[test]
+fn secrets_never_reach_logs_or_storage_and_the_tools_work() {
+    let dir = temp_dir("bin-secrets");
+    let host = start(&dir, &[]);
+    let app = App {
+        base: host.base.clone(),
+        dir: dir.join("state"),
+    };
+
+    let mut body = fixture("pipeline_hook_go-gitlab.json");
+    body["object_attributes"]["variables"][0]["value"] = serde_json::json!(VAR_VALUE);
+    let body = serde_json::to_vec(&body).unwrap();
+    let post = |token: &str| {
+        app.post(
+            "/hooks/gitlab",
+            &[("X-Gitlab-Token", token), ("X-Gitlab-Event", "Pipeline Hook")],
+            &body,
+        )
+    };
+    assert_eq!(post(WRONG).status, 401);
+    assert_eq!(post(HOOK_SECRET).status, 200);
+    assert_eq!(app.get("/api/v1/events", Some(WRONG)).status, 401);
+
+    // `pipetrail token create` with the admin token in a 0600 file.
+    let admin_file = dir.join("admin.txt");
+    std::fs::write(&admin_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&admin_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let create = |name: &str| {
+        Command::new(cli())
+            .args([
+                "token",
+                "create",
+                "--url",
+                &host.base,
+                "--admin-token-file",
+                admin_file.to_str().unwrap(),
+                "--name",
+                name,
+                "--project",
+                "gitlab-org/gitlab-test",
+            ])
+            .output()
+            .unwrap()
+    };
+    let refused = create("loose");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("readable by others"));
+    std::fs::set_permissions(&admin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let made = create("ci-audit");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("ptk_") && token.len() == 68, "{token}");
+    assert_eq!(app.events("", &token).len(), 15);
+    let p = app.get("/api/v1/pipelines/gitlab/31", Some(&token)).json();
+    assert_eq!(p["triggered_by"]["actor"]["username"], "user1");
+
+    // `pipetrail keygen` writes the signing key 0600 and never overwrites it.
+    let key_file = dir.join("signing.key");
+    let kg = Command::new(cli())
+        .args([
+            "keygen",
+            "--origin",
+            "audit.example.com/pipetrail",
+            "--out",
+            key_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(kg.status.success());
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let printed = String::from_utf8(kg.stdout).unwrap();
+    let signing_key = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+    assert!(signing_key.starts_with("PRIVATE+KEY+audit.example.com/pipetrail+"));
+    assert!(!printed.contains(&signing_key), "the signing key is not printed");
+    let again = Command::new(cli())
+        .args(["keygen", "--origin", "x", "--out", key_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+
+    drop(host);
+    let mut logs = std::fs::read_to_string(dir.join("host.log")).unwrap();
+    logs.push_str(&std::fs::read_to_string(dir.join("host.out")).unwrap());
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(dir.join("state")).unwrap() {
+        std::fs::File::open(entry.unwrap().path())
+            .unwrap()
+            .read_to_end(&mut stored)
+            .unwrap();
+    }
+    for secret in [VAR_VALUE, HOOK_SECRET, ADMIN_TOKEN, WRONG, token.as_str()] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+        assert!(
+            !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the database files"
+        );
+    }
+    // The generated-key warning is in the log, loudly.
+    assert!(logs.contains("WARNING: no signing_key variable"));
+}
+
+#[test]
+fn a_configured_signing_key_is_used() {
+    let dir = temp_dir("bin-key");
+    let key_file = dir.join("signing.key");
+    let kg = Command::new(cli())
+        .args([
+            "keygen",
+            "--origin",
+            "audit.example.com/pipetrail",
+            "--out",
+            key_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(kg.status.success());
+    let vkey = String::from_utf8(kg.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("verifier key: ").map(str::to_string))
+        .unwrap();
+    let signing_key = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+    let host = start(
+        &dir,
+        &[
+            ("SPIN_VARIABLE_SIGNING_KEY", &signing_key),
+            ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "0"),
+        ],
+    );
+    let app = App {
+        base: host.base.clone(),
+        dir: dir.join("state"),
+    };
+    assert_eq!(
+        app.hook_with(HOOK_SECRET, "Job Hook", &fixture_bytes("job_hook_go-gitlab.json"))
+            .status,
+        200
+    );
+    assert_eq!(app.get("/api/v1/key", Some(ADMIN_TOKEN)).text.trim(), vkey);
+    assert_eq!(app.get("/healthz", None).json()["signing_key"], "configured");
+    let note = app.get("/api/v1/checkpoint", Some(ADMIN_TOKEN)).text;
+    assert!(note.starts_with("audit.example.com/pipetrail\n3\n"), "{note}");
+    let logs = std::fs::read_to_string(&host.log).unwrap();
+    assert!(!logs.contains(&signing_key[20..]), "the signing key is in the log");
+}
