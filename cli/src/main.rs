@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use pipetrail_core::native::NativeDb;
 use pipetrail_core::note::{NoteSigner, NoteVerifier};
 use pipetrail_core::sql::block_on;
+use pipetrail_core::bundle::BundleVerdict;
 use pipetrail_core::verify::{self, Verdict};
 
 #[derive(Parser)]
@@ -34,8 +35,11 @@ enum Command {
     /// Example: pipetrail verify --db copy-of-sqlite_db.db --key "$(curl -s -H "Authorization: Bearer $T" http://127.0.0.1:3000/api/v1/key)"
     Verify {
         /// A copy of the SQLite database (Spin's .spin/sqlite_db.db). Opened read-only.
+        #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+        db: Option<PathBuf>,
+        /// An export bundle (`pipetrail export`): checked without any database.
         #[arg(long)]
-        db: PathBuf,
+        bundle: Option<PathBuf>,
         /// The verifier key (name+hash+key), as GET /api/v1/key serves it.
         #[arg(long)]
         key: String,
@@ -55,6 +59,24 @@ enum Command {
         #[arg(long)]
         origin: String,
         /// Where to write the signing key (created 0600, never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Save an export bundle: events with inclusion proofs and the signed checkpoint, for an
+    /// auditor to check with `pipetrail verify --bundle` and the verifier key alone.
+    ///
+    /// Example: pipetrail export --url http://127.0.0.1:3000 --token-file reader.txt --filter pipeline=31 --out pipeline-31.json
+    Export {
+        /// The app's base URL.
+        #[arg(long)]
+        url: String,
+        /// File holding an API token (0600).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Event filters as for GET /api/v1/events (repeat: --filter project=group/app --filter since=2026-01-01T00:00:00Z).
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// Where to write the bundle.
         #[arg(long)]
         out: PathBuf,
     },
@@ -98,8 +120,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Verify { db, key, checkpoint } => {
+        Command::Verify { db, bundle, key, checkpoint } => {
             let key = NoteVerifier::parse(&key).context("--key")?;
+            if let Some(path) = bundle {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let verdict = pipetrail_core::bundle::verify(&text, &key);
+                println!("{}", verdict.line());
+                return Ok(match verdict {
+                    BundleVerdict::Ok { .. } => ExitCode::SUCCESS,
+                    BundleVerdict::Tampered { .. } => ExitCode::from(1),
+                    BundleVerdict::Unreadable(_) => ExitCode::from(2),
+                });
+            }
+            let db = db.expect("clap requires --db without --bundle");
             let external = match checkpoint {
                 Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
                 None => None,
@@ -115,6 +148,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Verdict::Ok { .. } => ExitCode::SUCCESS,
                 Verdict::Tampered { .. } => ExitCode::from(1),
             })
+        }
+        Command::Export { url, token_file, filters, out } => {
+            let token = read_secret(&token_file)?;
+            for f in &filters {
+                if !f.contains('=') {
+                    bail!("--filter {f:?}: expected name=value");
+                }
+            }
+            let mut query = vec!["format=bundle".to_string()];
+            query.extend(filters.iter().map(|f| {
+                let (k, v) = f.split_once('=').expect("checked above");
+                format!("{k}={}", percent_encode(v))
+            }));
+            let endpoint = format!("{}/api/v1/export?{}", url.trim_end_matches('/'), query.join("&"));
+            let mut res = ureq::get(&endpoint)
+                .header("Authorization", &format!("Bearer {token}"))
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call()
+                .with_context(|| format!("GET {endpoint}"))?;
+            let status = res.status().as_u16();
+            let text = res.body_mut().with_config().limit(1 << 32).read_to_string()?;
+            if status != 200 {
+                bail!("{endpoint} answered {status}: {}", text.trim());
+            }
+            let v: serde_json::Value = serde_json::from_str(&text).context("the bundle is not JSON")?;
+            std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "{} event(s) with proofs against size {} written to {}{}",
+                v["events"].as_array().map_or(0, Vec::len),
+                v["tree_size"],
+                out.display(),
+                if v["next_cursor"].is_null() { "" } else { " (more match: add --filter cursor=<next_cursor>)" }
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { origin, out } => {
             let mut seed = [0u8; 32];
@@ -191,4 +260,13 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
         bail!("{} is empty", path.display());
     }
     Ok(secret.to_string())
+}
+
+fn percent_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -68,6 +68,11 @@ pub fn parse_u64(param: &str, v: &str) -> Result<u64, ParamError> {
 
 /// Parses event-list parameters into a filter and a page size.
 pub fn event_filter(pairs: &[(String, String)]) -> Result<(EventFilter, usize), ParamError> {
+    event_filter_up_to(pairs, MAX_LIMIT)
+}
+
+/// As `event_filter`, with another largest page (exports allow bigger ones).
+pub fn event_filter_up_to(pairs: &[(String, String)], max_limit: usize) -> Result<(EventFilter, usize), ParamError> {
     let mut f = EventFilter::default();
     let mut limit = DEFAULT_LIMIT;
     let mut seen: Vec<&str> = Vec::new();
@@ -114,8 +119,8 @@ pub fn event_filter(pairs: &[(String, String)]) -> Result<(EventFilter, usize), 
                 limit = v
                     .parse::<usize>()
                     .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| ParamError::new(k, format!("expected an integer from 1 to {MAX_LIMIT}")))?;
+                    .filter(|l| (1..=max_limit).contains(l))
+                    .ok_or_else(|| ParamError::new(k, format!("expected an integer from 1 to {max_limit}")))?;
             }
             _ => unreachable!("checked against EVENT_FILTERS"),
         }

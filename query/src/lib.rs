@@ -7,7 +7,7 @@ use pipetrail_core::encoding::base64_encode;
 use pipetrail_core::params::{self, ParamError};
 use pipetrail_core::sql::DbError;
 use pipetrail_core::store::{self, EventFilter, TokenRecord};
-use pipetrail_core::{merkle, provenance};
+use pipetrail_core::{bundle, merkle, provenance};
 use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
 use serde_json::{Value, json};
 use spin_sdk::http_service;
@@ -49,6 +49,7 @@ async fn route(db: &Db, req: Request, path: &str, query: &str) -> Reply {
         (&Method::GET, ["api", "v1", "key"]) => key(db).await,
         (&Method::GET, ["api", "v1", "proof", "inclusion"]) => inclusion(db, &caller, &pairs).await,
         (&Method::GET, ["api", "v1", "proof", "consistency"]) => consistency(db, &pairs).await,
+        (&Method::GET, ["api", "v1", "export"]) => export(db, &caller, &pairs).await,
         _ => Ok(error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -378,5 +379,37 @@ async fn consistency(db: &Db, pairs: &[(String, String)]) -> Reply {
             "to_root": base64_encode(&store::root_at(db, to).await?),
             "proof": proof.iter().map(|h| base64_encode(h)).collect::<Vec<_>>(),
         }),
+    ))
+}
+
+/// `GET /api/v1/export?format=bundle&<event filters>`: events with inclusion proofs against
+/// the latest checkpoint. Events after that checkpoint cannot be proven yet and are left out.
+async fn export(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
+    match get(pairs, "format") {
+        Some("bundle") => {}
+        _ => return Ok(bad_param(&ParamError { param: "format".into(), message: "expected bundle".into() })),
+    }
+    let filters: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "format").cloned().collect();
+    let (mut filter, limit) = match params::event_filter_up_to(&filters, bundle::MAX_EVENTS) {
+        Ok((f, l)) => (f, if get(pairs, "limit").is_some() { l } else { bundle::MAX_EVENTS }),
+        Err(e) => return Ok(bad_param(&e)),
+    };
+    filter.scope = caller.scope();
+    let Some(cp) = store::latest_checkpoint(db).await? else {
+        return Ok(error(StatusCode::NOT_FOUND, "not_found", "no checkpoint has been signed yet"));
+    };
+    let mut found = store::list_events(db, &filter, limit + 1).await?;
+    found.retain(|e| e.seq < cp.size);
+    let next = if found.len() > limit { found.get(limit - 1).map(|e| e.seq.to_string()) } else { None };
+    found.truncate(limit);
+    let mut entries = Vec::with_capacity(found.len());
+    for e in &found {
+        let Some(body) = &e.body else { continue };
+        let proof = store::range_hashes(db, &merkle::inclusion_ranges(e.seq, cp.size)).await?;
+        entries.push(bundle::entry(body, &e.leaf_hash, &proof));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &json!({"format": bundle::FORMAT, "checkpoint": cp.note, "tree_size": cp.size, "events": entries, "next_cursor": next}),
     ))
 }

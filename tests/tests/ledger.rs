@@ -223,3 +223,54 @@ fn retention_tick_signs_when_the_interval_held_it_back() {
         .json();
     assert_eq!(again["checkpoint"], serde_json::Value::Null);
 }
+
+#[test]
+fn export_bundle_verifies_without_the_database() {
+    let app = App::start("bundle", &[]);
+    fill(&app);
+    let key = app.get("/api/v1/key", Some(ADMIN)).text.trim().to_string();
+    let dir = temp_dir("bundle");
+    let token_file = dir.join("reader.txt");
+    std::fs::write(&token_file, app.token("auditor", &["gitlab-org/gitlab-test"])).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = dir.join("pipeline-31.json");
+    let export = Command::new(cli())
+        .args(["export", "--url", &app.base, "--token-file", token_file.to_str().unwrap(), "--filter", "pipeline=31", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let bundle: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(bundle["events"].as_array().unwrap().len(), 15);
+    assert!(bundle["events"].as_array().unwrap().iter().all(|e| e["event"]["pipeline"]["id"] == 31));
+
+    let verify = |path: &std::path::Path| {
+        let o = Command::new(cli()).args(["verify", "--bundle", path.to_str().unwrap(), "--key", &key]).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    assert_eq!(verify(&out), (Some(0), "OK: 15 event(s) proven included in pipetrail.local/log at size 19".to_string()));
+
+    // An auditor's copy edited after export: named, exit 1.
+    let edited = dir.join("edited.json");
+    let mut b = bundle.clone();
+    b["events"][4]["event"]["actor"]["username"] = serde_json::json!("mallory");
+    std::fs::write(&edited, b.to_string()).unwrap();
+    let (code, line) = verify(&edited);
+    assert_eq!((code, line.as_str()), (Some(1), "TAMPERED: first bad seq 4: edited: the event does not hash to its leaf"));
+    // A consistent edit (event and leaf) no longer reaches the signed root.
+    let mut b = bundle.clone();
+    b["events"][4]["event"]["actor"]["username"] = serde_json::json!("mallory");
+    let leaf = merkle::leaf_hash(&pipetrail_core::canonical::to_vec(&b["events"][4]["event"]));
+    b["events"][4]["leaf_hash"] = serde_json::json!(pipetrail_core::encoding::base64_encode(&leaf));
+    std::fs::write(&edited, b.to_string()).unwrap();
+    let (code, line) = verify(&edited);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.starts_with("TAMPERED: first bad seq 4: not in the signed tree"), "{line}");
+    std::fs::write(&edited, "{}").unwrap();
+    assert_eq!(verify(&edited).0, Some(2));
+
+    // The scoped token cannot export the other project's events.
+    let r = app.get("/api/v1/export?format=bundle&project=jsmithy2/release-tools-fake", Some(&std::fs::read_to_string(&token_file).unwrap()));
+    assert_eq!(r.json()["events"], serde_json::json!([]));
+    assert_eq!(app.get("/api/v1/export?format=csv", Some(ADMIN)).json()["parameter"], "format");
+}
