@@ -1,21 +1,19 @@
 //! The `retention` component: scheduled work. Spin's cron trigger is a plugin the test host
-//! cannot load, so the same work is also an authenticated HTTP route any scheduler can
-//! call: `POST /admin/tick` signs a checkpoint when one is due.
+//! cannot load, so the same work is an authenticated HTTP route any scheduler can call:
+//! `POST /admin/tick` signs a checkpoint when one is due, then publishes the latest one to
+//! every witness URL, so someone other than the database's admin holds it.
 
 use http::{Method, Response, StatusCode};
+use pipetrail_core::sql::{DbError, Sql};
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
-use serde_json::json;
+use serde_json::{Value, json};
 use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(req: Request) -> Response<String> {
     if req.uri().path() != "/admin/tick" {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route {}", req.uri().path()),
-        );
+        return error(StatusCode::NOT_FOUND, "not_found", format!("no route {}", req.uri().path()));
     }
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
@@ -29,27 +27,47 @@ async fn handle(req: Request) -> Response<String> {
         Ok(_) => return error(StatusCode::FORBIDDEN, "forbidden", "the admin token is required"),
         Err(r) => return r,
     }
-    let result = async {
-        let (signer, _) = platform::signer(&db).await?;
-        db_exec(&db, "BEGIN IMMEDIATE").await?;
-        let signed = store::maybe_checkpoint(&db, &signer, &platform::now(), 0).await;
-        store::finish(&db, signed).await
-    }
-    .await;
-    match result {
-        Ok(Some(cp)) => json(
-            StatusCode::OK,
-            &json!({"checkpoint": {"size": cp.size, "signed_at": cp.signed_at}}),
-        ),
-        Ok(None) => json(
-            StatusCode::OK,
-            &json!({"checkpoint": null, "reason": "the tree has not grown since the last checkpoint"}),
-        ),
+    match tick(&db).await {
+        Ok(v) => json(StatusCode::OK, &v),
         Err(e) => platform::db_failure(&e),
     }
 }
 
-async fn db_exec(db: &Db, sql: &str) -> Result<(), pipetrail_core::sql::DbError> {
-    use pipetrail_core::sql::Sql;
-    db.exec(sql, &[]).await
+async fn tick(db: &Db) -> Result<Value, DbError> {
+    let (signer, _) = platform::signer(db).await?;
+    db.exec("BEGIN IMMEDIATE", &[]).await?;
+    let signed = store::maybe_checkpoint(db, &signer, &platform::now(), 0).await;
+    let signed = store::finish(db, signed).await?;
+    let mut witnesses = Vec::new();
+    if let Some(cp) = store::latest_checkpoint(db).await? {
+        for url in platform::var_list("witness_urls").await {
+            witnesses.push(publish(&url, &cp.note).await);
+        }
+    }
+    Ok(json!({
+        "checkpoint": signed.map(|cp| json!({"size": cp.size, "signed_at": cp.signed_at})),
+        "witnesses": witnesses,
+    }))
+}
+
+/// POSTs a signed checkpoint (text/plain) to one witness. Its host must be listed in the
+/// component's `allowed_outbound_hosts`, or Spin refuses the request.
+async fn publish(url: &str, note: &str) -> Value {
+    let request = match http::Request::post(url)
+        .header("content-type", "text/plain; charset=utf-8")
+        // A length, not chunks: a witness need not speak chunked encoding.
+        .header("content-length", note.len())
+        .body(note.to_string())
+    {
+        Ok(r) => r,
+        Err(e) => return json!({"url": url, "ok": false, "error": format!("bad URL: {e}")}),
+    };
+    match spin_sdk::http::send(request).await {
+        Ok(res) if res.status().is_success() => json!({"url": url, "ok": true, "status": res.status().as_u16()}),
+        Ok(res) => json!({"url": url, "ok": false, "status": res.status().as_u16()}),
+        Err(e) => {
+            eprintln!("pipetrail: publishing the checkpoint to {url} failed: {e}");
+            json!({"url": url, "ok": false, "error": e.to_string()})
+        }
+    }
 }

@@ -274,3 +274,24 @@ fn export_bundle_verifies_without_the_database() {
     assert_eq!(r.json()["events"], serde_json::json!([]));
     assert_eq!(app.get("/api/v1/export?format=csv", Some(ADMIN)).json()["parameter"], "format");
 }
+
+#[test]
+fn checkpoints_are_published_to_witnesses_the_manifest_allows() {
+    let (witness, received) = receiver(200);
+    let (other, other_received) = receiver(200);
+    let urls = format!("{witness}/checkpoints, {other}/checkpoints");
+    // Only the first witness is in allowed_outbound_hosts.
+    let app = App::start_allowing("witness", &[("witness_urls", &urls)], &[&witness]);
+    fill(&app);
+    let r = app.post("/admin/tick", &[("Authorization", &format!("Bearer {ADMIN}"))], b"");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["witnesses"][0]["ok"], true, "{v}");
+    assert_eq!(v["witnesses"][0]["status"], 200);
+    assert_eq!(v["witnesses"][1]["ok"], false, "{v}");
+    let note = received.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(note, app.get("/api/v1/checkpoint", Some(ADMIN)).text);
+    let key = NoteVerifier::parse(&app.get("/api/v1/key", Some(ADMIN)).text).unwrap();
+    assert_eq!(Checkpoint::parse(key.open(&note).unwrap()).unwrap().size, 19);
+    assert!(other_received.recv_timeout(std::time::Duration::from_millis(500)).is_err(), "a host not allowed was reached");
+}

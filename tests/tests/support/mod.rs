@@ -85,6 +85,30 @@ pub struct App {
 impl App {
     /// The app with the default test variables plus `extra` (name, value) pairs.
     pub fn start(name: &str, extra: &[(&str, &str)]) -> App {
+        Self::start_with_manifest(name, extra, root().join("spin.toml"))
+    }
+
+    /// As `start`, with the retention component also allowed to reach `hosts`, as an
+    /// operator adds witnesses to `allowed_outbound_hosts`.
+    pub fn start_allowing(name: &str, extra: &[(&str, &str)], hosts: &[&str]) -> App {
+        let text = std::fs::read_to_string(root().join("spin.toml")).unwrap();
+        let mut manifest: toml::Table = toml::from_str(&text).unwrap();
+        let components = manifest["component"].as_table_mut().unwrap();
+        for (_, c) in components.iter_mut() {
+            let c = c.as_table_mut().unwrap();
+            let source = root().join(c["source"].as_str().unwrap());
+            c.insert("source".into(), toml::Value::String(source.display().to_string()));
+        }
+        let hosts = hosts.iter().map(|h| toml::Value::String(h.to_string())).collect();
+        components["retention"].as_table_mut().unwrap().insert("allowed_outbound_hosts".into(), toml::Value::Array(hosts));
+        let edited = toml::to_string(&manifest).unwrap();
+        let dir = temp_dir(&format!("{name}-manifest"));
+        let path = dir.join("spin.toml");
+        std::fs::write(&path, edited).unwrap();
+        Self::start_with_manifest(name, extra, path)
+    }
+
+    fn start_with_manifest(name: &str, extra: &[(&str, &str)], manifest: PathBuf) -> App {
         build_components();
         let dir = temp_dir(name);
         let mut vars: Vec<(String, String)> = vec![
@@ -107,7 +131,7 @@ impl App {
                 .unwrap();
             rt.block_on(async move {
                 let provider = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-                let host = pipetrail_testhost::Host::new(&root().join("spin.toml"), &state, &provider).unwrap();
+                let host = pipetrail_testhost::Host::new(&manifest, &state, &provider).unwrap();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
                 pipetrail_testhost::serve(Arc::new(host), listener).await.unwrap();
@@ -279,4 +303,35 @@ impl Resp {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// A tiny HTTP receiver on 127.0.0.1 (a witness, a sink): answers `status` to every POST
+/// and hands each request body to the returned channel.
+pub fn receiver(status: u16) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = tx.send(String::from_utf8_lossy(&body).to_string());
+            let mut s = stream;
+            let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (format!("http://{addr}"), rx)
 }
