@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+
+mod bench;
 use clap::{Parser, Subcommand};
+use pipetrail_core::bundle::BundleVerdict;
 use pipetrail_core::native::NativeDb;
 use pipetrail_core::note::{NoteSigner, NoteVerifier};
 use pipetrail_core::sql::block_on;
-use pipetrail_core::bundle::BundleVerdict;
 use pipetrail_core::verify::{self, Verdict};
 
 #[derive(Parser)]
@@ -80,6 +82,21 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Measure the ledger's cost: ingest with the Merkle tree against the same ingest
+    /// without it (durable SQLite commits, generated GitLab traffic), and `verify` against
+    /// raw SHA-256 over the same bytes. Both sides of each ratio run in the same process,
+    /// alternating, so machine noise hits both. Prints a Markdown table.
+    Bench {
+        /// Pipelines to generate (three deliveries each: pending, running, finished).
+        #[arg(long, default_value_t = 400)]
+        pipelines: u64,
+        /// Rounds; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Working directory for the databases (default: a new one under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// API tokens.
     Token {
         #[command(subcommand)]
@@ -120,7 +137,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Verify { db, bundle, key, checkpoint } => {
+        Command::Verify {
+            db,
+            bundle,
+            key,
+            checkpoint,
+        } => {
             let key = NoteVerifier::parse(&key).context("--key")?;
             if let Some(path) = bundle {
                 let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -149,7 +171,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Verdict::Tampered { .. } => ExitCode::from(1),
             })
         }
-        Command::Export { url, token_file, filters, out } => {
+        Command::Export {
+            url,
+            token_file,
+            filters,
+            out,
+        } => {
             let token = read_secret(&token_file)?;
             for f in &filters {
                 if !f.contains('=') {
@@ -181,8 +208,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 v["events"].as_array().map_or(0, Vec::len),
                 v["tree_size"],
                 out.display(),
-                if v["next_cursor"].is_null() { "" } else { " (more match: add --filter cursor=<next_cursor>)" }
+                if v["next_cursor"].is_null() {
+                    ""
+                } else {
+                    " (more match: add --filter cursor=<next_cursor>)"
+                }
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { pipelines, rounds, dir } => {
+            bench::run(pipelines, rounds.max(1), dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { origin, out } => {

@@ -27,15 +27,26 @@ pub fn entry(event: &Value, leaf: &Hash, proof: &[Hash]) -> Value {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BundleVerdict {
-    Ok { events: usize, tree_size: u64, origin: String },
-    Tampered { seq: Option<u64>, detail: String },
+    Ok {
+        events: usize,
+        tree_size: u64,
+        origin: String,
+    },
+    Tampered {
+        seq: Option<u64>,
+        detail: String,
+    },
     Unreadable(String),
 }
 
 impl BundleVerdict {
     pub fn line(&self) -> String {
         match self {
-            BundleVerdict::Ok { events, tree_size, origin } => {
+            BundleVerdict::Ok {
+                events,
+                tree_size,
+                origin,
+            } => {
                 format!("OK: {events} event(s) proven included in {origin} at size {tree_size}")
             }
             BundleVerdict::Tampered { seq: Some(s), detail } => format!("TAMPERED: first bad seq {s}: {detail}"),
@@ -64,7 +75,12 @@ pub fn verify(text: &str, key: &NoteVerifier) -> BundleVerdict {
     };
     let cp = match key.open(note).map(Checkpoint::parse) {
         Ok(Ok(cp)) => cp,
-        Ok(Err(e)) | Err(e) => return BundleVerdict::Tampered { seq: None, detail: format!("checkpoint: {e}") },
+        Ok(Err(e)) | Err(e) => {
+            return BundleVerdict::Tampered {
+                seq: None,
+                detail: format!("checkpoint: {e}"),
+            };
+        }
     };
     let Some(events) = v["events"].as_array() else {
         return bad("no events array");
@@ -73,16 +89,28 @@ pub fn verify(text: &str, key: &NoteVerifier) -> BundleVerdict {
         let (Some(seq), Some(leaf), Some(proof)) = (
             e["event"]["seq"].as_u64(),
             hash(&e["leaf_hash"]),
-            e["proof"].as_array().and_then(|p| p.iter().map(hash).collect::<Option<Vec<Hash>>>()),
+            e["proof"]
+                .as_array()
+                .and_then(|p| p.iter().map(hash).collect::<Option<Vec<Hash>>>()),
         ) else {
             return bad("an entry lacks event.seq, leaf_hash or proof");
         };
         if merkle::leaf_hash(&crate::canonical::to_vec(&e["event"])) != leaf {
-            return BundleVerdict::Tampered { seq: Some(seq), detail: "edited: the event does not hash to its leaf".into() };
+            return BundleVerdict::Tampered {
+                seq: Some(seq),
+                detail: "edited: the event does not hash to its leaf".into(),
+            };
         }
         if let Err(err) = merkle::verify_inclusion(seq, cp.size, &leaf, &proof, &cp.root) {
-            return BundleVerdict::Tampered { seq: Some(seq), detail: format!("not in the signed tree: {err}") };
+            return BundleVerdict::Tampered {
+                seq: Some(seq),
+                detail: format!("not in the signed tree: {err}"),
+            };
         }
     }
-    BundleVerdict::Ok { events: events.len(), tree_size: cp.size, origin: cp.origin }
+    BundleVerdict::Ok {
+        events: events.len(),
+        tree_size: cp.size,
+        origin: cp.origin,
+    }
 }

@@ -42,6 +42,9 @@ pub struct Settings<'a> {
     pub variables: &'a VariablePolicy,
     pub signer: &'a NoteSigner,
     pub checkpoint_interval_secs: i64,
+    /// Benchmark baseline only (`pipetrail bench`): skip the Merkle tree and checkpoints.
+    #[doc(hidden)]
+    pub without_tree: bool,
 }
 
 /// The dedupe key: GitLab's `Idempotency-Key` (17.4+), else `X-Gitlab-Event-UUID`, else the
@@ -97,7 +100,11 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
             variables: settings.variables,
         };
         let (events, after) = lifecycle::diff(&hook, &before, &ctx);
-        let stored = store::append(db, events).await?;
+        let stored = if settings.without_tree {
+            store::append_without_tree(db, events).await?
+        } else {
+            store::append(db, events).await?
+        };
         store::save_projection(db, &instance, pipeline_id, &before, &after).await?;
         let first_seq = stored.first().map(|(e, _)| e.seq);
         let redacted = gitlab::redact_body(d.body);
@@ -116,7 +123,9 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
         )
         .await?;
         store::count_outcome(db, "recorded").await?;
-        store::maybe_checkpoint(db, settings.signer, d.received_at, settings.checkpoint_interval_secs).await?;
+        if !settings.without_tree {
+            store::maybe_checkpoint(db, settings.signer, d.received_at, settings.checkpoint_interval_secs).await?;
+        }
         Ok(Outcome::Recorded {
             events: stored.len(),
             first_seq,

@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod canonical;
 pub mod encoding;
+pub mod generate;
 pub mod gitlab;
 pub mod ingest;
 pub mod lifecycle;

@@ -383,18 +383,37 @@ pub async fn root_at<S: Sql>(db: &S, size: u64) -> Result<Hash> {
 /// canonical body, the leaf and every completed parent. Events whose id is already stored
 /// are dropped (a fact is recorded once). Returns the stored events.
 pub async fn append<S: Sql>(db: &S, events: Vec<Event>) -> Result<Vec<(Event, Hash)>> {
+    append_with(db, events, true).await
+}
+
+/// The benchmark's baseline: `append` without the Merkle tree (events and leaves' inputs
+/// only). Never used to record anything: a ledger without its tree cannot be verified.
+#[doc(hidden)]
+pub async fn append_without_tree<S: Sql>(db: &S, events: Vec<Event>) -> Result<Vec<(Event, Hash)>> {
+    append_with(db, events, false).await
+}
+
+async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<Vec<(Event, Hash)>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let size = tree_size(db).await?;
+    let size = if tree {
+        tree_size(db).await?
+    } else {
+        let rows = db.query("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", &[]).await?;
+        first_int(&rows).unwrap_or(0) as u64
+    };
     // The frontier (complete subtrees of the current tree) holds every left sibling a new
     // leaf can need; load it once and climb in memory.
     let mut frontier: Vec<(u32, Hash)> = {
-        let refs = merkle::range_nodes(0, size);
+        let refs = if tree { merkle::range_nodes(0, size) } else { Vec::new() };
         let hashes = nodes(db, &refs).await?;
         refs.iter().map(|r| r.0).zip(hashes).collect()
     };
     let mut out = Vec::with_capacity(events.len());
+    // Leaves and completed parents, written together after the loop: one statement per
+    // delivery instead of two per event.
+    let mut new_nodes: Vec<(u32, u64, Hash)> = Vec::new();
     let mut seq = size;
     for mut ev in events {
         let exists = db
@@ -427,29 +446,44 @@ pub async fn append<S: Sql>(db: &S, events: Vec<Event>) -> Result<Vec<(Event, Ha
             ],
         )
         .await?;
+        if !tree {
+            out.push((ev, leaf));
+            seq += 1;
+            continue;
+        }
         let mut node = (0u32, leaf);
         let mut idx = seq;
-        insert_node(db, 0, idx, &leaf).await?;
+        new_nodes.push((0, idx, leaf));
         while idx & 1 == 1 {
             let (level, left) = frontier.pop().expect("an odd index has a left sibling");
             debug_assert_eq!(level, node.0);
             node = (level + 1, merkle::node_hash(&left, &node.1));
             idx >>= 1;
-            insert_node(db, node.0, idx, &node.1).await?;
+            new_nodes.push((node.0, idx, node.1));
         }
         frontier.push(node);
         out.push((ev, leaf));
         seq += 1;
     }
+    insert_nodes(db, &new_nodes).await?;
     Ok(out)
 }
 
-async fn insert_node<S: Sql>(db: &S, level: u32, idx: u64, hash: &Hash) -> Result<()> {
-    db.exec(
-        "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)",
-        &[Val::Int(i64::from(level)), Val::int(idx), Val::Blob(hash.to_vec())],
-    )
-    .await
+async fn insert_nodes<S: Sql>(db: &S, nodes: &[(u32, u64, Hash)]) -> Result<()> {
+    // 3 parameters a row; SQLite allows 32766 per statement.
+    for chunk in nodes.chunks(1000) {
+        let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+        let params: Vec<Val> = chunk
+            .iter()
+            .flat_map(|(l, i, h)| [Val::Int(i64::from(*l)), Val::int(*i), Val::Blob(h.to_vec())])
+            .collect();
+        db.exec(
+            &format!("INSERT INTO tree_nodes (level, idx, hash) VALUES {rows}"),
+            &params,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq)]

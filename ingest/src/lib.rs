@@ -89,6 +89,7 @@ async fn gitlab(req: Request) -> Response<String> {
         variables: &policy,
         signer: &signer,
         checkpoint_interval_secs: interval,
+        without_tree: false,
     };
     match ingest::record_gitlab(&db, &delivery, &settings).await {
         Ok(Outcome::Recorded { events, first_seq }) => json(

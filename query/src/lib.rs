@@ -387,20 +387,40 @@ async fn consistency(db: &Db, pairs: &[(String, String)]) -> Reply {
 async fn export(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
     match get(pairs, "format") {
         Some("bundle") => {}
-        _ => return Ok(bad_param(&ParamError { param: "format".into(), message: "expected bundle".into() })),
+        _ => {
+            return Ok(bad_param(&ParamError {
+                param: "format".into(),
+                message: "expected bundle".into(),
+            }));
+        }
     }
     let filters: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "format").cloned().collect();
     let (mut filter, limit) = match params::event_filter_up_to(&filters, bundle::MAX_EVENTS) {
-        Ok((f, l)) => (f, if get(pairs, "limit").is_some() { l } else { bundle::MAX_EVENTS }),
+        Ok((f, l)) => (
+            f,
+            if get(pairs, "limit").is_some() {
+                l
+            } else {
+                bundle::MAX_EVENTS
+            },
+        ),
         Err(e) => return Ok(bad_param(&e)),
     };
     filter.scope = caller.scope();
     let Some(cp) = store::latest_checkpoint(db).await? else {
-        return Ok(error(StatusCode::NOT_FOUND, "not_found", "no checkpoint has been signed yet"));
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no checkpoint has been signed yet",
+        ));
     };
     let mut found = store::list_events(db, &filter, limit + 1).await?;
     found.retain(|e| e.seq < cp.size);
-    let next = if found.len() > limit { found.get(limit - 1).map(|e| e.seq.to_string()) } else { None };
+    let next = if found.len() > limit {
+        found.get(limit - 1).map(|e| e.seq.to_string())
+    } else {
+        None
+    };
     found.truncate(limit);
     let mut entries = Vec::with_capacity(found.len());
     for e in &found {

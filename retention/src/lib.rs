@@ -13,7 +13,11 @@ use spin_sdk::http_service;
 #[http_service]
 async fn handle(req: Request) -> Response<String> {
     if req.uri().path() != "/admin/tick" {
-        return error(StatusCode::NOT_FOUND, "not_found", format!("no route {}", req.uri().path()));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {}", req.uri().path()),
+        );
     }
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");

@@ -236,19 +236,44 @@ fn export_bundle_verifies_without_the_database() {
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = dir.join("pipeline-31.json");
     let export = Command::new(cli())
-        .args(["export", "--url", &app.base, "--token-file", token_file.to_str().unwrap(), "--filter", "pipeline=31", "--out", out.to_str().unwrap()])
+        .args([
+            "export",
+            "--url",
+            &app.base,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--filter",
+            "pipeline=31",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
     let bundle: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(bundle["events"].as_array().unwrap().len(), 15);
-    assert!(bundle["events"].as_array().unwrap().iter().all(|e| e["event"]["pipeline"]["id"] == 31));
+    assert!(
+        bundle["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["event"]["pipeline"]["id"] == 31)
+    );
 
     let verify = |path: &std::path::Path| {
-        let o = Command::new(cli()).args(["verify", "--bundle", path.to_str().unwrap(), "--key", &key]).output().unwrap();
+        let o = Command::new(cli())
+            .args(["verify", "--bundle", path.to_str().unwrap(), "--key", &key])
+            .output()
+            .unwrap();
         (o.status.code(), String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    assert_eq!(verify(&out), (Some(0), "OK: 15 event(s) proven included in pipetrail.local/log at size 19".to_string()));
+    assert_eq!(
+        verify(&out),
+        (
+            Some(0),
+            "OK: 15 event(s) proven included in pipetrail.local/log at size 19".to_string()
+        )
+    );
 
     // An auditor's copy edited after export: named, exit 1.
     let edited = dir.join("edited.json");
@@ -256,7 +281,13 @@ fn export_bundle_verifies_without_the_database() {
     b["events"][4]["event"]["actor"]["username"] = serde_json::json!("mallory");
     std::fs::write(&edited, b.to_string()).unwrap();
     let (code, line) = verify(&edited);
-    assert_eq!((code, line.as_str()), (Some(1), "TAMPERED: first bad seq 4: edited: the event does not hash to its leaf"));
+    assert_eq!(
+        (code, line.as_str()),
+        (
+            Some(1),
+            "TAMPERED: first bad seq 4: edited: the event does not hash to its leaf"
+        )
+    );
     // A consistent edit (event and leaf) no longer reaches the signed root.
     let mut b = bundle.clone();
     b["events"][4]["event"]["actor"]["username"] = serde_json::json!("mallory");
@@ -265,14 +296,23 @@ fn export_bundle_verifies_without_the_database() {
     std::fs::write(&edited, b.to_string()).unwrap();
     let (code, line) = verify(&edited);
     assert_eq!(code, Some(1), "{line}");
-    assert!(line.starts_with("TAMPERED: first bad seq 4: not in the signed tree"), "{line}");
+    assert!(
+        line.starts_with("TAMPERED: first bad seq 4: not in the signed tree"),
+        "{line}"
+    );
     std::fs::write(&edited, "{}").unwrap();
     assert_eq!(verify(&edited).0, Some(2));
 
     // The scoped token cannot export the other project's events.
-    let r = app.get("/api/v1/export?format=bundle&project=jsmithy2/release-tools-fake", Some(&std::fs::read_to_string(&token_file).unwrap()));
+    let r = app.get(
+        "/api/v1/export?format=bundle&project=jsmithy2/release-tools-fake",
+        Some(&std::fs::read_to_string(&token_file).unwrap()),
+    );
     assert_eq!(r.json()["events"], serde_json::json!([]));
-    assert_eq!(app.get("/api/v1/export?format=csv", Some(ADMIN)).json()["parameter"], "format");
+    assert_eq!(
+        app.get("/api/v1/export?format=csv", Some(ADMIN)).json()["parameter"],
+        "format"
+    );
 }
 
 #[test]
@@ -293,5 +333,10 @@ fn checkpoints_are_published_to_witnesses_the_manifest_allows() {
     assert_eq!(note, app.get("/api/v1/checkpoint", Some(ADMIN)).text);
     let key = NoteVerifier::parse(&app.get("/api/v1/key", Some(ADMIN)).text).unwrap();
     assert_eq!(Checkpoint::parse(key.open(&note).unwrap()).unwrap().size, 19);
-    assert!(other_received.recv_timeout(std::time::Duration::from_millis(500)).is_err(), "a host not allowed was reached");
+    assert!(
+        other_received
+            .recv_timeout(std::time::Duration::from_millis(500))
+            .is_err(),
+        "a host not allowed was reached"
+    );
 }

@@ -39,6 +39,7 @@ fn native_events(deliveries: &[(&str, &str, &str)]) -> Vec<Value> {
                 variables: &policy,
                 signer: &signer,
                 checkpoint_interval_secs: 0,
+                without_tree: false,
             },
         ))
         .unwrap();

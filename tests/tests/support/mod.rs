@@ -100,7 +100,10 @@ impl App {
             c.insert("source".into(), toml::Value::String(source.display().to_string()));
         }
         let hosts = hosts.iter().map(|h| toml::Value::String(h.to_string())).collect();
-        components["retention"].as_table_mut().unwrap().insert("allowed_outbound_hosts".into(), toml::Value::Array(hosts));
+        components["retention"]
+            .as_table_mut()
+            .unwrap()
+            .insert("allowed_outbound_hosts".into(), toml::Value::Array(hosts));
         let edited = toml::to_string(&manifest).unwrap();
         let dir = temp_dir(&format!("{name}-manifest"));
         let path = dir.join("spin.toml");
@@ -330,7 +333,10 @@ pub fn receiver(status: u16) -> (String, std::sync::mpsc::Receiver<String>) {
             let _ = reader.read_exact(&mut body);
             let _ = tx.send(String::from_utf8_lossy(&body).to_string());
             let mut s = stream;
-            let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
         }
     });
     (format!("http://{addr}"), rx)
