@@ -89,7 +89,7 @@ async fn gitlab(req: Request) -> Response<String> {
         variables: &policy,
         signer: &signer,
         checkpoint_interval_secs: interval,
-        without_tree: false,
+        without_tree: cfg!(feature = "bench-without-tree"),
     };
     match ingest::record_gitlab(&db, &delivery, &settings).await {
         Ok(Outcome::Recorded { events, first_seq }) => json(
