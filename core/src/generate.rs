@@ -11,14 +11,14 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545F4914F6CDD1D)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -79,7 +79,7 @@ pub fn pipeline_deliveries(seed: u64, pipelines: u64) -> Vec<(String, Vec<u8>)> 
                 "object_kind": "pipeline",
                 "object_attributes": {
                     "id": pipeline_id, "iid": p + 1, "ref": "main", "tag": false,
-                    "sha": format!("{:040x}", rng.next() as u128 * 7919),
+                    "sha": format!("{:040x}", rng.next_u64() as u128 * 7919),
                     "before_sha": "0000000000000000000000000000000000000000",
                     "source": source, "status": status, "detailed_status": status,
                     "stages": STAGES, "created_at": time(start, 0),
