@@ -60,3 +60,25 @@ impl Sql for NativeDb {
         Ok(out)
     }
 }
+
+/// Every stored table a delivery or request may change, as text, except the outcome
+/// counters (operational statistics). Tests compare two of these to show that a rejected
+/// input changed nothing.
+pub fn dump_tables(db: &NativeDb) -> Result<String, DbError> {
+    let mut out = String::new();
+    for (table, order) in [
+        ("events", "seq"),
+        ("tree_nodes", "level, idx"),
+        ("checkpoints", "size"),
+        ("pruned", "seq"),
+        ("deliveries", "id"),
+        ("pipelines", "instance, pipeline_id"),
+        ("jobs", "instance, job_id"),
+        ("tokens", "hash"),
+        ("settings", "key"),
+    ] {
+        let rows = crate::sql::block_on(db.query(&format!("SELECT * FROM {table} ORDER BY {order}"), &[]))?;
+        out.push_str(&format!("{table}: {rows:?}\n"));
+    }
+    Ok(out)
+}

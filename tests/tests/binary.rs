@@ -64,6 +64,20 @@ fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Running {
     }
 }
 
+/// `pipetrail keygen --origin audit.example.com/pipetrail --out <file>`.
+fn keygen(out: &std::path::Path) -> std::process::Output {
+    Command::new(cli())
+        .args([
+            "keygen",
+            "--origin",
+            "audit.example.com/pipetrail",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_required_variable_missing_stops_the_host_at_start() {
     build_components();
@@ -138,16 +152,7 @@ fn secrets_never_reach_logs_or_storage_and_the_tools_work() {
 
     // `pipetrail keygen` writes the signing key 0600 and never overwrites it.
     let key_file = dir.join("signing.key");
-    let kg = Command::new(cli())
-        .args([
-            "keygen",
-            "--origin",
-            "audit.example.com/pipetrail",
-            "--out",
-            key_file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let kg = keygen(&key_file);
     assert!(kg.status.success());
     assert_eq!(
         std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
@@ -188,16 +193,7 @@ fn secrets_never_reach_logs_or_storage_and_the_tools_work() {
 fn a_configured_signing_key_is_used() {
     let dir = temp_dir("bin-key");
     let key_file = dir.join("signing.key");
-    let kg = Command::new(cli())
-        .args([
-            "keygen",
-            "--origin",
-            "audit.example.com/pipetrail",
-            "--out",
-            key_file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let kg = keygen(&key_file);
     assert!(kg.status.success());
     let vkey = String::from_utf8(kg.stdout)
         .unwrap()

@@ -103,25 +103,5 @@ pub fn actions(events: &[Value]) -> Vec<String> {
 
 /// Everything a delivery may change, as text: a bad delivery must leave it identical.
 pub fn snapshot(db: &NativeDb) -> String {
-    let mut out = String::new();
-    for (table, order) in [
-        ("events", "seq"),
-        ("tree_nodes", "level, idx"),
-        ("checkpoints", "size"),
-        ("deliveries", "id"),
-        ("pipelines", "instance, pipeline_id"),
-        ("jobs", "instance, job_id"),
-        ("tokens", "hash"),
-        ("settings", "key"),
-        ("pruned", "seq"),
-    ] {
-        let rows = block_on(pipetrail_core::sql::Sql::query(
-            db,
-            &format!("SELECT * FROM {table} ORDER BY {order}"),
-            &[],
-        ))
-        .unwrap();
-        out.push_str(&format!("{table}: {rows:?}\n"));
-    }
-    out
+    pipetrail_core::native::dump_tables(db).unwrap()
 }

@@ -5,11 +5,11 @@
 //! cargo run --release -p pipetrail-testhost --bin component-bench -- --pipelines 300 --rounds 3
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
 use clap::Parser;
+use pipetrail_testhost::harness;
 
 #[derive(Parser)]
 struct Args {
@@ -21,32 +21,16 @@ struct Args {
     rounds: usize,
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .current_dir(root())
-        .args(args)
-        .status()?;
-    ensure!(status.success(), "cargo {} failed", args.join(" "));
-    Ok(())
-}
-
 /// spin.toml with absolute sources, the ingest component optionally swapped.
 fn manifest(dir: &Path, ingest: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let mut m: toml::Table = toml::from_str(&std::fs::read_to_string(root().join("spin.toml"))?)?;
+    let root = harness::workspace_root();
+    let mut m: toml::Table = toml::from_str(&std::fs::read_to_string(root.join("spin.toml"))?)?;
     let components = m["component"].as_table_mut().context("components")?;
     for (id, c) in components.iter_mut() {
         let c = c.as_table_mut().context("component")?;
         let source = match (id.as_str(), ingest) {
             ("ingest", Some(p)) => p.to_path_buf(),
-            _ => root().join(c["source"].as_str().context("source")?),
+            _ => root.join(c["source"].as_str().context("source")?),
         };
         c.insert("source".into(), toml::Value::String(source.display().to_string()));
     }
@@ -57,23 +41,15 @@ fn manifest(dir: &Path, ingest: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
     let _ = std::fs::remove_dir_all(state);
-    let vars = |n: &str| match n {
-        "gitlab_webhook_secret" => Some("bench".to_string()),
-        "admin_token" => Some("bench-admin".to_string()),
-        _ => None,
-    };
-    let host = Arc::new(pipetrail_testhost::Host::new(manifest, state, &vars)?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let addr = listener.local_addr()?;
-    rt.spawn(pipetrail_testhost::serve(host, listener));
+    let vars = vec![
+        ("gitlab_webhook_secret".into(), "bench".into()),
+        ("admin_token".into(), "bench-admin".into()),
+    ];
+    let host = harness::spawn(manifest, state, vars)?;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let url = format!("http://{addr}/hooks/gitlab");
-    // One warm-up request, not timed (first instantiation).
-    let _ = agent.get(&format!("http://{addr}/healthz")).call();
+    let url = format!("http://{}/hooks/gitlab", host.addr);
+    // One request first, untimed: the first instantiation warms caches.
+    let _ = agent.get(&format!("http://{}/healthz", host.addr)).call();
     let start = Instant::now();
     for (id, body) in deliveries {
         let res = agent
@@ -84,9 +60,7 @@ fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> 
             .send(&body[..])?;
         ensure!(res.status() == 200, "delivery {id} answered {}", res.status());
     }
-    let secs = start.elapsed().as_secs_f64();
-    rt.shutdown_background();
-    Ok(secs)
+    Ok(start.elapsed().as_secs_f64())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -96,19 +70,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    cargo(&[
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "-p",
-        "pipetrail-ingest",
-        "-p",
-        "pipetrail-query",
-        "-p",
-        "pipetrail-retention",
-    ])?;
-    cargo(&[
+    harness::build_components(&[])?;
+    let baseline_dir = "target/bench-without-tree";
+    harness::cargo(&[
         "build",
         "--release",
         "--target",
@@ -118,19 +82,20 @@ fn main() -> anyhow::Result<()> {
         "--features",
         "bench-without-tree",
         "--target-dir",
-        "target/bench-without-tree",
+        baseline_dir,
     ])?;
     let dir = std::env::temp_dir().join(format!("pipetrail-component-bench-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("with"))?;
     std::fs::create_dir_all(dir.join("without"))?;
     let with = manifest(&dir.join("with"), None)?;
-    let without = manifest(
-        &dir.join("without"),
-        Some(&root().join("target/bench-without-tree/wasm32-wasip2/release/pipetrail_ingest.wasm")),
-    )?;
+    let baseline = harness::workspace_root()
+        .join(baseline_dir)
+        .join("wasm32-wasip2/release/pipetrail_ingest.wasm");
+    let without = manifest(&dir.join("without"), Some(&baseline))?;
     let deliveries = pipetrail_core::generate::pipeline_deliveries(7, args.pipelines);
     let (mut w, mut wo) = (Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
+        // Alternate which variant goes first, so warm-up and drift do not favour one.
         let order = if round % 2 == 0 { [false, true] } else { [true, false] };
         for without_tree in order {
             let (m, state) = if without_tree {

@@ -3,17 +3,18 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
+
+use pipetrail_testhost::harness;
 
 use pipetrail_core::native::NativeDb;
-use pipetrail_core::sql::{Sql, block_on};
 use serde_json::Value;
 
 pub const SECRET: &str = "hook-secret-5a1f";
 pub const ADMIN: &str = "admin-token-9c2e";
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    harness::workspace_root()
 }
 
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
@@ -24,30 +25,11 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_slice(&fixture_bytes(name)).unwrap()
 }
 
-/// `cargo build` of the three components, once per test process (cargo's own lock
-/// serializes it with any other build).
+/// The three components, built once per test process (cargo's lock serializes the build
+/// with any other).
 pub fn build_components() {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .current_dir(root())
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "pipetrail-ingest",
-                "-p",
-                "pipetrail-query",
-                "-p",
-                "pipetrail-retention",
-            ])
-            .status()
-            .expect("running cargo");
-        assert!(status.success(), "building the components failed");
-    });
+    BUILT.get_or_init(|| harness::build_components(&[]).expect("building the components"));
 }
 
 /// The native `pipetrail` tool, built once per test process.
@@ -55,13 +37,7 @@ pub fn cli() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .current_dir(root())
-                .args(["build", "--release", "-p", "pipetrail"])
-                .status()
-                .expect("running cargo");
-            assert!(status.success(), "building the pipetrail tool failed");
+            harness::cargo(&["build", "--release", "-p", "pipetrail"]).expect("building the pipetrail tool");
             root().join("target/release/pipetrail")
         })
         .clone()
@@ -123,26 +99,10 @@ impl App {
             vars.retain(|(n, _)| n != k);
             vars.push((k.to_string(), v.to_string()));
         }
-        let vars = Arc::new(vars);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let state = dir.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let provider = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-                let host = pipetrail_testhost::Host::new(&manifest, &state, &provider).unwrap();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                pipetrail_testhost::serve(Arc::new(host), listener).await.unwrap();
-            });
-        });
-        let addr = rx
-            .recv_timeout(std::time::Duration::from_secs(300))
-            .expect("host started");
+        let host = harness::spawn(&manifest, &dir, vars).expect("host started");
+        let addr = host.addr;
+        // A test's host serves until the test process ends.
+        std::mem::forget(host);
         App {
             base: format!("http://{addr}"),
             dir,
@@ -241,23 +201,9 @@ impl App {
         }
     }
 
-    /// Every stored row that a delivery may change (not the outcome counters), as text.
+    /// Every stored row that a request may change (not the outcome counters), as text.
     pub fn snapshot(&self) -> String {
-        let db = self.db();
-        let mut out = String::new();
-        for (table, order) in [
-            ("events", "seq"),
-            ("tree_nodes", "level, idx"),
-            ("checkpoints", "size"),
-            ("deliveries", "id"),
-            ("pipelines", "instance, pipeline_id"),
-            ("jobs", "instance, job_id"),
-            ("tokens", "hash"),
-        ] {
-            let rows = block_on(db.query(&format!("SELECT * FROM {table} ORDER BY {order}"), &[])).unwrap();
-            out.push_str(&format!("{table}: {rows:?}\n"));
-        }
-        out
+        pipetrail_core::native::dump_tables(&self.db()).unwrap()
     }
 }
 

@@ -1,0 +1,96 @@
+//! What tests and benchmarks need to run the app in-process: build the components, start a
+//! host on an ephemeral port in the background, stop it when done.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, ensure};
+
+pub const COMPONENTS: [&str; 3] = ["pipetrail-ingest", "pipetrail-query", "pipetrail-retention"];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the test host lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs `cargo` in the workspace (the same cargo that runs us, when there is one).
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(args)
+        .status()?;
+    ensure!(status.success(), "cargo {} failed", args.join(" "));
+    Ok(())
+}
+
+/// `cargo build --release --target wasm32-wasip2` of the three components, plus `extra` args.
+pub fn build_components(extra: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["build", "--release", "--target", "wasm32-wasip2"];
+    for c in COMPONENTS {
+        args.extend(["-p", c]);
+    }
+    args.extend(extra);
+    cargo(&args)
+}
+
+/// A host serving on 127.0.0.1 from its own thread and runtime; dropping it stops it.
+pub struct Background {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the app of `manifest` with `vars` as its application variables.
+pub fn spawn(manifest: &Path, state_dir: &Path, vars: Vec<(String, String)>) -> anyhow::Result<Background> {
+    let (manifest, state_dir) = (manifest.to_path_buf(), state_dir.to_path_buf());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let started = (|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let provider = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            let host = Arc::new(crate::Host::new(&manifest, &state_dir, &provider)?);
+            let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+            Ok::<_, anyhow::Error>((rt, host, listener))
+        })();
+        match started {
+            Ok((rt, host, listener)) => {
+                let _ = ready_tx.send(listener.local_addr().map_err(anyhow::Error::from));
+                rt.block_on(async {
+                    tokio::select! {
+                        _ = crate::serve(host, listener) => {}
+                        _ = stop_rx => {}
+                    }
+                });
+                rt.shutdown_background();
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    });
+    let addr = ready_rx.recv().context("the host thread ended before it started")??;
+    Ok(Background {
+        addr,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
