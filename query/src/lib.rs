@@ -43,7 +43,15 @@ async fn route(db: &Db, req: Request, path: &str, query: &str) -> Reply {
     match (&method, segments.as_slice()) {
         (&Method::GET, ["api", "v1", "events"]) => events(db, &caller, &pairs).await,
         (&Method::GET, ["api", "v1", "pipelines", forge, id]) => pipeline(db, &caller, forge, id).await,
-        (&Method::GET, ["api", "v1", "stats"]) => stats(db).await,
+        (&Method::GET, ["api", "v1", "stats"]) => match caller.scope() {
+            // Counts cover every project: not for a token limited to some.
+            Some(_) => Ok(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "stats cover all projects; use an unscoped token",
+            )),
+            None => stats(db).await,
+        },
         (&Method::POST, ["api", "v1", "tokens"]) => create_token(db, &caller, req).await,
         (&Method::GET, ["api", "v1", "checkpoint"]) => checkpoint(db).await,
         (&Method::GET, ["api", "v1", "key"]) => key(db).await,

@@ -98,8 +98,10 @@ fn load_component(path: &Path) -> anyhow::Result<Component> {
         )
     })?;
     let key = pipetrail_core::encoding::sha256(&bytes);
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(c) = cache.lock().expect("cache lock").get(&key) {
+    // Held while compiling: hosts started at once in one process compile each component
+    // once, and never race on the cache file.
+    let mut cache = CACHE.get_or_init(Default::default).lock().expect("cache lock");
+    if let Some(c) = cache.get(&key) {
         return Ok(c.clone());
     }
     let dir = path
@@ -120,13 +122,17 @@ fn load_component(path: &Path) -> anyhow::Result<Component> {
         Err(_) => {
             let compiled = engine().precompile_component(&bytes)?;
             std::fs::create_dir_all(&dir)?;
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            // Other processes may compile the same component now: write aside, then rename
+            // (atomic), under a name no other writer uses.
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = file.with_extension(format!("tmp{}-{n}", std::process::id()));
             std::fs::write(&tmp, &compiled)?;
             std::fs::rename(&tmp, &file)?;
             unsafe { Component::deserialize(engine(), &compiled)? }
         }
     };
-    cache.lock().expect("cache lock").insert(key, component.clone());
+    cache.insert(key, component.clone());
     Ok(component)
 }
 

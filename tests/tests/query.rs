@@ -97,6 +97,7 @@ fn tokens_authenticate_and_scope() {
         let r = app.get("/api/v1/proof/inclusion?seq=20", Some(&scoped));
         assert_eq!(r.status, 404, "{}", r.text);
         assert_eq!(app.get("/api/v1/proof/inclusion?seq=3", Some(&scoped)).status, 200);
+        assert_eq!(app.get("/api/v1/stats", Some(&scoped)).status, 403);
     }
 }
 
