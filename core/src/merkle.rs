@@ -37,6 +37,18 @@ fn split(n: u64) -> u64 {
 /// A node of the stored tree: (level, index).
 pub type NodeRef = (u32, u64);
 
+/// The storage key of node (level, idx): the seq of the leaf whose append completed it,
+/// times 64, plus the level. Every append then writes only at the end of one B-tree, and
+/// a node is still one primary-key lookup. Holds for trees of up to 2^57 entries.
+pub fn node_key((level, idx): NodeRef) -> i64 {
+    (((((idx + 1) << level) - 1) << 6) | u64::from(level)) as i64
+}
+
+/// The storage key of leaf `seq`.
+pub fn leaf_key(seq: u64) -> i64 {
+    node_key((0, seq))
+}
+
 /// The stored nodes whose fold is the hash of leaves `start..end`, largest first.
 /// Valid for every range the RFC recursion produces (start aligned to the range's split).
 pub fn range_nodes(start: u64, end: u64) -> Vec<NodeRef> {
@@ -333,6 +345,28 @@ mod tests {
                 assert!(verify_consistency(m, n, &root, &r1, &proof).is_err());
             }
         }
+    }
+
+    #[test]
+    fn node_keys_are_unique_and_grow_with_appends() {
+        let mut seen = std::collections::HashSet::new();
+        let mut last = -1i64;
+        for seq in 0..4096u64 {
+            // The nodes completed by appending leaf `seq`, in the order append writes them.
+            let mut level = 0;
+            let mut idx = seq;
+            loop {
+                let key = node_key((level, idx));
+                assert!(seen.insert(key) && key > last, "key of ({level}, {idx})");
+                last = key;
+                if idx & 1 == 0 {
+                    break;
+                }
+                idx >>= 1;
+                level += 1;
+            }
+        }
+        assert_eq!(leaf_key(5), 5 * 64);
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn dump_tables(db: &NativeDb) -> Result<String, DbError> {
     let mut out = String::new();
     for (table, order) in [
         ("events", "seq"),
-        ("tree_nodes", "level, idx"),
+        ("tree_nodes", "id"),
         ("checkpoints", "size"),
         ("pruned", "seq"),
         ("deliveries", "id"),

@@ -43,11 +43,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_action ON events(action, seq);
     CREATE INDEX events_occurred ON events(occurred_at, seq);
     CREATE TABLE tree_nodes (
-        level INTEGER NOT NULL,
-        idx INTEGER NOT NULL,
-        hash BLOB NOT NULL,
-        PRIMARY KEY (level, idx)
-    ) WITHOUT ROWID;
+        id INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL
+    );
     CREATE TABLE checkpoints (
         size INTEGER PRIMARY KEY,
         root BLOB NOT NULL,
@@ -330,35 +328,34 @@ pub async fn save_projection<S: Sql>(
 // ---------------------------------------------------------------- ledger
 
 pub async fn tree_size<S: Sql>(db: &S) -> Result<u64> {
+    // The largest key belongs to a node completed by the last leaf appended.
     let rows = db
-        .query("SELECT COALESCE(MAX(idx) + 1, 0) FROM tree_nodes WHERE level = 0", &[])
+        .query("SELECT id FROM tree_nodes ORDER BY id DESC LIMIT 1", &[])
         .await?;
-    Ok(first_int(&rows).unwrap_or(0) as u64)
+    Ok(first_int(&rows).map_or(0, |id| (id as u64 >> 6) + 1))
 }
 
 /// Fetches stored nodes, in the order asked.
 pub async fn nodes<S: Sql>(db: &S, refs: &[merkle::NodeRef]) -> Result<Vec<Hash>> {
     let mut out = Vec::with_capacity(refs.len());
     // One statement for the lot: the refs of a root or proof are O(log n).
-    for chunk in refs.chunks(200) {
-        let cond = vec!["(level = ? AND idx = ?)"; chunk.len()].join(" OR ");
-        let params: Vec<Val> = chunk
-            .iter()
-            .flat_map(|&(l, i)| [Val::Int(i64::from(l)), Val::int(i)])
-            .collect();
+    for chunk in refs.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let params: Vec<Val> = chunk.iter().map(|&r| Val::Int(merkle::node_key(r))).collect();
         let rows = db
             .query(
-                &format!("SELECT level, idx, hash FROM tree_nodes WHERE {cond}"),
+                &format!("SELECT id, hash FROM tree_nodes WHERE id IN ({marks})"),
                 &params,
             )
             .await?;
-        for &(level, idx) in chunk {
+        for &r in chunk {
+            let key = merkle::node_key(r);
             let hash = rows
                 .iter()
-                .find(|r| r[0].as_i64() == Some(i64::from(level)) && u64_at(r, 1) == Some(idx))
-                .and_then(|r| r[2].as_blob())
+                .find(|row| row[0].as_i64() == Some(key))
+                .and_then(|row| row[1].as_blob())
                 .and_then(|b| <Hash>::try_from(b).ok())
-                .ok_or_else(|| DbError::Other(format!("tree node ({level}, {idx}) is missing")))?;
+                .ok_or_else(|| DbError::Other(format!("tree node ({}, {}) is missing", r.0, r.1)))?;
             out.push(hash);
         }
     }
@@ -479,18 +476,15 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
 }
 
 async fn insert_nodes<S: Sql>(db: &S, nodes: &[(u32, u64, Hash)]) -> Result<()> {
-    // 3 parameters a row; SQLite allows 32766 per statement.
+    // 2 parameters a row; SQLite allows 32766 per statement.
     for chunk in nodes.chunks(1000) {
-        let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+        let rows = vec!["(?, ?)"; chunk.len()].join(", ");
         let params: Vec<Val> = chunk
             .iter()
-            .flat_map(|(l, i, h)| [Val::Int(i64::from(*l)), Val::int(*i), Val::Blob(h.to_vec())])
+            .flat_map(|(l, i, h)| [Val::Int(merkle::node_key((*l, *i))), Val::Blob(h.to_vec())])
             .collect();
-        db.exec(
-            &format!("INSERT INTO tree_nodes (level, idx, hash) VALUES {rows}"),
-            &params,
-        )
-        .await?;
+        db.exec(&format!("INSERT INTO tree_nodes (id, hash) VALUES {rows}"), &params)
+            .await?;
     }
     Ok(())
 }
@@ -766,7 +760,7 @@ pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Resul
     params.push(Val::Int(limit as i64));
     let rows = db
         .query(
-            &format!("SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.level = 0 AND t.idx = e.seq {where_} ORDER BY e.seq LIMIT ?"),
+            &format!("SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.id = e.seq * 64 {where_} ORDER BY e.seq LIMIT ?"),
             &params,
         )
         .await?;
@@ -787,7 +781,10 @@ fn stored_event(r: &Row) -> StoredEvent {
 
 pub async fn event_by_seq<S: Sql>(db: &S, seq: u64) -> Result<Option<StoredEvent>> {
     let rows = db
-        .query("SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.level = 0 AND t.idx = e.seq WHERE e.seq = ?", &[Val::int(seq)])
+        .query(
+            "SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.id = e.seq * 64 WHERE e.seq = ?",
+            &[Val::int(seq)],
+        )
         .await?;
     Ok(rows.first().map(stored_event))
 }

@@ -225,13 +225,16 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
 async fn leaf_range<S: Sql>(db: &S, start: i64, end: i64) -> Result<std::collections::HashMap<u64, Hash>, DbError> {
     let rows = db
         .query(
-            "SELECT idx, hash FROM tree_nodes WHERE level = 0 AND idx >= ? AND idx < ?",
-            &[Val::Int(start), Val::Int(end)],
+            "SELECT id, hash FROM tree_nodes WHERE id >= ? AND id < ? AND id % 64 = 0",
+            &[
+                Val::Int(merkle::leaf_key(start as u64)),
+                Val::Int(merkle::leaf_key(end as u64)),
+            ],
         )
         .await?;
     Ok(rows
         .iter()
-        .filter_map(|r| Some((r[0].as_i64()? as u64, <Hash>::try_from(r[1].as_blob()?).ok()?)))
+        .filter_map(|r| Some(((r[0].as_i64()? >> 6) as u64, <Hash>::try_from(r[1].as_blob()?).ok()?)))
         .collect())
 }
 

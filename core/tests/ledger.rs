@@ -31,7 +31,7 @@ fn filled(dir: &std::path::Path, pipelines: u64) -> NativeDb {
 }
 
 fn leaves(db: &NativeDb) -> Vec<Hash> {
-    block_on(db.query("SELECT hash FROM tree_nodes WHERE level = 0 ORDER BY idx", &[]))
+    block_on(db.query("SELECT hash FROM tree_nodes WHERE id % 64 = 0 ORDER BY id", &[]))
         .unwrap()
         .iter()
         .map(|r| r[0].as_blob().unwrap().try_into().unwrap())
@@ -198,10 +198,8 @@ fn verify_names_each_kind_of_tampering() {
     assert_tampered(&v, Some(2), "edited");
 
     let v = verdict_after("rollback", |c| {
-        c.execute_batch(
-            "DELETE FROM events WHERE seq >= 20; DELETE FROM tree_nodes WHERE (idx + 1) * (1 << level) > 20;",
-        )
-        .unwrap();
+        c.execute_batch("DELETE FROM events WHERE seq >= 20; DELETE FROM tree_nodes WHERE id / 64 >= 20;")
+            .unwrap();
     });
     assert_tampered(&v, Some(20), "rolled_back");
 
@@ -242,8 +240,8 @@ fn rebuild_tree(db: &NativeDb) {
     while !level.is_empty() {
         for (i, h) in level.iter().enumerate() {
             block_on(db.exec(
-                "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)",
-                &[Val::Int(l), Val::Int(i as i64), Val::Blob(h.to_vec())],
+                "INSERT INTO tree_nodes (id, hash) VALUES (?, ?)",
+                &[Val::Int(merkle::node_key((l as u32, i as u64))), Val::Blob(h.to_vec())],
             ))
             .unwrap();
         }
@@ -291,7 +289,7 @@ fn wrong_key_and_external_checkpoint() {
 
     // The admin rolls back the whole database, checkpoints included. Alone it verifies...
     let kept_elsewhere = block_on(store::latest_checkpoint(&db)).unwrap().unwrap().note;
-    db.0.execute_batch("DELETE FROM events WHERE seq >= 15; DELETE FROM tree_nodes WHERE (idx + 1) * (1 << level) > 15; DELETE FROM checkpoints WHERE size > 15;").unwrap();
+    db.0.execute_batch("DELETE FROM events WHERE seq >= 15; DELETE FROM tree_nodes WHERE id / 64 >= 15; DELETE FROM checkpoints WHERE size > 15;").unwrap();
     let alone = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
     assert!(matches!(alone, Verdict::Ok { size: 15, .. }), "{}", alone.line());
     // ...but a checkpoint someone else holds shows the rollback.
