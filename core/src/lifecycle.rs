@@ -245,7 +245,7 @@ impl Differ<'_> {
             && from.as_deref().is_none_or(|c| rank(c) < rank("running"))
             && let Some(started) = first_start.clone()
         {
-            self.status_event(scope, s.id, attempt, from.clone(), "running", started);
+            self.pipeline_status_event(scope, s.id, attempt, from.clone(), "running", started);
             from = Some("running".into());
         }
         let at = match new {
@@ -258,7 +258,7 @@ impl Differ<'_> {
             _ => None,
         }
         .unwrap_or_else(|| self.ctx.recorded_at.into());
-        self.status_event(scope, s.id, attempt, from, new, at);
+        self.pipeline_status_event(scope, s.id, attempt, from, new, at);
         if let Some(p) = self.proj.pipeline.as_mut() {
             p.status = Some(new.to_string());
         }
@@ -381,36 +381,31 @@ impl Differ<'_> {
             "job.status_changed"
         };
         let mut ev = self.job_event(scope, j, action, &format!("job|{}|status|{to}", j.id));
-        ev.occurred_at = at;
-        set_status_actor(&mut ev, to);
         if let Some(job) = ev.job.as_mut() {
             job.status = Some(to.to_string());
         }
-        ev.change = Some(Change {
-            from,
-            to: to.to_string(),
-        });
-        self.out.push(ev);
+        self.out.push(status_change(ev, from, to, at));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn status_event(&mut self, scope: &Scope, id: u64, attempt: u32, from: Option<String>, to: &str, at: String) {
+    fn pipeline_status_event(
+        &mut self,
+        scope: &Scope,
+        id: u64,
+        attempt: u32,
+        from: Option<String>,
+        to: &str,
+        at: String,
+    ) {
         let action = if to == "canceled" {
             "pipeline.canceled"
         } else {
             "pipeline.status_changed"
         };
         let mut ev = self.event(scope, action, &format!("pipeline|{id}|a{attempt}|status|{to}"));
-        ev.occurred_at = at;
-        set_status_actor(&mut ev, to);
         if let Some(p) = ev.pipeline.as_mut() {
             p.status = Some(to.to_string());
         }
-        ev.change = Some(Change {
-            from,
-            to: to.to_string(),
-        });
-        self.out.push(ev);
+        self.out.push(status_change(ev, from, to, at));
     }
 
     fn job_event(&self, scope: &Scope, j: &JobSnapshot, action: &str, key: &str) -> Event {
@@ -492,16 +487,24 @@ fn moves_forward(cur: Option<&str>, new: &str) -> bool {
     }
 }
 
-fn set_status_actor(ev: &mut Event, to: &str) {
-    if to == "canceled" {
-        ev.actor = unknown(CANCEL_NOTE);
+/// A status change: when, from what to what, and by whom. Nobody acts in most (the runner
+/// and scheduler move statuses); a cancel has an actor the webhook does not name.
+fn status_change(mut ev: Event, from: Option<String>, to: &str, at: String) -> Event {
+    ev.occurred_at = at;
+    ev.actor = if to == "canceled" {
+        unknown(CANCEL_NOTE)
     } else {
-        ev.actor = Actor {
+        Actor {
             kind: "system".into(),
             ..Default::default()
-        };
-    }
+        }
+    };
     ev.attribution = "none".into();
+    ev.change = Some(Change {
+        from,
+        to: to.to_string(),
+    });
+    ev
 }
 
 /// A finished job without `finished_at` (GitLab omits it in some snapshots) ended
