@@ -134,3 +134,70 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
     .await;
     store::finish(db, result).await.map_err(IngestError::Db)
 }
+
+/// One audit-stream body: every event in it is recorded (or found already recorded) in one
+/// transaction. Returns how many events the body held and the outcome.
+pub async fn record_audit<S: Sql>(
+    db: &S,
+    body: &[u8],
+    received_at: &str,
+    settings: &Settings<'_>,
+) -> Result<(usize, Outcome), IngestError> {
+    let events = match crate::audit::parse(body) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = store::count_outcome(db, "invalid").await;
+            return Err(IngestError::Invalid(e.0));
+        }
+    };
+    let payload_sha256 = hex(&sha256(body));
+    let key = format!("audit-sha256:{payload_sha256}");
+    db.exec("BEGIN IMMEDIATE", &[]).await?;
+    let result = async {
+        if store::delivery_seen(db, &key).await? {
+            store::count_outcome(db, "duplicate").await?;
+            return Ok(Outcome::Duplicate);
+        }
+        let mut drafts = Vec::with_capacity(events.len());
+        for a in &events {
+            let home = match (crate::audit::action_for(&a.audit.event_type), a.audit.target_id) {
+                ("pipeline.deleted", Some(pid)) if pid > 0 => store::pipeline_home(db, pid as u64).await?,
+                _ => None,
+            };
+            let evidence = Evidence {
+                source: "gitlab.audit_stream".into(),
+                delivery_id: Some(a.audit.id.clone()),
+                payload_sha256: hex(&sha256(&crate::canonical::to_vec(&a.raw))),
+            };
+            drafts.push(crate::audit::to_event(a, home.as_ref(), evidence, received_at));
+        }
+        let stored = store::append(db, drafts).await?;
+        let first_seq = stored.first().map(|(e, _)| e.seq);
+        store::insert_delivery(
+            db,
+            &DeliveryRecord {
+                source: "gitlab.audit_stream",
+                key: &key,
+                kind: "Audit Event",
+                received_at,
+                payload_sha256: &payload_sha256,
+                events: stored.len(),
+                first_seq,
+                // Audit details can name secrets; only the stripped copies in events are kept.
+                redacted_body: None,
+            },
+        )
+        .await?;
+        store::count_outcome(db, "recorded").await?;
+        store::maybe_checkpoint(db, settings.signer, received_at, settings.checkpoint_interval_secs).await?;
+        Ok(Outcome::Recorded {
+            events: stored.len(),
+            first_seq,
+        })
+    }
+    .await;
+    store::finish(db, result)
+        .await
+        .map(|o| (events.len(), o))
+        .map_err(IngestError::Db)
+}

@@ -3,6 +3,7 @@
 //! Everything here is plain Rust with no Spin or wasmtime types, so it is tested natively
 //! and compiled into each component unchanged.
 
+pub mod audit;
 pub mod bundle;
 pub mod canonical;
 pub mod encoding;

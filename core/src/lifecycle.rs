@@ -457,6 +457,7 @@ impl Differ<'_> {
             job: None,
             change: None,
             variables: None,
+            audit: None,
             evidence: self.ctx.evidence.clone(),
         }
     }

@@ -277,6 +277,24 @@ pub async fn load_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64) -
     Ok(Projection { pipeline, jobs })
 }
 
+/// Where pipeline `id` lives (instance, project id, path), when exactly one instance holds it.
+pub async fn pipeline_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::audit::PipelineHome>> {
+    let rows = db
+        .query(
+            "SELECT instance, project_id, project_path FROM pipelines WHERE pipeline_id = ? LIMIT 2",
+            &[Val::int(id)],
+        )
+        .await?;
+    Ok(match rows.as_slice() {
+        [r] => Some((
+            text_at(r, 0).unwrap_or_default(),
+            u64_at(r, 1).unwrap_or(0),
+            text_at(r, 2),
+        )),
+        _ => None,
+    })
+}
+
 pub async fn save_projection<S: Sql>(
     db: &S,
     instance: &str,
