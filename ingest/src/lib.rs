@@ -6,6 +6,7 @@ use http::{Method, Response, StatusCode};
 use pipetrail_core::encoding::ct_eq;
 use pipetrail_core::ingest::{self, Delivery, IngestError, Outcome, Settings};
 use pipetrail_core::lifecycle::VariablePolicy;
+use pipetrail_core::note::NoteSigner;
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Db, Request, error, header, json};
 use serde_json::json;
@@ -13,34 +14,77 @@ use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(req: Request) -> Response<String> {
-    match (req.method(), req.uri().path()) {
+    let result = match (req.method(), req.uri().path()) {
         (&Method::POST, "/hooks/gitlab") => gitlab(req).await,
         (&Method::POST, "/hooks/gitlab/audit") => gitlab_audit(req).await,
-        (_, "/hooks/gitlab/audit") => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
-        (_, "/hooks/gitlab") => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
-        (_, path) => error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}")),
-    }
+        (_, "/hooks/gitlab" | "/hooks/gitlab/audit") => {
+            Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"))
+        }
+        (_, path) => Err(error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"))),
+    };
+    result.unwrap_or_else(|refusal| refusal)
 }
 
-async fn gitlab(req: Request) -> Response<String> {
-    let db = match Db::open().await {
-        Ok(db) => db,
-        Err(e) => return platform::db_failure(&e),
-    };
-    let secrets = platform::var_list("gitlab_webhook_secret").await;
-    let given = header(req.headers(), "x-gitlab-token").unwrap_or("");
-    // Every configured secret is compared in full, so timing does not say which one nearly matched.
+/// A response sent instead of recording (an error, or a delivery acknowledged and skipped).
+type Refusal = Response<String>;
+
+/// Opens the database and checks the request's `header_name` against the comma-separated
+/// secrets of `variable`. Every secret is compared in full, so timing does not say which one
+/// nearly matched.
+async fn authorize(req: &Request, variable: &str, header_name: &str) -> Result<Db, Refusal> {
+    let db = Db::open().await.map_err(|e| platform::db_failure(&e))?;
+    let secrets = platform::var_list(variable).await;
+    let given = header(req.headers(), header_name).unwrap_or("");
     let ok = secrets
         .iter()
         .fold(false, |acc, s| ct_eq(s.as_bytes(), given.as_bytes()) | acc);
     if secrets.is_empty() || !ok {
         let _ = store::count_outcome(&db, "unauthorized").await;
-        return error(
+        return Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong X-Gitlab-Token",
-        );
+            format!("missing or wrong {header_name}"),
+        ));
     }
+    Ok(db)
+}
+
+/// The body, at most 25 MB (GitLab's own limit) whether declared or streamed.
+async fn body(db: &Db, req: Request) -> Result<Vec<u8>, Refusal> {
+    match platform::read_body(req, platform::MAX_BODY).await {
+        Ok(b) => Ok(b),
+        Err(platform::BodyError::TooLarge) => {
+            let _ = store::count_outcome(db, "too_large").await;
+            Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "bodies are limited to 25 MB, as GitLab's are",
+            ))
+        }
+        Err(platform::BodyError::Read(m)) => Err(error(StatusCode::BAD_REQUEST, "unreadable_body", m)),
+    }
+}
+
+/// What appending needs: the signer and how often to sign a checkpoint.
+async fn ledger(db: &Db) -> Result<(NoteSigner, i64), Refusal> {
+    let (signer, _) = platform::signer(db).await.map_err(|e| platform::db_failure(&e))?;
+    let interval = platform::var("checkpoint_interval_seconds")
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    Ok((signer, interval))
+}
+
+fn failed(e: IngestError) -> Refusal {
+    match e {
+        IngestError::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_payload", m),
+        IngestError::Db(e) => platform::db_failure(&e),
+    }
+}
+
+/// GitLab Pipeline and Job Hooks (`X-Gitlab-Token`).
+async fn gitlab(req: Request) -> Result<Response<String>, Refusal> {
+    let db = authorize(&req, "gitlab_webhook_secret", "X-Gitlab-Token").await?;
     let event = header(req.headers(), "x-gitlab-event").map(str::to_string);
     if let Some(kind) = event.as_deref()
         && !["Pipeline Hook", "Job Hook"]
@@ -48,37 +92,19 @@ async fn gitlab(req: Request) -> Response<String> {
             .any(|k| k.eq_ignore_ascii_case(kind))
     {
         let _ = store::count_outcome(&db, "ignored").await;
-        return json(
+        return Ok(json(
             StatusCode::ACCEPTED,
             &json!({"status": "ignored", "reason": format!("{kind} is not recorded")}),
-        );
+        ));
     }
     let idem = header(req.headers(), "idempotency-key").map(str::to_string);
     let uuid = header(req.headers(), "x-gitlab-event-uuid").map(str::to_string);
-    let body = match platform::read_body(req, platform::MAX_BODY).await {
-        Ok(b) => b,
-        Err(platform::BodyError::TooLarge) => {
-            let _ = store::count_outcome(&db, "too_large").await;
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "bodies are limited to 25 MB, as GitLab's are",
-            );
-        }
-        Err(platform::BodyError::Read(m)) => return error(StatusCode::BAD_REQUEST, "unreadable_body", m),
-    };
-    let (signer, _) = match platform::signer(&db).await {
-        Ok(s) => s,
-        Err(e) => return platform::db_failure(&e),
-    };
+    let body = body(&db, req).await?;
+    let (signer, interval) = ledger(&db).await?;
     let policy = VariablePolicy {
         allowlist: platform::var_list("variables_allowlist").await,
         hmac_key: platform::var("variables_hmac_key").await.map(String::into_bytes),
     };
-    let interval = platform::var("checkpoint_interval_seconds")
-        .await
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
     let received_at = platform::now();
     let delivery = Delivery {
         body: &body,
@@ -93,57 +119,21 @@ async fn gitlab(req: Request) -> Response<String> {
         checkpoint_interval_secs: interval,
         without_tree: cfg!(feature = "bench-without-tree"),
     };
-    match ingest::record_gitlab(&db, &delivery, &settings).await {
-        Ok(Outcome::Recorded { events, first_seq }) => json(
+    match ingest::record_gitlab(&db, &delivery, &settings).await.map_err(failed)? {
+        Outcome::Recorded { events, first_seq } => Ok(json(
             StatusCode::OK,
             &json!({"status": "recorded", "events": events, "first_seq": first_seq}),
-        ),
-        Ok(Outcome::Duplicate) => json(StatusCode::OK, &json!({"status": "duplicate", "events": 0})),
-        Err(IngestError::Invalid(m)) => error(StatusCode::BAD_REQUEST, "invalid_payload", m),
-        Err(IngestError::Db(e)) => platform::db_failure(&e),
+        )),
+        Outcome::Duplicate => Ok(json(StatusCode::OK, &json!({"status": "duplicate", "events": 0}))),
     }
 }
 
 /// GitLab audit-event streaming (Ultimate): `X-Gitlab-Event-Streaming-Token`, a JSON object
 /// or array whatever the Content-Type (GitLab sends form-urlencoded by default).
-async fn gitlab_audit(req: Request) -> Response<String> {
-    let db = match Db::open().await {
-        Ok(db) => db,
-        Err(e) => return platform::db_failure(&e),
-    };
-    let tokens = platform::var_list("gitlab_audit_stream_tokens").await;
-    let given = header(req.headers(), "x-gitlab-event-streaming-token").unwrap_or("");
-    let ok = tokens
-        .iter()
-        .fold(false, |acc, t| ct_eq(t.as_bytes(), given.as_bytes()) | acc);
-    if tokens.is_empty() || !ok {
-        let _ = store::count_outcome(&db, "unauthorized").await;
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong X-Gitlab-Event-Streaming-Token",
-        );
-    }
-    let body = match platform::read_body(req, platform::MAX_BODY).await {
-        Ok(b) => b,
-        Err(platform::BodyError::TooLarge) => {
-            let _ = store::count_outcome(&db, "too_large").await;
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "bodies are limited to 25 MB",
-            );
-        }
-        Err(platform::BodyError::Read(m)) => return error(StatusCode::BAD_REQUEST, "unreadable_body", m),
-    };
-    let (signer, _) = match platform::signer(&db).await {
-        Ok(s) => s,
-        Err(e) => return platform::db_failure(&e),
-    };
-    let interval = platform::var("checkpoint_interval_seconds")
-        .await
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+async fn gitlab_audit(req: Request) -> Result<Response<String>, Refusal> {
+    let db = authorize(&req, "gitlab_audit_stream_tokens", "X-Gitlab-Event-Streaming-Token").await?;
+    let body = body(&db, req).await?;
+    let (signer, interval) = ledger(&db).await?;
     let policy = VariablePolicy::default();
     let settings = Settings {
         variables: &policy,
@@ -151,16 +141,17 @@ async fn gitlab_audit(req: Request) -> Response<String> {
         checkpoint_interval_secs: interval,
         without_tree: false,
     };
-    match ingest::record_audit(&db, &body, &platform::now(), &settings).await {
-        Ok((received, Outcome::Recorded { events, first_seq })) => json(
+    match ingest::record_audit(&db, &body, &platform::now(), &settings)
+        .await
+        .map_err(failed)?
+    {
+        (received, Outcome::Recorded { events, first_seq }) => Ok(json(
             StatusCode::OK,
             &json!({"status": "recorded", "received": received, "events": events, "first_seq": first_seq}),
-        ),
-        Ok((received, Outcome::Duplicate)) => json(
+        )),
+        (received, Outcome::Duplicate) => Ok(json(
             StatusCode::OK,
             &json!({"status": "duplicate", "received": received, "events": 0}),
-        ),
-        Err(IngestError::Invalid(m)) => error(StatusCode::BAD_REQUEST, "invalid_payload", m),
-        Err(IngestError::Db(e)) => platform::db_failure(&e),
+        )),
     }
 }

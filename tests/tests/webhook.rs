@@ -169,6 +169,7 @@ fn secrets_are_checked_and_rotate() {
         assert_eq!(r.status, want, "token {token:?}: {}", r.text);
         if want == 401 {
             assert_eq!(r.json()["error"], "unauthorized");
+            assert_eq!(r.json()["message"], "missing or wrong X-Gitlab-Token");
         }
     }
     let before = app.snapshot();
