@@ -281,14 +281,13 @@ pub fn verify_consistency(m: u64, n: u64, root1: &Hash, root2: &Hash, proof: &[H
     Ok(())
 }
 
-/// Hash of `start..end` straight from the leaves (test and verifier helper).
-pub fn range_hash_from_leaves(leaves: &[Hash], start: u64, end: u64) -> Hash {
-    root_from_leaves(&leaves[start as usize..end as usize])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn range_hash_from_leaves(leaves: &[Hash], start: u64, end: u64) -> Hash {
+        root_from_leaves(&leaves[start as usize..end as usize])
+    }
 
     fn leaves(n: u64) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
