@@ -1,5 +1,5 @@
 //! `pipetrail`: the native tool beside the Spin app. Offline ledger verification, signing
-//! key generation, and API token creation.
+//! key generation, API tokens, a log shipper, and GitLab backfill and webhook set-up.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 mod bench;
+mod gitlab;
+mod shiplogs;
 use clap::{Parser, Subcommand};
 use pipetrail_core::bundle::BundleVerdict;
 use pipetrail_core::native::NativeDb;
@@ -19,7 +21,7 @@ use pipetrail_core::verify::{self, Verdict};
 #[command(
     name = "pipetrail",
     version,
-    about = "pipetrail's native tool: verify a ledger offline, make a signing key, create API tokens."
+    about = "pipetrail's native tool: verify a ledger offline, make a signing key, create API tokens, ship GitLab's logs, backfill from and connect to GitLab."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -101,6 +103,107 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Follow GitLab's JSON logs and post their lines to the app (POST /ingest/gitlab-logs),
+    /// for installs without Fluent Bit or Vector (docs/LOGS.md has their configs).
+    ///
+    /// Resumes from offsets kept in --state after a restart, follows rotation and
+    /// truncation, and moves an offset only once the app acknowledged the lines.
+    /// The token comes from --token-file or PIPETRAIL_LOG_TOKEN, never the command line.
+    ///
+    /// Example: pipetrail ship-logs /var/log/gitlab/gitlab-rails/{production_json,api_json,graphql_json}.log --url https://pipetrail.example.com --token-file /etc/pipetrail/log-token --instance gitlab.example.com
+    ShipLogs {
+        /// Log files to follow.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The app's base URL.
+        #[arg(long)]
+        url: String,
+        /// File holding a token from the gitlab_log_tokens variable (0600).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Where offsets are kept between runs.
+        #[arg(long, default_value = "pipetrail-ship-logs.state")]
+        state: PathBuf,
+        /// The GitLab host the logs come from (as in its web URLs), for pipelines no webhook has shown yet.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Lines per POST.
+        #[arg(long, default_value_t = 500)]
+        batch_lines: usize,
+        /// Ship what is there and exit (for cron, and tests), instead of following.
+        #[arg(long)]
+        once: bool,
+        /// How often to look for new lines when following, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
+    /// GitLab: import history, install webhooks.
+    Gitlab {
+        #[command(subcommand)]
+        command: GitlabCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GitlabCommand {
+    /// Import pipelines and jobs from GitLab's API into the app (POST /ingest/gitlab-api),
+    /// oldest first, saving a cursor after each pipeline so an interrupted run resumes.
+    ///
+    /// Facts webhooks already delivered are not recorded twice. The GitLab token (read_api)
+    /// comes from --token-file or GITLAB_TOKEN; the app's admin token from
+    /// --admin-token-file or PIPETRAIL_ADMIN_TOKEN.
+    ///
+    /// Example: pipetrail gitlab backfill --gitlab https://gitlab.example.com --token-file gl.txt --group platform --since 2026-01-01T00:00:00Z --url https://pipetrail.example.com --admin-token-file admin.txt
+    Backfill {
+        /// GitLab's base URL.
+        #[arg(long)]
+        gitlab: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// A project (id or path).
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        project: Option<String>,
+        /// A group (id or path): all its projects, subgroups included.
+        #[arg(long)]
+        group: Option<String>,
+        /// Import pipelines updated after this time (ISO 8601); default: all.
+        #[arg(long)]
+        since: Option<String>,
+        /// The app's base URL.
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// Where the per-project cursor is kept.
+        #[arg(long, default_value = "pipetrail-backfill.state")]
+        state: PathBuf,
+    },
+    /// Install pipetrail's webhook (pipeline and job events, secret token) on every project
+    /// of a group and its subgroups (Free tier has project hooks only). Idempotent: a hook
+    /// with the same URL is kept, or fixed when its events are off. Reports each change.
+    ///
+    /// The GitLab token (api scope) comes from --token-file or GITLAB_TOKEN; the webhook
+    /// secret from --secret-file or PIPETRAIL_WEBHOOK_SECRET.
+    ///
+    /// Example: pipetrail gitlab connect --url https://gitlab.example.com --token-file gl.txt --group platform --hook-url https://pipetrail.example.com/hooks/gitlab --secret-file hook-secret.txt --dry-run
+    Connect {
+        /// GitLab's base URL.
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The group (id or path).
+        #[arg(long)]
+        group: String,
+        /// pipetrail's webhook URL (…/hooks/gitlab).
+        #[arg(long)]
+        hook_url: String,
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Report what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -186,7 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut query = vec!["format=bundle".to_string()];
             query.extend(filters.iter().map(|f| {
                 let (k, v) = f.split_once('=').expect("checked above");
-                format!("{k}={}", percent_encode(v))
+                format!("{k}={}", pipetrail_core::gitlab_api::encode(v))
             }));
             let endpoint = format!("{}/api/v1/export?{}", url.trim_end_matches('/'), query.join("&"));
             let mut res = ureq::get(&endpoint)
@@ -214,6 +317,99 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     " (more match: add --filter cursor=<next_cursor>)"
                 }
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ShipLogs {
+            paths,
+            url,
+            token_file,
+            state,
+            instance,
+            batch_lines,
+            once,
+            interval_ms,
+        } => {
+            let token = secret(token_file.as_deref(), "PIPETRAIL_LOG_TOKEN", "--token-file")?;
+            shiplogs::run(&shiplogs::Options {
+                paths,
+                url,
+                token,
+                state,
+                instance,
+                batch_lines,
+                once,
+                interval: std::time::Duration::from_millis(interval_ms.max(10)),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gitlab {
+            command:
+                GitlabCommand::Backfill {
+                    gitlab,
+                    token_file,
+                    project,
+                    group,
+                    since,
+                    url,
+                    admin_token_file,
+                    state,
+                },
+        } => {
+            let client = gitlab::Gitlab::new(&gitlab, secret(token_file.as_deref(), "GITLAB_TOKEN", "--token-file")?);
+            let admin_token = secret(
+                admin_token_file.as_deref(),
+                "PIPETRAIL_ADMIN_TOKEN",
+                "--admin-token-file",
+            )?;
+            if let Some(s) = &since
+                && pipetrail_core::time::parse(s).is_none()
+            {
+                bail!("--since {s:?}: expected an ISO 8601 time such as 2026-01-01T00:00:00Z");
+            }
+            let projects = match (project, group) {
+                (Some(p), _) => {
+                    let url = client.api(&format!("/projects/{}", pipetrail_core::gitlab_api::encode(&p)));
+                    let Some((v, _)) = client.get(&url)? else {
+                        bail!("GitLab has no project {p:?} (or the token cannot see it)");
+                    };
+                    vec![(
+                        v["id"].as_u64().context("the project has no id")?,
+                        v["path_with_namespace"].as_str().unwrap_or(&p).to_string(),
+                    )]
+                }
+                (None, Some(g)) => client.group_projects(&g)?,
+                (None, None) => bail!("--project or --group is required"),
+            };
+            gitlab::backfill(&gitlab::Backfill {
+                gitlab: client,
+                app_url: url,
+                admin_token,
+                projects,
+                since,
+                state,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gitlab {
+            command:
+                GitlabCommand::Connect {
+                    url,
+                    token_file,
+                    group,
+                    hook_url,
+                    secret_file,
+                    dry_run,
+                },
+        } => {
+            let client = gitlab::Gitlab::new(&url, secret(token_file.as_deref(), "GITLAB_TOKEN", "--token-file")?);
+            let hook_secret = secret(secret_file.as_deref(), "PIPETRAIL_WEBHOOK_SECRET", "--secret-file")?;
+            gitlab::connect(&gitlab::Connect {
+                gitlab: client,
+                group,
+                hook_url,
+                secret: hook_secret,
+                dry_run,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { pipelines, rounds, dir } => {
@@ -297,11 +493,14 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
     Ok(secret.to_string())
 }
 
-fn percent_encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// A secret from a file (refused when others can read it) or an environment variable;
+/// never from the command line, where `ps` and shell history would show it.
+fn secret(file: Option<&Path>, env: &str, flag: &str) -> anyhow::Result<String> {
+    match file {
+        Some(f) => read_secret(f),
+        None => match std::env::var(env) {
+            Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+            _ => bail!("give {flag} FILE or set {env}"),
+        },
+    }
 }

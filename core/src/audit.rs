@@ -240,6 +240,8 @@ pub fn to_event(a: &AuditEvent, home: Option<&PipelineHome>, evidence: Evidence,
         change: None,
         variables: None,
         audit: Some(a.audit.clone()),
+        window: None,
+        refers_to: None,
         evidence,
     }
 }

@@ -47,6 +47,24 @@ pub struct Settings<'a> {
     pub without_tree: bool,
 }
 
+/// The policy of sources that carry no pipeline variables (audit stream, logs, the API).
+static NO_VARIABLES: VariablePolicy = VariablePolicy {
+    allowlist: Vec::new(),
+    hmac_key: None,
+};
+
+impl<'a> Settings<'a> {
+    /// Settings for a source without pipeline variables.
+    pub fn without_variables(signer: &'a NoteSigner, checkpoint_interval_secs: i64) -> Self {
+        Settings {
+            variables: &NO_VARIABLES,
+            signer,
+            checkpoint_interval_secs,
+            without_tree: false,
+        }
+    }
+}
+
 /// The dedupe key: GitLab's `Idempotency-Key` (17.4+), else `X-Gitlab-Event-UUID`, else the
 /// payload's hash (an identical body is the same delivery).
 pub fn delivery_key(d: &Delivery) -> String {
@@ -86,45 +104,82 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
             None => None,
         },
         payload_sha256: payload_sha256.clone(),
+        remote_ip: None,
     };
+    let snapshot = Snapshot {
+        hook: &hook,
+        instance: &instance,
+        pipeline_id,
+        key: &key,
+        kind,
+        evidence: &evidence,
+        redacted_body: gitlab::redact_body(d.body),
+    };
+    record_snapshot(db, &snapshot, d.received_at, settings).await
+}
+
+/// A decoded snapshot of one pipeline (a webhook delivery, or what the API showed).
+struct Snapshot<'a> {
+    hook: &'a Hook,
+    instance: &'a str,
+    pipeline_id: u64,
+    key: &'a str,
+    kind: &'a str,
+    evidence: &'a Evidence,
+    redacted_body: Option<String>,
+}
+
+async fn record_snapshot<S: Sql>(
+    db: &S,
+    s: &Snapshot<'_>,
+    received_at: &str,
+    settings: &Settings<'_>,
+) -> Result<Outcome, IngestError> {
     db.exec("BEGIN IMMEDIATE", &[]).await?;
     let result = async {
-        if store::delivery_seen(db, &key).await? {
+        if store::delivery_seen(db, s.key).await? {
             store::count_outcome(db, "duplicate").await?;
             return Ok(Outcome::Duplicate);
         }
-        let before = store::load_projection(db, &instance, pipeline_id).await?;
+        let before = store::load_projection(db, s.instance, s.pipeline_id).await?;
         let ctx = Context {
-            recorded_at: d.received_at,
-            evidence: &evidence,
+            recorded_at: received_at,
+            evidence: s.evidence,
             variables: settings.variables,
         };
-        let (events, after) = lifecycle::diff(&hook, &before, &ctx);
+        let (mut events, after) = lifecycle::diff(s.hook, &before, &ctx);
+        if s.evidence.source == "gitlab.api" {
+            // The API's `user` is the triggerer as the webhook's is; the claim rests on the API.
+            for ev in &mut events {
+                if ev.attribution == "webhook_triggerer" {
+                    ev.attribution = "api".into();
+                }
+            }
+        }
         let stored = if settings.without_tree {
             store::append_without_tree(db, events).await?
         } else {
             store::append(db, events).await?
         };
-        store::save_projection(db, &instance, pipeline_id, &before, &after).await?;
+        store::save_projection(db, s.instance, s.pipeline_id, &before, &after).await?;
         let first_seq = stored.first().map(|(e, _)| e.seq);
-        let redacted = gitlab::redact_body(d.body);
         store::insert_delivery(
             db,
             &DeliveryRecord {
-                source: "gitlab.webhook",
-                key: &key,
-                kind,
-                received_at: d.received_at,
-                payload_sha256: &payload_sha256,
+                source: &s.evidence.source,
+                key: s.key,
+                kind: s.kind,
+                received_at,
+                payload_sha256: &s.evidence.payload_sha256,
                 events: stored.len(),
                 first_seq,
-                redacted_body: redacted.as_deref(),
+                redacted_body: s.redacted_body.as_deref(),
             },
         )
         .await?;
         store::count_outcome(db, "recorded").await?;
         if !settings.without_tree {
-            store::maybe_checkpoint(db, settings.signer, d.received_at, settings.checkpoint_interval_secs).await?;
+            store::maybe_checkpoint(db, settings.signer, received_at, settings.checkpoint_interval_secs).await?;
         }
         Ok(Outcome::Recorded {
             events: stored.len(),
@@ -133,6 +188,51 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
     }
     .await;
     store::finish(db, result).await.map_err(IngestError::Db)
+}
+
+/// What the GitLab API shows of one pipeline: `{"pipeline": <GET pipeline>, "jobs":
+/// [<GET pipeline jobs, include_retried>]}`, from the reconciler or `pipetrail gitlab
+/// backfill`. It fills facts no webhook delivered (evidence `gitlab.api`); the same API
+/// state seen twice is one delivery.
+pub async fn record_api<S: Sql>(
+    db: &S,
+    body: &[u8],
+    received_at: &str,
+    settings: &Settings<'_>,
+) -> Result<Outcome, IngestError> {
+    let invalid = |m: String| IngestError::Invalid(m);
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid(format!("malformed JSON: {e}")))?;
+    let jobs = match &v["jobs"] {
+        serde_json::Value::Array(j) => j.clone(),
+        serde_json::Value::Null => Vec::new(),
+        _ => return Err(invalid("jobs: expected an array".into())),
+    };
+    let hook_body = crate::gitlab_api::hook_from_api(&v["pipeline"], &jobs).map_err(|e| invalid(e.0))?;
+    let hook = gitlab::parse_hook(&hook_body, Some("Pipeline Hook")).map_err(|e| invalid(e.0))?;
+    let Hook::Pipeline(p) = &hook else {
+        return Err(invalid("not a pipeline".into()));
+    };
+    if i64::try_from(p.id).is_err() {
+        return Err(invalid("pipeline id exceeds the signed 64-bit range".into()));
+    }
+    let payload_sha256 = hex(&sha256(&crate::canonical::to_vec(&v)));
+    let key = format!("api-sha256:{payload_sha256}");
+    let evidence = Evidence {
+        source: "gitlab.api".into(),
+        delivery_id: None,
+        payload_sha256,
+        remote_ip: None,
+    };
+    let snapshot = Snapshot {
+        hook: &hook,
+        instance: &p.instance,
+        pipeline_id: p.id,
+        key: &key,
+        kind: "API Pipeline",
+        evidence: &evidence,
+        redacted_body: None,
+    };
+    record_snapshot(db, &snapshot, received_at, settings).await
 }
 
 /// One audit-stream body: every event in it is recorded (or found already recorded) in one
@@ -168,6 +268,7 @@ pub async fn record_audit<S: Sql>(
                 source: "gitlab.audit_stream".into(),
                 delivery_id: Some(a.audit.id.clone()),
                 payload_sha256: hex(&sha256(&crate::canonical::to_vec(&a.raw))),
+                remote_ip: a.audit.ip_address.clone(),
             };
             drafts.push(crate::audit::to_event(a, home.as_ref(), evidence, received_at));
         }
@@ -200,4 +301,140 @@ pub async fn record_audit<S: Sql>(
         .await
         .map(|o| (events.len(), o))
         .map_err(IngestError::Db)
+}
+
+/// What became of a batch of Rails log lines.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogBatch {
+    pub lines: usize,
+    /// Lines that named an action and were new.
+    pub recorded: usize,
+    /// Events appended (a line that confirms a known fact appends `evidence.added`).
+    pub events: usize,
+    pub duplicate: usize,
+    pub ignored: usize,
+    /// (line number, why) for lines that are not JSON log lines.
+    pub invalid: Vec<(usize, String)>,
+}
+
+/// One NDJSON batch from a log shipper, in one transaction. Each recognised line is a
+/// delivery of its own, keyed by its hash, so a line shipped twice counts once. Lines that
+/// are not JSON are reported, not fatal (a shipper must not retry a batch forever over one
+/// garbled line), unless no line of the batch is readable: then nothing is stored.
+/// `instance` names the GitLab the logs come from, for targets the store has not seen.
+pub async fn record_logs<S: Sql>(
+    db: &S,
+    body: &[u8],
+    instance: &str,
+    received_at: &str,
+    settings: &Settings<'_>,
+) -> Result<LogBatch, IngestError> {
+    use crate::railslog::{self, Line};
+    let lines = match railslog::parse_batch(body) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = store::count_outcome(db, "invalid").await;
+            return Err(IngestError::Invalid(e.0));
+        }
+    };
+    let mut batch = LogBatch {
+        lines: lines.len(),
+        ..Default::default()
+    };
+    let mut facts = Vec::new();
+    for (n, line) in lines {
+        match line {
+            Ok(Line::Fact(f)) => facts.push(f),
+            Ok(Line::Ignored) => batch.ignored += 1,
+            Err(e) => batch.invalid.push((n, e.0)),
+        }
+    }
+    if batch.lines > 0 && batch.invalid.len() == batch.lines {
+        let _ = store::count_outcome(db, "invalid").await;
+        let (n, why) = &batch.invalid[0];
+        return Err(IngestError::Invalid(format!(
+            "no line of the batch is a JSON log line (line {n}: {why})"
+        )));
+    }
+    if facts.is_empty() {
+        return Ok(batch);
+    }
+    db.exec("BEGIN IMMEDIATE", &[]).await?;
+    let result = async {
+        let mut seen = std::collections::HashSet::new();
+        for f in &facts {
+            let key = format!("rails-log:{}", f.line_sha256);
+            if !seen.insert(key.clone()) || store::delivery_seen(db, &key).await? {
+                batch.duplicate += 1;
+                continue;
+            }
+            let target = log_target(db, f, instance).await?;
+            let proj = match target.pipeline_id {
+                Some(pid) => store::load_projection(db, &target.instance, pid).await?,
+                None => Default::default(),
+            };
+            let event = railslog::to_event(f, &target, &proj, received_at);
+            let stored = store::append(db, vec![event]).await?;
+            store::insert_delivery(
+                db,
+                &DeliveryRecord {
+                    source: "gitlab.rails_log",
+                    key: &key,
+                    kind: f.log,
+                    received_at,
+                    payload_sha256: &f.line_sha256,
+                    events: stored.len(),
+                    first_seq: stored.first().map(|(e, _)| e.seq),
+                    // The line is evidence by its hash; its text stays in the shipper's logs.
+                    redacted_body: None,
+                },
+            )
+            .await?;
+            batch.recorded += 1;
+            batch.events += stored.len();
+        }
+        store::count_outcome(db, "recorded").await?;
+        store::maybe_checkpoint(db, settings.signer, received_at, settings.checkpoint_interval_secs).await?;
+        Ok(())
+    }
+    .await;
+    store::finish(db, result).await.map_err(IngestError::Db)?;
+    Ok(batch)
+}
+
+/// The store's knowledge of a log line's target, else what the line itself says.
+async fn log_target<S: Sql>(
+    db: &S,
+    f: &crate::railslog::LogFact,
+    instance: &str,
+) -> Result<crate::railslog::Target, DbError> {
+    use crate::model::Project;
+    let known = if f.action.on_job() {
+        store::job_home(db, f.target_id)
+            .await?
+            .map(|(inst, pid, project_id, path)| (inst, Some(pid), project_id, path))
+    } else {
+        store::pipeline_home(db, f.target_id)
+            .await?
+            .map(|(inst, project_id, path)| (inst, Some(f.target_id), project_id, path))
+    };
+    Ok(match known {
+        Some((instance, pipeline_id, id, path)) => crate::railslog::Target {
+            instance,
+            project: Project { id, path },
+            pipeline_id,
+        },
+        None => {
+            let named = f.project.clone();
+            let id = named.as_deref().and_then(|p| p.parse().ok());
+            crate::railslog::Target {
+                instance: instance.to_string(),
+                project: Project {
+                    id: id.unwrap_or(0),
+                    path: if id.is_some() { None } else { named },
+                },
+                pipeline_id: (!f.action.on_job()).then_some(f.target_id),
+            }
+        }
+    })
 }

@@ -305,10 +305,25 @@ impl Differ<'_> {
             || (prev.is_none()
                 && j.name.is_some()
                 && self.proj.jobs.iter().any(|(&id, s)| id < j.id && s.name == j.name));
+        // A retry is the fact "job X was retried" (X: the latest older job of the same name),
+        // which is also what a Rails log line names; keyed on X, both reports are one event.
+        let retry_key = || match self
+            .proj
+            .jobs
+            .range(..j.id)
+            .rev()
+            .find(|(_, s)| j.name.is_some() && s.name == j.name)
+        {
+            Some((old, _)) => format!("job|{old}|retried"),
+            None => format!("job|{}|retry-attempt", j.id),
+        };
         if prev.is_none() {
-            let action = if is_retry { "job.retried" } else { "job.created" };
-            let key = if is_retry { "retried" } else { "created" };
-            let mut ev = self.job_event(scope, j, action, &format!("job|{}|{key}", j.id));
+            let (action, key) = if is_retry {
+                ("job.retried", retry_key())
+            } else {
+                ("job.created", format!("job|{}|created", j.id))
+            };
+            let mut ev = self.job_event(scope, j, action, &key);
             ev.occurred_at = j.created_at.clone().unwrap_or_else(|| self.ctx.recorded_at.into());
             if let Some(u) = &j.user {
                 ev.actor = user_actor(u, "user");
@@ -316,7 +331,7 @@ impl Differ<'_> {
             }
             self.out.push(ev);
         } else if is_retry && prev.as_ref().is_some_and(|p| !p.retried) {
-            let mut ev = self.job_event(scope, j, "job.retried", &format!("job|{}|retried", j.id));
+            let mut ev = self.job_event(scope, j, "job.retried", &retry_key());
             ev.occurred_at = j.created_at.clone().unwrap_or_else(|| self.ctx.recorded_at.into());
             if let Some(u) = &j.user {
                 ev.actor = user_actor(u, "user");
@@ -458,6 +473,8 @@ impl Differ<'_> {
             change: None,
             variables: None,
             audit: None,
+            window: None,
+            refers_to: None,
             evidence: self.ctx.evidence.clone(),
         }
     }

@@ -29,7 +29,20 @@ pub struct Event {
     /// What a GitLab audit event said, for events that came from the audit stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<Audit>,
+    /// For `pipeline.deleted` learnt by absence (the API's 404): the pipeline was last seen
+    /// at `not_before` and found gone at `not_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// For `evidence.added`: the id of the fact this report confirms (see `merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refers_to: Option<String>,
     pub evidence: Evidence,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Window {
+    pub not_before: String,
+    pub not_after: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -218,6 +231,9 @@ pub struct Evidence {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
     pub payload_sha256: String,
+    /// The client address the source logged (Rails logs, audit events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<String>,
 }
 
 impl Event {

@@ -108,6 +108,16 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 2: the API reconciler's view of each pipeline it watches for deletion.
+    r#"
+    CREATE TABLE api_watch (
+        instance TEXT NOT NULL,
+        pipeline_id INTEGER NOT NULL,
+        last_seen_at TEXT,
+        misses INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (instance, pipeline_id)
+    );
+    "#,
 ];
 
 pub fn schema_version() -> usize {
@@ -295,6 +305,26 @@ pub async fn pipeline_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::audi
     })
 }
 
+/// Where job `id` lives: (instance, pipeline id, project id, project path), when exactly
+/// one instance holds it.
+pub async fn job_home<S: Sql>(db: &S, id: u64) -> Result<Option<(String, u64, u64, Option<String>)>> {
+    let rows = db
+        .query(
+            "SELECT j.instance, j.pipeline_id, p.project_id, p.project_path FROM jobs j LEFT JOIN pipelines p ON p.instance = j.instance AND p.pipeline_id = j.pipeline_id WHERE j.job_id = ? LIMIT 2",
+            &[Val::int(id)],
+        )
+        .await?;
+    Ok(match rows.as_slice() {
+        [r] => Some((
+            text_at(r, 0).unwrap_or_default(),
+            u64_at(r, 1).unwrap_or(0),
+            u64_at(r, 2).unwrap_or(0),
+            text_at(r, 3),
+        )),
+        _ => None,
+    })
+}
+
 pub async fn save_projection<S: Sql>(
     db: &S,
     instance: &str,
@@ -439,13 +469,23 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
     // delivery instead of two per event.
     let mut new_nodes: Vec<(u32, u64, Hash)> = Vec::new();
     let mut seq = size;
-    for mut ev in events {
-        let exists = db
-            .query("SELECT 1 FROM events WHERE id = ?", &[Val::text(&ev.id)])
-            .await?;
-        if !exists.is_empty() || out.iter().any(|(e, _): &(Event, Hash)| e.id == ev.id) {
+    for ev in events {
+        if out.iter().any(|(e, _): &(Event, Hash)| e.id == ev.id) {
             continue;
         }
+        let mut ev = match stored_source(db, &ev.id).await? {
+            None => ev,
+            // The same fact from the same source is a repeat; from another, it is evidence.
+            Some(source) if source == ev.evidence.source => continue,
+            Some(_) => {
+                let fact_id = ev.id.clone();
+                let c = crate::merge::confirmation(ev, &fact_id);
+                if stored_source(db, &c.id).await?.is_some() || out.iter().any(|(e, _)| e.id == c.id) {
+                    continue;
+                }
+                c
+            }
+        };
         ev.seq = seq;
         let body = String::from_utf8(ev.canonical_bytes()).expect("canonical JSON is UTF-8");
         let leaf = merkle::leaf_hash(body.as_bytes());
@@ -491,6 +531,19 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
     }
     insert_nodes(db, &new_nodes).await?;
     Ok(out)
+}
+
+/// The evidence source of the stored event `id`, `Some("")` when its body was pruned.
+async fn stored_source<S: Sql>(db: &S, id: &str) -> Result<Option<String>> {
+    let rows = db
+        .query("SELECT body FROM events WHERE id = ?", &[Val::text(id)])
+        .await?;
+    Ok(rows.first().map(|r| {
+        text_at(r, 0)
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["evidence"]["source"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }))
 }
 
 async fn insert_nodes<S: Sql>(db: &S, nodes: &[(u32, u64, Hash)]) -> Result<()> {
@@ -602,6 +655,14 @@ pub async fn setting<S: Sql>(db: &S, key: &str) -> Result<Option<String>> {
         .query("SELECT value FROM settings WHERE key = ?", &[Val::text(key)])
         .await?;
     Ok(rows.first().and_then(|r| text_at(r, 0)))
+}
+
+pub async fn put_setting<S: Sql>(db: &S, key: &str, value: &str) -> Result<()> {
+    db.exec(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        &[Val::text(key), Val::text(value)],
+    )
+    .await
 }
 
 /// Stores `value` unless the key is already set; returns what is stored either way, so

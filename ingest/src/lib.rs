@@ -17,7 +17,9 @@ async fn handle(req: Request) -> Response<String> {
     let result = match (req.method(), req.uri().path()) {
         (&Method::POST, "/hooks/gitlab") => gitlab(req).await,
         (&Method::POST, "/hooks/gitlab/audit") => gitlab_audit(req).await,
-        (_, "/hooks/gitlab" | "/hooks/gitlab/audit") => {
+        (&Method::POST, "/ingest/gitlab-logs") => gitlab_logs(req).await,
+        (&Method::POST, "/ingest/gitlab-api") => gitlab_api(req).await,
+        (_, "/hooks/gitlab" | "/hooks/gitlab/audit" | "/ingest/gitlab-logs" | "/ingest/gitlab-api") => {
             Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"))
         }
         (_, path) => Err(error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"))),
@@ -35,6 +37,11 @@ async fn authorize(req: &Request, variable: &str, header_name: &str) -> Result<D
     let db = Db::open().await.map_err(|e| platform::db_failure(&e))?;
     let secrets = platform::var_list(variable).await;
     let given = header(req.headers(), header_name).unwrap_or("");
+    let given = if header_name.eq_ignore_ascii_case("authorization") {
+        given.strip_prefix("Bearer ").unwrap_or(given).trim()
+    } else {
+        given
+    };
     let ok = secrets
         .iter()
         .fold(false, |acc, s| ct_eq(s.as_bytes(), given.as_bytes()) | acc);
@@ -65,14 +72,21 @@ async fn body(db: &Db, req: Request) -> Result<Vec<u8>, Refusal> {
     }
 }
 
-/// What appending needs: the signer and how often to sign a checkpoint.
 async fn ledger(db: &Db) -> Result<(NoteSigner, i64), Refusal> {
-    let (signer, _) = platform::signer(db).await.map_err(|e| platform::db_failure(&e))?;
-    let interval = platform::var("checkpoint_interval_seconds")
+    platform::ledger_settings(db)
         .await
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    Ok((signer, interval))
+        .map_err(|e| platform::db_failure(&e))
+}
+
+/// The answer to a recorded (or already recorded) delivery.
+fn answered(outcome: Outcome) -> Response<String> {
+    match outcome {
+        Outcome::Recorded { events, first_seq } => json(
+            StatusCode::OK,
+            &json!({"status": "recorded", "events": events, "first_seq": first_seq}),
+        ),
+        Outcome::Duplicate => json(StatusCode::OK, &json!({"status": "duplicate", "events": 0})),
+    }
 }
 
 fn failed(e: IngestError) -> Refusal {
@@ -119,13 +133,8 @@ async fn gitlab(req: Request) -> Result<Response<String>, Refusal> {
         checkpoint_interval_secs: interval,
         without_tree: cfg!(feature = "bench-without-tree"),
     };
-    match ingest::record_gitlab(&db, &delivery, &settings).await.map_err(failed)? {
-        Outcome::Recorded { events, first_seq } => Ok(json(
-            StatusCode::OK,
-            &json!({"status": "recorded", "events": events, "first_seq": first_seq}),
-        )),
-        Outcome::Duplicate => Ok(json(StatusCode::OK, &json!({"status": "duplicate", "events": 0}))),
-    }
+    let outcome = ingest::record_gitlab(&db, &delivery, &settings).await.map_err(failed)?;
+    Ok(answered(outcome))
 }
 
 /// GitLab audit-event streaming (Ultimate): `X-Gitlab-Event-Streaming-Token`, a JSON object
@@ -134,13 +143,7 @@ async fn gitlab_audit(req: Request) -> Result<Response<String>, Refusal> {
     let db = authorize(&req, "gitlab_audit_stream_tokens", "X-Gitlab-Event-Streaming-Token").await?;
     let body = body(&db, req).await?;
     let (signer, interval) = ledger(&db).await?;
-    let policy = VariablePolicy::default();
-    let settings = Settings {
-        variables: &policy,
-        signer: &signer,
-        checkpoint_interval_secs: interval,
-        without_tree: false,
-    };
+    let settings = Settings::without_variables(&signer, interval);
     match ingest::record_audit(&db, &body, &platform::now(), &settings)
         .await
         .map_err(failed)?
@@ -154,4 +157,49 @@ async fn gitlab_audit(req: Request) -> Result<Response<String>, Refusal> {
             &json!({"status": "duplicate", "received": received, "events": 0}),
         )),
     }
+}
+
+/// NDJSON batches of GitLab's Rails log lines from a log shipper or `pipetrail ship-logs`
+/// (`Authorization: Bearer`, one of `gitlab_log_tokens`). `?instance=gitlab.example.com`
+/// names the GitLab for targets no webhook has shown yet.
+async fn gitlab_logs(req: Request) -> Result<Response<String>, Refusal> {
+    let db = authorize(&req, "gitlab_log_tokens", "Authorization").await?;
+    let instance = pipetrail_core::params::parse_query(req.uri().query().unwrap_or(""))
+        .ok()
+        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "instance"))
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty() && v.len() <= 255)
+        .unwrap_or_else(|| "unknown".into());
+    let body = body(&db, req).await?;
+    let (signer, interval) = ledger(&db).await?;
+    let settings = Settings::without_variables(&signer, interval);
+    let b = ingest::record_logs(&db, &body, &instance, &platform::now(), &settings)
+        .await
+        .map_err(failed)?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "status": "recorded",
+            "lines": b.lines,
+            "recorded": b.recorded,
+            "events": b.events,
+            "duplicate": b.duplicate,
+            "ignored": b.ignored,
+            "invalid": b.invalid.iter().map(|(n, why)| json!({"line": n, "error": why})).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// What GitLab's REST API shows of one pipeline, `{"pipeline": ..., "jobs": [...]}`, posted
+/// by `pipetrail gitlab backfill` with the admin token. The reconciler in the retention
+/// component records the same through `ingest::record_api` directly.
+async fn gitlab_api(req: Request) -> Result<Response<String>, Refusal> {
+    let db = authorize(&req, "admin_token", "Authorization").await?;
+    let body = body(&db, req).await?;
+    let (signer, interval) = ledger(&db).await?;
+    let settings = Settings::without_variables(&signer, interval);
+    let outcome = ingest::record_api(&db, &body, &platform::now(), &settings)
+        .await
+        .map_err(failed)?;
+    Ok(answered(outcome))
 }

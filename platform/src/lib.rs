@@ -120,6 +120,47 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, BodyError>
     }
 }
 
+/// An outbound GET (Spin's outbound HTTP; the host must be in `allowed_outbound_hosts`),
+/// with connect and first-byte timeouts where the host supports them, and the answer's
+/// body bounded by `limit`. Returns (status, headers, body).
+pub async fn http_get(
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: std::time::Duration,
+    limit: usize,
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+    use http_body_util::BodyExt;
+    use spin_sdk::wasip3::http::types::RequestOptions;
+    let mut builder = http::Request::get(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let mut request = builder.body(String::new()).map_err(|e| format!("bad request: {e}"))?;
+    let options = RequestOptions::new();
+    let nanos = Some(timeout.as_nanos() as u64);
+    // A host that does not support a timeout says so; its own default then applies.
+    let _ = options.set_connect_timeout(nanos);
+    let _ = options.set_first_byte_timeout(nanos);
+    let _ = options.set_between_bytes_timeout(nanos);
+    request
+        .extensions_mut()
+        .insert(spin_sdk::wasip3::http_compat::RequestOptionsExtension(options));
+    let response = spin_sdk::http::send(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = http_body_util::Limited::new(response.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes()
+        .to_vec();
+    Ok((status, headers, body))
+}
+
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -189,6 +230,16 @@ pub async fn signer(db: &Db) -> Result<(NoteSigner, bool), DbError> {
     NoteSigner::parse(&stored)
         .map(|s| (s, false))
         .map_err(|e| DbError::Other(e.0))
+}
+
+/// What appending to the ledger needs: the signer and how often to sign a checkpoint.
+pub async fn ledger_settings(db: &Db) -> Result<(NoteSigner, i64), DbError> {
+    let (signer, _) = signer(db).await?;
+    let interval = var("checkpoint_interval_seconds")
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    Ok((signer, interval))
 }
 
 /// Who is asking.

@@ -1,9 +1,15 @@
 //! The `retention` component: scheduled work. Spin's cron trigger is a plugin the test host
 //! cannot load, so the same work is an authenticated HTTP route any scheduler can call:
-//! `POST /admin/tick` signs a checkpoint when one is due, then publishes the latest one to
-//! every witness URL, so someone other than the database's admin holds it.
+//! - `POST /admin/tick`: signs a checkpoint when one is due and publishes the latest one to
+//!   every witness URL (so someone other than the database's admin holds it), then runs the
+//!   GitLab API reconciler when it is configured;
+//! - `POST /admin/reconcile`: the reconciler alone (core/src/reconcile.rs).
+
+use std::time::Duration;
 
 use http::{Method, Response, StatusCode};
+use pipetrail_core::ingest::Settings;
+use pipetrail_core::reconcile::{self, ApiResponse, Config, Fetch};
 use pipetrail_core::sql::{DbError, Sql};
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
@@ -12,12 +18,9 @@ use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(req: Request) -> Response<String> {
-    if req.uri().path() != "/admin/tick" {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route {}", req.uri().path()),
-        );
+    let path = req.uri().path().to_string();
+    if !matches!(path.as_str(), "/admin/tick" | "/admin/reconcile") {
+        return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"));
     }
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
@@ -31,7 +34,16 @@ async fn handle(req: Request) -> Response<String> {
         Ok(_) => return error(StatusCode::FORBIDDEN, "forbidden", "the admin token is required"),
         Err(r) => return r,
     }
-    match tick(&db).await {
+    let result = if path == "/admin/tick" {
+        tick(&db).await
+    } else {
+        reconcile(&db).await.map(|r| {
+            r.unwrap_or_else(
+                || json!({"skipped": "gitlab_api_url, gitlab_api_token and gitlab_api_projects are not all set"}),
+            )
+        })
+    };
+    match result {
         Ok(v) => json(StatusCode::OK, &v),
         Err(e) => platform::db_failure(&e),
     }
@@ -51,7 +63,60 @@ async fn tick(db: &Db) -> Result<Value, DbError> {
     Ok(json!({
         "checkpoint": signed.map(|cp| json!({"size": cp.size, "signed_at": cp.signed_at})),
         "witnesses": witnesses,
+        "reconcile": reconcile(db).await?,
     }))
+}
+
+/// GitLab's API through Spin's outbound HTTP, authenticated with `PRIVATE-TOKEN`.
+struct GitlabApi {
+    token: String,
+}
+
+impl Fetch for GitlabApi {
+    async fn get(&self, url: &str) -> Result<ApiResponse, String> {
+        let (status, headers, body) = platform::http_get(
+            url,
+            &[("PRIVATE-TOKEN", &self.token), ("Accept", "application/json")],
+            Duration::from_secs(20),
+            32 << 20,
+        )
+        .await?;
+        Ok(ApiResponse { status, headers, body })
+    }
+}
+
+/// One bounded reconciler run; `None` when it is not configured.
+async fn reconcile(db: &Db) -> Result<Option<Value>, DbError> {
+    let (Some(api_url), Some(token)) = (
+        platform::var("gitlab_api_url").await,
+        platform::var("gitlab_api_token").await,
+    ) else {
+        return Ok(None);
+    };
+    let projects: Vec<u64> = platform::var_list("gitlab_api_projects")
+        .await
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if projects.is_empty() {
+        return Ok(None);
+    }
+    let cfg = Config {
+        api_url,
+        projects,
+        max_requests: platform::var("reconcile_max_requests")
+            .await
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50),
+        since: platform::var("reconcile_since").await,
+    };
+    let (signer, interval) = platform::ledger_settings(db).await?;
+    let settings = Settings::without_variables(&signer, interval);
+    let report = reconcile::run(db, &GitlabApi { token }, &cfg, &platform::now(), &settings).await?;
+    if let Some(e) = &report.error {
+        eprintln!("pipetrail: reconciler: {e}");
+    }
+    Ok(Some(report.to_json()))
 }
 
 /// POSTs a signed checkpoint (text/plain) to one witness. Its host must be listed in the

@@ -2,6 +2,7 @@
 //! interfaces they import (HTTP in and out, SQLite, variables), from the WIT files spin-sdk
 //! ships. A test harness faithful to Spin's documented behaviour, not a product.
 
+pub mod fake_gitlab;
 pub mod harness;
 pub mod host;
 pub mod manifest;

@@ -114,7 +114,7 @@ fn deletions_and_ci_changes_from_the_audit_stream() {
     assert_eq!(d["audit"]["ip_address"], "127.0.0.1");
     let p = app.get("/api/v1/pipelines/gitlab/31", Some(ADMIN)).json();
     assert_eq!(p["deleted"]["actor"]["name"], "Eve Example");
-    assert_eq!(p["deleted"]["evidence"]["source"], "gitlab.audit_stream");
+    assert_eq!(p["deleted"]["evidence"][0]["source"], "gitlab.audit_stream");
     assert_eq!(
         p["triggered_by"]["actor"]["username"], "user1",
         "the pipeline's history is kept"

@@ -128,7 +128,7 @@ fn provenance_and_filters() {
     assert_eq!(p["triggered_by"]["trigger"], "merge_request");
     assert_eq!(p["triggered_by"]["source"], "merge_request_event");
     assert_eq!(p["triggered_by"]["at"], "2016-08-12T15:23:28.000Z");
-    assert_eq!(p["triggered_by"]["evidence"]["delivery_id"], "a");
+    assert_eq!(p["triggered_by"]["evidence"][0]["delivery_id"], "a");
     assert_eq!(p["status"], "success");
     assert_eq!(p["pipeline"]["ref"], "master");
     assert_eq!(p["pipeline"]["sha"], "bcbb5ec396a2c0f828686f14fac9b80b780504f2");
