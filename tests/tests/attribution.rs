@@ -459,6 +459,7 @@ fn reconciling_app(name: &str, gitlab: &FakeGitlab) -> App {
         name,
         &[
             ("gitlab_log_tokens", LOG_TOKEN),
+            ("gitlab_audit_stream_tokens", "stream-token"),
             ("gitlab_api_url", &gitlab.url),
             ("gitlab_api_token", GITLAB_TOKEN),
             ("gitlab_api_projects", &PROJECT.to_string()),
@@ -564,6 +565,33 @@ fn scenario_a_to_e_names_everyone_with_evidence() {
             "2026-11-20T09:30:00.000Z",
         )],
     );
+    // On Ultimate the audit stream reports the same deletion (shaped as GitLab's schema).
+    let mut audit = fixture("audit_event_stream_git_ssh_deploy_key_docs.json");
+    for (k, v) in [
+        ("id", json!("5d0c1a9e-3b7f-4e21-9c6d-2f8a7b6e5d4c")),
+        ("author_id", json!(15)),
+        ("author_name", json!("Erin")),
+        ("entity_id", json!(PROJECT)),
+        ("entity_path", json!(PATH)),
+        ("target_id", json!(287)),
+        ("target_type", json!("Ci::Pipeline")),
+        ("target_details", json!("287")),
+        ("event_type", json!("destroy_pipeline")),
+        ("created_at", json!("2026-11-20T09:30:00.100Z")),
+        ("ip_address", json!("10.9.8.7")),
+    ] {
+        audit[k] = v;
+    }
+    audit["details"] = json!({"author_name": "Erin", "author_class": "User", "target_id": 287, "target_type": "Ci::Pipeline", "target_details": "287", "custom_message": "Pipeline destroyed"});
+    let r = app.post(
+        "/hooks/gitlab/audit",
+        &[
+            ("X-Gitlab-Event-Streaming-Token", "stream-token"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        audit.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
     // One 404 is not yet a deletion (GitLab can blip); the second in a row is.
     let run = admin_post(&app, "/admin/reconcile");
     assert_eq!(run["deleted"], json!([]), "{run}");
@@ -611,7 +639,15 @@ fn scenario_a_to_e_names_everyone_with_evidence() {
     let deleted = &p["deleted"];
     assert_eq!(deleted["actor"]["username"], "erin", "{p}");
     assert_eq!(deleted["attribution"], "rails_log");
-    assert_eq!(sources(deleted), ["gitlab.api", "gitlab.rails_log"]);
+    assert_eq!(
+        sources(deleted),
+        ["gitlab.api", "gitlab.audit_stream", "gitlab.rails_log"]
+    );
+    assert_eq!(
+        app.events("pipeline=287&action=pipeline.deleted", ADMIN).len(),
+        1,
+        "one deletion"
+    );
     assert!(deleted["window"]["not_before"].as_str().unwrap() < deleted["window"]["not_after"].as_str().unwrap());
     // Everything is still one verifiable ledger.
     verify_ok(&app);
