@@ -66,14 +66,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Save an export bundle: events with inclusion proofs and the signed checkpoint, for an
-    /// auditor to check with `pipetrail verify --bundle` and the verifier key alone.
+    /// Export events: as CSV or JSON Lines (every matching event, streamed to the file), or
+    /// as a bundle (events with inclusion proofs and the signed checkpoint, for an auditor to
+    /// check with `pipetrail verify --bundle` and the verifier key alone).
     ///
-    /// Example: pipetrail export --url http://127.0.0.1:3000 --token-file reader.txt --filter pipeline=31 --out pipeline-31.json
+    /// Examples:
+    ///   pipetrail export --url http://127.0.0.1:3000 --token-file reader.txt --format csv --filter actor=dora --filter since=2026-11-16T00:00:00Z --out dora.csv
+    ///   pipetrail export --url http://127.0.0.1:3000 --token-file reader.txt --filter pipeline=31 --out pipeline-31.json
     Export {
         /// The app's base URL.
         #[arg(long)]
         url: String,
+        /// csv, jsonl or bundle.
+        #[arg(long, default_value = "bundle", value_parser = ["csv", "jsonl", "bundle"])]
+        format: String,
         /// File holding an API token (0600).
         #[arg(long)]
         token_file: PathBuf,
@@ -276,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Export {
             url,
+            format,
             token_file,
             filters,
             out,
@@ -286,7 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     bail!("--filter {f:?}: expected name=value");
                 }
             }
-            let mut query = vec!["format=bundle".to_string()];
+            let mut query = vec![format!("format={format}")];
             query.extend(filters.iter().map(|f| {
                 let (k, v) = f.split_once('=').expect("checked above");
                 format!("{k}={}", pipetrail_core::gitlab_api::encode(v))
@@ -300,6 +307,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .call()
                 .with_context(|| format!("GET {endpoint}"))?;
             let status = res.status().as_u16();
+            if status == 200 && format != "bundle" {
+                // Streamed to the file as it arrives: any size, little memory.
+                let mut file = std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+                let bytes = std::io::copy(&mut res.body_mut().as_reader(), &mut file)
+                    .with_context(|| format!("reading {endpoint}"))?;
+                eprintln!("{bytes} bytes of {format} written to {}", out.display());
+                return Ok(ExitCode::SUCCESS);
+            }
             let text = res.body_mut().with_config().limit(1 << 32).read_to_string()?;
             if status != 200 {
                 bail!("{endpoint} answered {status}: {}", text.trim());

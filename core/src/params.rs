@@ -10,7 +10,7 @@ pub struct ParamError {
 }
 
 impl ParamError {
-    fn new(param: &str, message: impl Into<String>) -> Self {
+    pub fn new(param: &str, message: impl Into<String>) -> Self {
         Self {
             param: param.into(),
             message: message.into(),

@@ -736,6 +736,14 @@ pub struct EventFilter {
     pub until: Option<String>,
     /// Return events with seq greater than this (keyset cursor).
     pub after_seq: Option<u64>,
+    /// Return events with seq smaller than this (keyset cursor, newest first).
+    pub before_seq: Option<u64>,
+    /// Projects under this group path (`group/` prefix, subgroups included).
+    pub group: Option<String>,
+    /// Newest first.
+    pub descending: bool,
+    /// Rows to skip (offset pagination; keyset is cheaper and preferred).
+    pub offset: usize,
     /// Only these projects (ids or paths): a scoped token's reach. `None` = all.
     pub scope: Option<Vec<String>>,
 }
@@ -778,7 +786,9 @@ fn project_condition(value: &str, params: &mut Vec<Val>) -> String {
     }
 }
 
-pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Result<Vec<StoredEvent>> {
+/// The WHERE clause and its parameters for a filter; `None` when nothing can match (a token
+/// scoped to no project).
+fn filter_sql(f: &EventFilter) -> Option<(String, Vec<Val>)> {
     let mut cond: Vec<String> = Vec::new();
     let mut params: Vec<Val> = Vec::new();
     let eq = |col: &str, v: Val, cond: &mut Vec<String>, params: &mut Vec<Val>| {
@@ -791,6 +801,13 @@ pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Resul
     if let Some(v) = &f.project {
         let c = project_condition(v, &mut params);
         cond.push(format!("e.{c}"));
+    }
+    if let Some(g) = &f.group {
+        // A range on the path index: `g/` ≤ path < `g0` (`0` follows `/` in ASCII).
+        cond.push("e.project_path >= ? AND e.project_path < ?".into());
+        let g = g.trim_end_matches('/');
+        params.push(Val::text(format!("{g}/")));
+        params.push(Val::text(format!("{g}0")));
     }
     if let Some(v) = f.pipeline {
         eq("pipeline_id", Val::int(v), &mut cond, &mut params);
@@ -822,9 +839,13 @@ pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Resul
         cond.push("e.seq > ?".into());
         params.push(Val::int(v));
     }
+    if let Some(v) = f.before_seq {
+        cond.push("e.seq < ?".into());
+        params.push(Val::int(v));
+    }
     if let Some(scope) = &f.scope {
         if scope.is_empty() {
-            return Ok(Vec::new());
+            return None;
         }
         let ors: Vec<String> = scope
             .iter()
@@ -837,14 +858,40 @@ pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Resul
     } else {
         format!("WHERE {}", cond.join(" AND "))
     };
+    Some((where_, params))
+}
+
+pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Result<Vec<StoredEvent>> {
+    let Some((where_, mut params)) = filter_sql(f) else {
+        return Ok(Vec::new());
+    };
+    let order = if f.descending { "DESC" } else { "ASC" };
     params.push(Val::Int(limit as i64));
+    params.push(Val::Int(f.offset as i64));
     let rows = db
         .query(
-            &format!("SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.id = e.seq * 64 {where_} ORDER BY e.seq LIMIT ?"),
+            &format!("SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.id = e.seq * 64 {where_} ORDER BY e.seq {order} LIMIT ? OFFSET ?"),
             &params,
         )
         .await?;
     Ok(rows.iter().map(stored_event).collect())
+}
+
+/// How many events match (cursors and offset ignored).
+pub async fn count_events<S: Sql>(db: &S, f: &EventFilter) -> Result<u64> {
+    let unpaged = EventFilter {
+        after_seq: None,
+        before_seq: None,
+        offset: 0,
+        ..f.clone()
+    };
+    let Some((where_, params)) = filter_sql(&unpaged) else {
+        return Ok(0);
+    };
+    let rows = db
+        .query(&format!("SELECT COUNT(*) FROM events e {where_}"), &params)
+        .await?;
+    Ok(first_int(&rows).unwrap_or(0) as u64)
 }
 
 fn stored_event(r: &Row) -> StoredEvent {

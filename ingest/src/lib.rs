@@ -2,11 +2,12 @@
 //! delivery, and records it through `pipetrail_core::ingest` in one transaction; it answers
 //! 2xx only after COMMIT.
 
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use pipetrail_core::encoding::ct_eq;
 use pipetrail_core::ingest::{self, Delivery, IngestError, Outcome, Settings};
 use pipetrail_core::lifecycle::VariablePolicy;
 use pipetrail_core::note::NoteSigner;
+use pipetrail_core::routes::{self, Found};
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Db, Request, error, header, json};
 use serde_json::json;
@@ -14,15 +15,17 @@ use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(req: Request) -> Response<String> {
-    let result = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/hooks/gitlab") => gitlab(req).await,
-        (&Method::POST, "/hooks/gitlab/audit") => gitlab_audit(req).await,
-        (&Method::POST, "/ingest/gitlab-logs") => gitlab_logs(req).await,
-        (&Method::POST, "/ingest/gitlab-api") => gitlab_api(req).await,
-        (_, "/hooks/gitlab" | "/hooks/gitlab/audit" | "/ingest/gitlab-logs" | "/ingest/gitlab-api") => {
-            Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"))
-        }
-        (_, path) => Err(error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"))),
+    let path = req.uri().path().to_string();
+    let route = match routes::find("ingest", req.method().as_str(), &path) {
+        Found::Route(r, _) => r.path,
+        Found::WrongMethod(_) => return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
+        Found::NotFound => return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}")),
+    };
+    let result = match route {
+        "/hooks/gitlab" => gitlab(req).await,
+        "/hooks/gitlab/audit" => gitlab_audit(req).await,
+        "/ingest/gitlab-logs" => gitlab_logs(req).await,
+        _ => gitlab_api(req).await,
     };
     result.unwrap_or_else(|refusal| refusal)
 }

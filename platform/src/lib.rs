@@ -261,12 +261,33 @@ impl Caller {
     }
 }
 
+/// The cookie the web UI keeps the token in (HttpOnly, SameSite=Strict: set by the query
+/// component's login page).
+pub const SESSION_COOKIE: &str = "pipetrail_token";
+
+/// The request's token: `Authorization: Bearer`, else GitLab's `PRIVATE-TOKEN`, else the
+/// web UI's session cookie.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     if let Some(auth) = header(headers, "authorization") {
         let (scheme, token) = auth.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
-    header(headers, "private-token").map(str::trim)
+    header(headers, "private-token")
+        .map(str::trim)
+        .or_else(|| cookie(headers, SESSION_COOKIE))
+}
+
+/// A cookie's value from the `Cookie` header(s).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
 }
 
 /// Authenticates a request; `Err` is the 401 to send.

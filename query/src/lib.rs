@@ -1,443 +1,192 @@
-//! The `query` component: the read side. Events with filters and keyset paging, pipeline
-//! provenance, stats, API tokens, and the ledger's checkpoint, key and proofs. Every route
-//! but `/healthz` needs a token; a project-scoped token never sees another project.
+//! The `query` component: the read side, for scripts and people. Routes come from the one
+//! table in `core::routes` (which also generates `/api/v1/openapi.json`):
+//! - `api`: `/api/v1` JSON (events, provenance, stats, tokens, checkpoint, key, proofs,
+//!   ledger, bundles);
+//! - `stream`: CSV and JSON Lines exports, produced page by page while the client reads;
+//! - `v4`: the GitLab-compatible `audit_events` API;
+//! - `ui`, `html`, `timeline`: the server-rendered web UI.
+//!
+//! Every route but `/healthz`, the OpenAPI document, login and assets needs a token; a
+//! project-scoped token never sees another project.
 
-use http::{Method, Response, StatusCode};
-use pipetrail_core::encoding::base64_encode;
+mod api;
+mod html;
+mod stream;
+mod timeline;
+mod ui;
+mod v4;
+
+use http::{HeaderValue, Method, Response, StatusCode};
+use http_body_util::Either;
 use pipetrail_core::params::{self, ParamError};
+use pipetrail_core::routes::{self, Auth, Found};
 use pipetrail_core::sql::DbError;
-use pipetrail_core::store::{self, EventFilter, TokenRecord};
-use pipetrail_core::{bundle, merkle, provenance};
 use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
-use serde_json::{Value, json};
 use spin_sdk::http_service;
 
+/// A page or JSON document (`Left`), or a streamed export (`Right`).
+type Body = Either<String, stream::EventStream>;
+
 #[http_service]
-async fn handle(req: Request) -> Response<String> {
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
+async fn handle(req: Request) -> Response<Body> {
     let db = match Db::open().await {
         Ok(db) => db,
-        Err(e) => return platform::db_failure(&e),
+        Err(e) => return platform::db_failure(&e).map(Either::Left),
     };
-    let result = route(&db, req, &path, &query).await;
-    result.unwrap_or_else(|e| platform::db_failure(&e))
+    match route(db, req).await {
+        Ok(r) => r,
+        Err(e) => platform::db_failure(&e).map(Either::Left),
+    }
 }
 
-type Reply = Result<Response<String>, DbError>;
+fn left(r: Response<String>) -> Result<Response<Body>, DbError> {
+    Ok(r.map(Either::Left))
+}
 
-async fn route(db: &Db, req: Request, path: &str, query: &str) -> Reply {
+async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
-    if path == "/healthz" {
-        return healthz(db).await;
+    let (route, args) = match routes::find("query", method.as_str(), &path) {
+        Found::Route(r, a) => (r, a),
+        Found::WrongMethod(allowed) => {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("use {}", allowed.join(" or ")),
+            );
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                r.headers_mut().insert("allow", v);
+            }
+            return left(r);
+        }
+        Found::NotFound => {
+            return left(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route {method} {path}"),
+            ));
+        }
+    };
+    let arg = |name: &str| {
+        args.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let is_page = path.starts_with("/ui");
+    match route.path {
+        "/healthz" => return left(api::healthz(&db).await?),
+        "/api/v1/openapi.json" => return left(json(StatusCode::OK, &routes::openapi())),
+        "/ui/login" if method == Method::GET => {
+            let pairs = params::parse_query(&query).unwrap_or_default();
+            let next = pairs.iter().find(|(k, _)| k == "next").map(|(_, v)| v.as_str());
+            return left(ui::login_form(next, None));
+        }
+        "/ui/login" => return left(ui::login(&db, req).await?),
+        "/ui/logout" => return left(ui::logout()),
+        "/ui/assets/{file}" => return left(ui::asset(arg("file"))),
+        _ => {}
     }
-    let caller = match platform::authenticate(db, req.headers()).await {
+    let caller = match platform::authenticate(&db, req.headers()).await {
         Ok(c) => c,
-        Err(r) => return Ok(r),
+        Err(_) if is_page => {
+            let here = if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{query}")
+            };
+            return left(ui::to_login(&here));
+        }
+        Err(r) => return left(r),
     };
-    let pairs = match params::parse_query(query) {
+    if route.auth == Auth::Admin && caller != Caller::Admin {
+        return left(error(StatusCode::FORBIDDEN, "forbidden", "the admin token is required"));
+    }
+    let pairs = match params::parse_query(&query) {
         Ok(p) => p,
-        Err(e) => return Ok(bad_param(&e)),
+        Err(e) => return left(api::bad_param(&e)),
     };
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["api", "v1", "events"]) => events(db, &caller, &pairs).await,
-        (&Method::GET, ["api", "v1", "pipelines", forge, id]) => pipeline(db, &caller, forge, id).await,
-        (&Method::GET, ["api", "v1", "stats"]) => match caller.scope() {
+    let base = platform::header(req.headers(), "spin-full-url")
+        .map(|u| u.split('?').next().unwrap_or(u).to_string())
+        .unwrap_or_else(|| path.clone());
+    let reply = match route.path {
+        "/api/v1/events" => api::events(&db, &caller, &pairs).await?,
+        "/api/v1/pipelines/{forge}/{id}" => api::pipeline(&db, &caller, arg("forge"), arg("id")).await?,
+        "/api/v1/stats" => match caller.scope() {
             // Counts cover every project: not for a token limited to some.
-            Some(_) => Ok(error(
+            Some(_) => error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "stats cover all projects; use an unscoped token",
-            )),
-            None => stats(db).await,
+            ),
+            None => api::stats(&db).await?,
         },
-        (&Method::POST, ["api", "v1", "tokens"]) => create_token(db, &caller, req).await,
-        (&Method::GET, ["api", "v1", "checkpoint"]) => checkpoint(db).await,
-        (&Method::GET, ["api", "v1", "key"]) => key(db).await,
-        (&Method::GET, ["api", "v1", "proof", "inclusion"]) => inclusion(db, &caller, &pairs).await,
-        (&Method::GET, ["api", "v1", "proof", "consistency"]) => consistency(db, &pairs).await,
-        (&Method::GET, ["api", "v1", "export"]) => export(db, &caller, &pairs).await,
-        _ => Ok(error(
+        "/api/v1/ledger" => api::ledger(&db).await?,
+        "/api/v1/tokens" => api::create_token(&db, &caller, req).await?,
+        "/api/v1/checkpoint" => api::checkpoint(&db).await?,
+        "/api/v1/key" => api::key(&db).await?,
+        "/api/v1/proof/inclusion" => api::inclusion(&db, &caller, &pairs).await?,
+        "/api/v1/proof/consistency" => api::consistency(&db, &pairs).await?,
+        "/api/v1/export" => return export(db, &caller, &pairs).await,
+        "/api/v4/audit_events" => v4::list(&db, &caller, v4::Entity::Instance, &pairs, &base).await?,
+        "/api/v4/audit_events/{id}" => v4::one(&db, &caller, v4::Entity::Instance, arg("id")).await?,
+        "/api/v4/projects/{id}/audit_events" => {
+            v4::list(&db, &caller, v4::Entity::Project(arg("id").into()), &pairs, &base).await?
+        }
+        "/api/v4/projects/{id}/audit_events/{event_id}" => {
+            v4::one(&db, &caller, v4::Entity::Project(arg("id").into()), arg("event_id")).await?
+        }
+        "/api/v4/groups/{id}/audit_events" => {
+            v4::list(&db, &caller, v4::Entity::Group(arg("id").into()), &pairs, &base).await?
+        }
+        "/api/v4/groups/{id}/audit_events/{event_id}" => {
+            v4::one(&db, &caller, v4::Entity::Group(arg("id").into()), arg("event_id")).await?
+        }
+        "/ui" => ui::audit_log(&db, &caller, &pairs).await?,
+        "/ui/pipelines/{forge}/{id}" => ui::pipeline(&db, &caller, arg("forge"), arg("id")).await?,
+        "/ui/jobs/{forge}/{id}" => ui::job(&db, &caller, arg("forge"), arg("id")).await?,
+        "/ui/actors/{username}" => ui::actor(&db, &caller, arg("username"), &pairs).await?,
+        "/ui/ledger" => ui::ledger(&db).await?,
+        other => error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no route {method} {path}"),
-        )),
-    }
-}
-
-fn bad_param(e: &ParamError) -> Response<String> {
-    json(
-        StatusCode::BAD_REQUEST,
-        &json!({"error": "bad_parameter", "parameter": e.param, "message": format!("{}: {}", e.param, e.message)}),
-    )
-}
-
-async fn healthz(db: &Db) -> Reply {
-    let size = store::tree_size(db).await?;
-    let (_, configured) = platform::signer(db).await?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            "status": "ok",
-            "schema_version": store::schema_version(),
-            "ledger_size": size,
-            "signing_key": if configured { "configured" } else { "GENERATED: try-out only; it lives in the database, so it proves nothing against the database's admin. Set the signing_key variable (pipetrail keygen)." },
-        }),
-    ))
-}
-
-async fn events(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
-    let (mut filter, limit) = match params::event_filter(pairs) {
-        Ok(f) => f,
-        Err(e) => return Ok(bad_param(&e)),
-    };
-    filter.scope = caller.scope();
-    let mut found = store::list_events(db, &filter, limit + 1).await?;
-    let more = found.len() > limit;
-    found.truncate(limit);
-    let next = if more {
-        found.last().map(|e| e.seq.to_string())
-    } else {
-        None
-    };
-    let events: Vec<Value> = found.iter().map(store::StoredEvent::to_api_json).collect();
-    Ok(json(StatusCode::OK, &json!({"events": events, "next_cursor": next})))
-}
-
-async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
-    if forge != "gitlab" {
-        return Ok(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("unknown forge {forge:?}"),
-        ));
-    }
-    let id = match params::parse_u64("id", id) {
-        Ok(id) => id,
-        Err(e) => return Ok(bad_param(&e)),
-    };
-    let mut all = Vec::new();
-    let mut filter = EventFilter {
-        forge: Some(forge.into()),
-        pipeline: Some(id),
-        scope: caller.scope(),
-        ..Default::default()
-    };
-    loop {
-        let page = store::list_events(db, &filter, 1000).await?;
-        let done = page.len() < 1000;
-        filter.after_seq = page.last().map(|e| e.seq);
-        all.extend(page.iter().map(store::StoredEvent::to_api_json));
-        if done {
-            break;
-        }
-    }
-    match provenance::summarize(&all) {
-        Some(summary) => Ok(json(StatusCode::OK, &summary)),
-        // Out-of-scope pipelines answer exactly like missing ones.
-        None => Ok(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no pipeline {id} is recorded"),
-        )),
-    }
-}
-
-async fn stats(db: &Db) -> Reply {
-    let outcomes: serde_json::Map<String, Value> = store::outcome_counts(db)
-        .await?
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
-    let size = store::tree_size(db).await?;
-    let cp = store::latest_checkpoint(db).await?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            "deliveries": outcomes,
-            "events_stored": size,
-            "latest_checkpoint": cp.map(|c| json!({"size": c.size, "signed_at": c.signed_at})),
-        }),
-    ))
-}
-
-async fn create_token(db: &Db, caller: &Caller, req: Request) -> Reply {
-    if *caller != Caller::Admin {
-        return Ok(error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "creating tokens needs the admin token",
-        ));
-    }
-    let body = match platform::read_body(req, 64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => {
-            return Ok(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "token requests are limited to 64 KiB",
-            ));
-        }
-    };
-    let rec = match token_request(&body) {
-        Ok(r) => r,
-        Err(m) => return Ok(error(StatusCode::BAD_REQUEST, "invalid_request", m)),
-    };
-    let token = format!("ptk_{}", pipetrail_core::encoding::hex(&platform::random_bytes(32)));
-    store::insert_token(db, &token, &rec, &platform::now()).await?;
-    Ok(json(
-        StatusCode::CREATED,
-        &json!({"token": token, "name": rec.name, "scope": rec.scope, "projects": rec.projects, "note": "shown once; only its hash is stored"}),
-    ))
-}
-
-fn token_request(body: &[u8]) -> Result<TokenRecord, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
-    let name = v.get("name").and_then(Value::as_str).map(str::trim).unwrap_or("");
-    if name.is_empty() || name.len() > 100 {
-        return Err("name: required, 1 to 100 characters".into());
-    }
-    let scope = match v.get("scope") {
-        None | Some(Value::Null) => "read",
-        Some(Value::String(s)) if s == "read" => "read",
-        Some(_) => {
-            return Err(
-                "scope: only \"read\" tokens can be created; the admin token is the admin_token variable".into(),
-            );
-        }
-    };
-    let projects = match v.get("projects") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|p| match p {
-                Value::Number(n) if n.as_u64().is_some() => Ok(n.to_string()),
-                Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-                _ => Err("projects: each entry must be a project id or path".to_string()),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("projects: expected an array of project ids or paths".into()),
-    };
-    if let Some(unknown) = v
-        .as_object()
-        .and_then(|o| o.keys().find(|k| !["name", "scope", "projects"].contains(&k.as_str())))
-    {
-        return Err(format!("{unknown}: unknown field; accepted: name, scope, projects"));
-    }
-    Ok(TokenRecord {
-        name: name.into(),
-        scope: scope.into(),
-        projects,
-    })
-}
-
-async fn checkpoint(db: &Db) -> Reply {
-    match store::latest_checkpoint(db).await? {
-        Some(cp) => Ok(platform::text(StatusCode::OK, "text/plain; charset=utf-8", cp.note)),
-        None => Ok(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no checkpoint has been signed yet",
-        )),
-    }
-}
-
-async fn key(db: &Db) -> Reply {
-    let (signer, _) = platform::signer(db).await?;
-    Ok(platform::text(
-        StatusCode::OK,
-        "text/plain; charset=utf-8",
-        format!("{}\n", signer.verifier().text()),
-    ))
-}
-
-fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-fn only(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ParamError> {
-    match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        Some((k, _)) => Err(ParamError {
-            param: k.clone(),
-            message: format!("unknown parameter; accepted: {}", allowed.join(", ")),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// The proof's tree size: `size` if given (must not exceed the tree), else the latest checkpoint's.
-async fn proof_size(db: &Db, pairs: &[(String, String)], name: &str) -> Result<Result<u64, ParamError>, DbError> {
-    let tree = store::tree_size(db).await?;
-    Ok(match get(pairs, name) {
-        Some(v) => params::parse_u64(name, v).and_then(|s| {
-            if s > tree {
-                Err(ParamError {
-                    param: name.into(),
-                    message: format!("the tree has {tree} entries"),
-                })
-            } else {
-                Ok(s)
-            }
-        }),
-        None => match store::latest_checkpoint(db).await? {
-            Some(cp) => Ok(cp.size),
-            None => Err(ParamError {
-                param: name.into(),
-                message: "no checkpoint yet; give a size".into(),
-            }),
-        },
-    })
-}
-
-async fn inclusion(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
-    if let Err(e) = only(pairs, &["seq", "id", "size"]) {
-        return Ok(bad_param(&e));
-    }
-    let seq = match (get(pairs, "seq"), get(pairs, "id")) {
-        (Some(s), None) => match params::parse_u64("seq", s) {
-            Ok(s) => s,
-            Err(e) => return Ok(bad_param(&e)),
-        },
-        (None, Some(id)) => match store::seq_of_event_id(db, id).await? {
-            Some(s) => s,
-            None => return Ok(error(StatusCode::NOT_FOUND, "not_found", format!("no event {id}"))),
-        },
-        _ => {
-            return Ok(bad_param(&ParamError {
-                param: "seq".into(),
-                message: "give exactly one of seq or id".into(),
-            }));
-        }
-    };
-    let size = match proof_size(db, pairs, "size").await? {
-        Ok(s) => s,
-        Err(e) => return Ok(bad_param(&e)),
-    };
-    if seq >= size {
-        return Ok(bad_param(&ParamError {
-            param: "seq".into(),
-            message: format!("must be below the tree size {size}"),
-        }));
-    }
-    let Some(ev) = store::event_by_seq(db, seq).await? else {
-        return Ok(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no event at seq {seq}"),
-        ));
-    };
-    // The leaf is shown only to callers who may see the event.
-    if let (Some(scope), Some(body)) = (caller.scope(), &ev.body) {
-        let pid = body["project"]["id"].to_string();
-        let ppath = body["project"]["path"].as_str().unwrap_or("");
-        if !scope.iter().any(|p| *p == pid || p == ppath) {
-            return Ok(error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no event at seq {seq}"),
-            ));
-        }
-    }
-    let proof = store::range_hashes(db, &merkle::inclusion_ranges(seq, size)).await?;
-    let root = store::root_at(db, size).await?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            "seq": seq,
-            "tree_size": size,
-            "leaf_hash": base64_encode(&ev.leaf_hash),
-            "proof": proof.iter().map(|h| base64_encode(h)).collect::<Vec<_>>(),
-            "root": base64_encode(&root),
-        }),
-    ))
-}
-
-async fn consistency(db: &Db, pairs: &[(String, String)]) -> Reply {
-    if let Err(e) = only(pairs, &["from", "to"]) {
-        return Ok(bad_param(&e));
-    }
-    let from = match get(pairs, "from").map(|v| params::parse_u64("from", v)) {
-        Some(Ok(v)) => v,
-        Some(Err(e)) => return Ok(bad_param(&e)),
-        None => {
-            return Ok(bad_param(&ParamError {
-                param: "from".into(),
-                message: "required".into(),
-            }));
-        }
-    };
-    let to = match proof_size(db, pairs, "to").await? {
-        Ok(s) => s,
-        Err(e) => return Ok(bad_param(&e)),
-    };
-    if from > to {
-        return Ok(bad_param(&ParamError {
-            param: "from".into(),
-            message: format!("must not exceed to ({to})"),
-        }));
-    }
-    let proof = store::range_hashes(db, &merkle::consistency_ranges(from, to)).await?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            "from": from,
-            "to": to,
-            "from_root": base64_encode(&store::root_at(db, from).await?),
-            "to_root": base64_encode(&store::root_at(db, to).await?),
-            "proof": proof.iter().map(|h| base64_encode(h)).collect::<Vec<_>>(),
-        }),
-    ))
-}
-
-/// `GET /api/v1/export?format=bundle&<event filters>`: events with inclusion proofs against
-/// the latest checkpoint. Events after that checkpoint cannot be proven yet and are left out.
-async fn export(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
-    match get(pairs, "format") {
-        Some("bundle") => {}
-        _ => {
-            return Ok(bad_param(&ParamError {
-                param: "format".into(),
-                message: "expected bundle".into(),
-            }));
-        }
-    }
-    let filters: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "format").cloned().collect();
-    let (mut filter, limit) = match params::event_filter_up_to(&filters, bundle::MAX_EVENTS) {
-        Ok((f, l)) => (
-            f,
-            if get(pairs, "limit").is_some() {
-                l
-            } else {
-                bundle::MAX_EVENTS
-            },
+            format!("{other} is not served by this component"),
         ),
-        Err(e) => return Ok(bad_param(&e)),
+    };
+    left(reply)
+}
+
+/// `GET /api/v1/export`: `format=csv|jsonl` streams every matching event (no page limit);
+/// `format=bundle` is a verifiable bundle (see `api::bundle_export`).
+async fn export(db: Db, caller: &Caller, pairs: &[(String, String)]) -> Result<Response<Body>, DbError> {
+    let format = pairs.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str());
+    let (fmt, content_type, ext) = match format {
+        Some("csv") => (stream::Format::Csv, "text/csv; charset=utf-8; header=present", "csv"),
+        Some("jsonl") => (stream::Format::Jsonl, "application/x-ndjson", "jsonl"),
+        Some("bundle") => return left(api::bundle_export(&db, caller, pairs).await?),
+        _ => {
+            return left(api::bad_param(&ParamError::new(
+                "format",
+                "expected csv, jsonl or bundle",
+            )));
+        }
+    };
+    let filters: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "format" | "limit"))
+        .cloned()
+        .collect();
+    let mut filter = match params::event_filter(&filters) {
+        Ok((f, _)) => f,
+        Err(e) => return left(api::bad_param(&e)),
     };
     filter.scope = caller.scope();
-    let Some(cp) = store::latest_checkpoint(db).await? else {
-        return Ok(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no checkpoint has been signed yet",
-        ));
-    };
-    let mut found = store::list_events(db, &filter, limit + 1).await?;
-    found.retain(|e| e.seq < cp.size);
-    let next = if found.len() > limit {
-        found.get(limit - 1).map(|e| e.seq.to_string())
-    } else {
-        None
-    };
-    found.truncate(limit);
-    let mut entries = Vec::with_capacity(found.len());
-    for e in &found {
-        let Some(body) = &e.body else { continue };
-        let proof = store::range_hashes(db, &merkle::inclusion_ranges(e.seq, cp.size)).await?;
-        entries.push(bundle::entry(body, &e.leaf_hash, &proof));
+    let mut res = Response::new(Either::Right(stream::EventStream::new(db, filter, fmt)));
+    let h = res.headers_mut();
+    h.insert("content-type", HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"pipetrail-events.{ext}\"")) {
+        h.insert("content-disposition", v);
     }
-    Ok(json(
-        StatusCode::OK,
-        &json!({"format": bundle::FORMAT, "checkpoint": cp.note, "tree_size": cp.size, "events": entries, "next_cursor": next}),
-    ))
+    Ok(res)
 }

@@ -3,13 +3,15 @@
 //! - `POST /admin/tick`: signs a checkpoint when one is due and publishes the latest one to
 //!   every witness URL (so someone other than the database's admin holds it), then runs the
 //!   GitLab API reconciler when it is configured;
-//! - `POST /admin/reconcile`: the reconciler alone (core/src/reconcile.rs).
+//! - `POST /admin/reconcile`: the reconciler alone (core/src/reconcile.rs);
+//! - `POST /admin/verify`: verifies the ledger in place and records the result.
 
 use std::time::Duration;
 
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use pipetrail_core::ingest::Settings;
 use pipetrail_core::reconcile::{self, ApiResponse, Config, Fetch};
+use pipetrail_core::routes::{self, Found};
 use pipetrail_core::sql::{DbError, Sql};
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
@@ -19,12 +21,11 @@ use spin_sdk::http_service;
 #[http_service]
 async fn handle(req: Request) -> Response<String> {
     let path = req.uri().path().to_string();
-    if !matches!(path.as_str(), "/admin/tick" | "/admin/reconcile") {
-        return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"));
-    }
-    if req.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
-    }
+    let route = match routes::find("retention", req.method().as_str(), &path) {
+        Found::Route(r, _) => r,
+        Found::WrongMethod(_) => return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
+        Found::NotFound => return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}")),
+    };
     let db = match Db::open().await {
         Ok(db) => db,
         Err(e) => return platform::db_failure(&e),
@@ -34,19 +35,33 @@ async fn handle(req: Request) -> Response<String> {
         Ok(_) => return error(StatusCode::FORBIDDEN, "forbidden", "the admin token is required"),
         Err(r) => return r,
     }
-    let result = if path == "/admin/tick" {
-        tick(&db).await
-    } else {
-        reconcile(&db).await.map(|r| {
+    let result = match route.path {
+        "/admin/tick" => tick(&db).await,
+        "/admin/verify" => verify(&db).await,
+        _ => reconcile(&db).await.map(|r| {
             r.unwrap_or_else(
                 || json!({"skipped": "gitlab_api_url, gitlab_api_token and gitlab_api_projects are not all set"}),
             )
-        })
+        }),
     };
     match result {
         Ok(v) => json(StatusCode::OK, &v),
         Err(e) => platform::db_failure(&e),
     }
+}
+
+/// Verifies the whole ledger in place (what `pipetrail verify` does with a copy) and records
+/// when and with what result, for the ledger page. It proves the database agrees with
+/// itself and the key; only a check against a checkpoint held elsewhere (a witness) proves
+/// it was not rewritten wholesale.
+async fn verify(db: &Db) -> Result<Value, DbError> {
+    let (signer, _) = platform::signer(db).await?;
+    let verdict = pipetrail_core::verify::verify_db(db, &signer.verifier(), None).await?;
+    let now = platform::now();
+    let line = verdict.line();
+    store::put_setting(db, "last_verified_at", &now).await?;
+    store::put_setting(db, "last_verified_result", &line).await?;
+    Ok(json!({"verified_at": now, "ok": matches!(verdict, pipetrail_core::verify::Verdict::Ok { .. }), "result": line}))
 }
 
 async fn tick(db: &Db) -> Result<Value, DbError> {

@@ -2,6 +2,8 @@
 //! port with the test host, and speaks HTTP to them like any client.
 #![allow(dead_code)]
 
+pub mod world;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -210,6 +212,8 @@ impl App {
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // Redirects are answers to check, not to follow.
+        .max_redirects(0)
         .timeout_global(Some(std::time::Duration::from_secs(120)))
         .build()
         .into()

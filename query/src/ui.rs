@@ -1,0 +1,583 @@
+//! The web UI: server-rendered pages over the same reads as the JSON API (each page links
+//! its JSON twin). No build step, no framework: HTML, one stylesheet (light and dark), one
+//! small script for the audit log's live mode. Login stores the API token in an HttpOnly,
+//! SameSite=Strict cookie (Secure over TLS); every page sees only the token's projects.
+
+use http::{HeaderValue, Response, StatusCode};
+use pipetrail_core::params::{self, ParamError};
+use pipetrail_core::sql::DbError;
+use pipetrail_core::store::{self, EventFilter};
+use pipetrail_platform::{self as platform, Caller, Db, Request, SESSION_COOKIE};
+use serde_json::Value;
+
+use crate::api::{self, Reply};
+use crate::html::{enc, esc, page, redirect, respond};
+
+pub const LIVE_JS: &str = include_str!("live.js");
+
+const PAGE_SIZE: usize = 100;
+
+fn problem(status: StatusCode, logged_in: bool, title: &str, message: &str) -> Response<String> {
+    respond(
+        status,
+        page(
+            title,
+            logged_in,
+            &format!("<h1>{}</h1><p>{}</p>", esc(title), esc(message)),
+            false,
+        ),
+    )
+}
+
+fn bad_param(e: &ParamError) -> Response<String> {
+    problem(
+        StatusCode::BAD_REQUEST,
+        true,
+        "Bad filter",
+        &format!("{}: {}", e.param, e.message),
+    )
+}
+
+/// Where an unauthenticated page request goes.
+pub fn to_login(path_and_query: &str) -> Response<String> {
+    redirect(&format!("/ui/login?next={}", enc(path_and_query)))
+}
+
+fn safe_next(next: Option<&str>) -> String {
+    // Only pages of this app: no open redirect.
+    match next {
+        Some(n) if n.starts_with("/ui") && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']) => n.to_string(),
+        _ => "/ui".to_string(),
+    }
+}
+
+pub fn login_form(next: Option<&str>, message: Option<&str>) -> Response<String> {
+    let note = message
+        .map(|m| format!("<p class=\"banner\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Log in</h1>{note}<p class=\"muted\">Enter an API token once (from <span class=\"mono\">pipetrail token create</span>). It is kept in an HttpOnly cookie for this site only.</p>\
+         <form method=\"post\" action=\"/ui/login\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
+         <label>API token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" required autofocus></label> <button type=\"submit\">Log in</button></form>",
+        esc(&safe_next(next))
+    );
+    respond(
+        if message.is_some() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        },
+        page("Log in", false, &body, false),
+    )
+}
+
+/// `POST /ui/login`: checks the token like any API request, then sets the cookie.
+pub async fn login(db: &Db, req: Request) -> Reply {
+    let secure = platform::header(req.headers(), "spin-full-url").is_some_and(|u| u.starts_with("https://"));
+    let body = match platform::read_body(req, 16 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return Ok(login_form(None, Some("The form could not be read."))),
+    };
+    let form = params::parse_query(&String::from_utf8_lossy(&body)).unwrap_or_default();
+    let field = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.trim().to_string());
+    let next = field("next");
+    let Some(token) = field("token").filter(|t| !t.is_empty() && t.is_ascii() && !t.contains([';', ' ', ','])) else {
+        return Ok(login_form(next.as_deref(), Some("That token is not valid.")));
+    };
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        headers.insert("authorization", v);
+    }
+    if platform::authenticate(db, &headers).await.is_err() {
+        return Ok(login_form(next.as_deref(), Some("That token is not valid.")));
+    }
+    let mut r = redirect(&safe_next(next.as_deref()));
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert("set-cookie", v);
+    }
+    Ok(r)
+}
+
+pub fn logout() -> Response<String> {
+    let mut r = redirect("/ui/login");
+    r.headers_mut().insert(
+        "set-cookie",
+        HeaderValue::from_static("pipetrail_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    r
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `2026-11-20T09:05:00.000Z` → `2026-11-20 09:05:00`.
+fn when(v: &Value) -> String {
+    let t = text(v);
+    t.get(..19).map(|s| s.replace('T', " ")).unwrap_or(t)
+}
+
+fn actor_html(actor: &Value) -> String {
+    match actor["username"].as_str() {
+        Some(u) => format!("<a href=\"/ui/actors/{}\">{}</a>", enc(u), esc(u)),
+        None => match actor["name"].as_str() {
+            Some(n) => esc(n),
+            None => format!(
+                "<span class=\"muted\" title=\"{}\">{}</span>",
+                esc(actor["note"].as_str().unwrap_or("")),
+                esc(actor["kind"].as_str().unwrap_or("unknown"))
+            ),
+        },
+    }
+}
+
+fn evidence_html(ev: &Value) -> String {
+    let e = &ev["evidence"];
+    format!(
+        "<span title=\"payload sha256 {} · delivery {}\">{}</span> <span class=\"muted\">{}</span>",
+        esc(&text(&e["payload_sha256"])),
+        esc(&text(&e["delivery_id"])),
+        esc(&text(&e["source"])),
+        esc(&text(&ev["attribution"])),
+    )
+}
+
+/// One audit-log row (the live script builds the same cells).
+fn row(ev: &Value) -> String {
+    let forge = ev["forge"]["kind"].as_str().unwrap_or("gitlab");
+    let project = match (ev["project"]["path"].as_str(), ev["project"]["id"].as_u64()) {
+        (Some(p), _) => format!("<a href=\"/ui?project={}\">{}</a>", enc(p), esc(p)),
+        (None, Some(id)) if id > 0 => format!("<a href=\"/ui?project={id}\">{id}</a>"),
+        _ => String::new(),
+    };
+    let mut target = String::new();
+    if let Some(p) = ev["pipeline"]["id"].as_u64() {
+        target.push_str(&format!("<a href=\"/ui/pipelines/{forge}/{p}\">pipeline {p}</a>"));
+    }
+    if let Some(j) = ev["job"]["id"].as_u64() {
+        let name = ev["job"]["name"]
+            .as_str()
+            .map(|n| format!(" {}", esc(n)))
+            .unwrap_or_default();
+        target.push_str(&format!(" · <a href=\"/ui/jobs/{forge}/{j}\">job {j}</a>{name}"));
+    }
+    let change = match ev["change"]["to"].as_str() {
+        Some(to) => format!(" <span class=\"muted\">→ {}</span>", esc(to)),
+        None => String::new(),
+    };
+    format!(
+        "<tr data-seq=\"{}\"><td class=\"t\">{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        ev["seq"],
+        esc(&when(&ev["occurred_at"])),
+        actor_html(&ev["actor"]),
+        esc(&text(&ev["action"])),
+        change,
+        project,
+        target,
+        esc(&text(&ev["pipeline"]["ref"])),
+        esc(&text(&ev["pipeline"]["trigger"])),
+        evidence_html(ev),
+    )
+}
+
+fn table(events: &[Value], live: Option<(&str, u64)>) -> String {
+    let live_attrs = match live {
+        Some((query, after)) => format!(
+            " id=\"events\" data-live=\"1\" data-query=\"{}\" data-after=\"{after}\"",
+            esc(query)
+        ),
+        None => " id=\"events\"".into(),
+    };
+    let rows: String = events.iter().map(row).collect();
+    let empty = if events.is_empty() {
+        "<tr><td colspan=\"8\" class=\"muted\">No events match.</td></tr>"
+    } else {
+        ""
+    };
+    format!(
+        "<table{live_attrs}><thead><tr><th>Time (UTC)</th><th>Actor</th><th>Action</th><th>Project</th><th>Pipeline / job</th><th>Ref</th><th>Trigger</th><th>Evidence</th></tr></thead><tbody>{rows}{empty}</tbody></table>"
+    )
+}
+
+const ACTIONS: &[&str] = &[
+    "pipeline.created",
+    "pipeline.status_changed",
+    "pipeline.canceled",
+    "pipeline.retried",
+    "pipeline.deleted",
+    "job.created",
+    "job.status_changed",
+    "job.retried",
+    "job.played",
+    "job.canceled",
+    "job.erased",
+    "evidence.added",
+    "ci.variable_changed",
+    "ci.runner_changed",
+    "gitlab.audit_event",
+];
+
+/// The audit log: newest first, filters, keyset paging, exports, live mode.
+pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
+    let live = pairs.iter().any(|(k, v)| k == "live" && v == "1");
+    let filters: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, v)| k != "live" && !v.is_empty())
+        .cloned()
+        .collect();
+    let (mut filter, _) = match params::event_filter(&filters) {
+        Ok(f) => f,
+        Err(e) => return Ok(bad_param(&e)),
+    };
+    // The page's cursor walks back in time.
+    filter.before_seq = filter.after_seq.take();
+    filter.descending = true;
+    filter.scope = caller.scope();
+    let found = store::list_events(db, &filter, PAGE_SIZE + 1).await?;
+    let more = found.len() > PAGE_SIZE;
+    let events: Vec<Value> = found.iter().take(PAGE_SIZE).map(|e| e.to_api_json()).collect();
+    let value = |k: &str| {
+        filters
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let field = |k: &str, label: &str, kind: &str| {
+        format!(
+            "<label>{label}<input name=\"{k}\" type=\"{kind}\" value=\"{}\" size=\"14\"></label>",
+            esc(value(k))
+        )
+    };
+    let options: String = std::iter::once("")
+        .chain(ACTIONS.iter().copied())
+        .map(|a| {
+            format!(
+                "<option value=\"{a}\"{}>{}</option>",
+                if value("action") == a { " selected" } else { "" },
+                if a.is_empty() { "any" } else { a }
+            )
+        })
+        .collect();
+    let query: String = filters
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "cursor" | "limit"))
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let amp = if query.is_empty() { "" } else { "&" };
+    let newest = events.first().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
+    let older = if more {
+        events
+            .last()
+            .and_then(|e| e["seq"].as_u64())
+            .map(|s| format!("<a href=\"/ui?{query}{amp}cursor={s}\">Older →</a>"))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let live_link = if live {
+        format!(
+            "<a href=\"/ui?{query}\">Stop live</a> <span class=\"muted\" id=\"live-state\">live: new events appear at the top</span>"
+        )
+    } else {
+        format!("<a href=\"/ui?{query}{amp}live=1\">Live</a>")
+    };
+    let body = format!(
+        "<h1>Audit log</h1>\
+         <form class=\"filters\" method=\"get\" action=\"/ui\">{}{}<label>Action<select name=\"action\">{options}</select></label>{}{}{}{}{}{}{}<button type=\"submit\">Filter</button> <a href=\"/ui\">Clear</a></form>\
+         <div class=\"tools\">{live_link}<a href=\"/api/v1/export?format=csv{amp}{query}\">Export CSV</a><a href=\"/api/v1/export?format=jsonl{amp}{query}\">Export JSONL</a><a href=\"/api/v1/events?{query}\">JSON</a>{older}</div>{}",
+        field("actor", "Actor", "text"),
+        field("project", "Project", "text"),
+        field("pipeline", "Pipeline", "text"),
+        field("job", "Job", "text"),
+        field("ref", "Ref", "text"),
+        field("trigger", "Trigger", "text"),
+        field("forge", "Forge", "text"),
+        field("since", "Since (UTC)", "text"),
+        field("until", "Until (UTC)", "text"),
+        table(&events, live.then_some((query.as_str(), newest))),
+    );
+    Ok(respond(StatusCode::OK, page("Audit log", true, &body, live)))
+}
+
+/// Everything one user did, across the projects the token sees.
+pub async fn actor(db: &Db, caller: &Caller, username: &str, pairs: &[(String, String)]) -> Reply {
+    let mut filter = EventFilter {
+        actor: Some(username.to_string()),
+        descending: true,
+        scope: caller.scope(),
+        ..Default::default()
+    };
+    if let Some((_, c)) = pairs.iter().find(|(k, _)| k == "cursor") {
+        match params::parse_u64("cursor", c) {
+            Ok(c) => filter.before_seq = Some(c),
+            Err(e) => return Ok(bad_param(&e)),
+        }
+    }
+    let found = store::list_events(db, &filter, PAGE_SIZE + 1).await?;
+    let more = found.len() > PAGE_SIZE;
+    let events: Vec<Value> = found.iter().take(PAGE_SIZE).map(|e| e.to_api_json()).collect();
+    let u = enc(username);
+    let older = match (more, events.last().and_then(|e| e["seq"].as_u64())) {
+        (true, Some(s)) => format!("<a href=\"/ui/actors/{u}?cursor={s}\">Older →</a>"),
+        _ => String::new(),
+    };
+    let body = format!(
+        "<h1>Actor {}</h1><p class=\"muted\">Every event whose actor is this user, newest first. Cancels a source could not attribute are not listed here (their actor is unknown).</p>\
+         <div class=\"tools\"><a href=\"/ui?actor={u}\">Filter the audit log</a><a href=\"/api/v1/export?format=csv&actor={u}\">Export CSV</a><a href=\"/api/v1/events?actor={u}\">JSON</a>{older}</div>{}",
+        esc(username),
+        table(&events, None)
+    );
+    Ok(respond(
+        StatusCode::OK,
+        page(&format!("Actor {username}"), true, &body, false),
+    ))
+}
+
+fn fact_rows(title: &str, facts: &Value) -> String {
+    let Some(list) = facts.as_array().filter(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    list.iter()
+        .map(|f| {
+            let target = match (f["target"].as_str(), f["job_id"].as_u64()) {
+                (_, Some(j)) => format!(
+                    "job <a href=\"/ui/jobs/gitlab/{j}\">{j}</a> {}",
+                    esc(&text(&f["job_name"]))
+                ),
+                (Some(t), None) => esc(t),
+                _ => "pipeline".into(),
+            };
+            let sources: String = f["evidence"]
+                .as_array()
+                .map(|es| {
+                    es.iter()
+                        .map(|e| {
+                            format!(
+                                "<li><span title=\"sha256 {}\">{}</span> · {} · {} {}</li>",
+                                esc(&text(&e["payload_sha256"])),
+                                esc(&text(&e["source"])),
+                                esc(&when(&e["at"])),
+                                actor_html(&e["actor"]),
+                                e["delivery_id"]
+                                    .as_str()
+                                    .map(|d| format!("<span class=\"muted mono\">{}</span>", esc(d)))
+                                    .unwrap_or_default()
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "<tr><td>{}</td><td>{target}</td><td>{}</td><td>{}</td><td class=\"t\">{}</td><td><ul>{sources}</ul></td></tr>",
+                esc(title),
+                actor_html(&f["actor"]),
+                esc(&text(&f["attribution"])),
+                esc(&when(&f["at"])),
+            )
+        })
+        .collect()
+}
+
+/// The pipeline provenance page.
+pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
+    let summary = match api::pipeline_summary(db, caller, forge, id).await? {
+        Ok(s) => s,
+        Err(_) => {
+            return Ok(problem(
+                StatusCode::NOT_FOUND,
+                true,
+                "Not found",
+                &format!("No {forge} pipeline {id} is recorded (or your token does not cover its project)."),
+            ));
+        }
+    };
+    let p = &summary["pipeline"];
+    let t = &summary["triggered_by"];
+    let banner = if summary["deleted"].is_object() {
+        let d = &summary["deleted"];
+        format!(
+            "<div class=\"banner\" id=\"deleted-banner\">This pipeline no longer exists in GitLab; this is the retained record. Deleted by {} ({}) at {}.</div>",
+            actor_html(&d["actor"]),
+            esc(&text(&d["attribution"])),
+            esc(&when(&d["at"]))
+        )
+    } else {
+        String::new()
+    };
+    let project = text(&summary["project"]["path"]);
+    let facts = format!(
+        "<dl class=\"facts\"><dt>Project</dt><dd><a href=\"/ui?project={}\">{}</a></dd><dt>Triggered by</dt><dd id=\"triggered-by\">{} <span class=\"muted\">({})</span></dd><dt>How</dt><dd>{} <span class=\"muted\">source {}</span></dd><dt>When</dt><dd>{}</dd><dt>Ref / commit</dt><dd class=\"mono\">{} {}</dd><dt>Status</dt><dd>{}</dd><dt>Variables (keys)</dt><dd class=\"mono\">{}</dd></dl>",
+        enc(&project),
+        esc(&project),
+        actor_html(&t["actor"]),
+        esc(&text(&t["attribution"])),
+        esc(&text(&t["trigger"])),
+        esc(&text(&t["source"])),
+        esc(&when(&t["at"])),
+        esc(&text(&p["ref"])),
+        esc(&text(&p["sha"])),
+        esc(&text(&summary["status"])),
+        summary["variables"]
+            .as_array()
+            .map(|vs| vs.iter().map(|v| esc(&text(&v["key"]))).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+    );
+    let mut who = String::new();
+    who.push_str(&fact_rows("triggered", &Value::Array(vec![t.clone()])));
+    who.push_str(&fact_rows("retried", &summary["retries"]));
+    who.push_str(&fact_rows("played", &summary["plays"]));
+    who.push_str(&fact_rows("canceled", &summary["cancels"]));
+    if summary["deleted"].is_object() {
+        who.push_str(&fact_rows("deleted", &Value::Array(vec![summary["deleted"].clone()])));
+    }
+    let history: String = summary["status_history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|s| {
+                    format!(
+                        "<tr><td class=\"t\">{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(&when(&s["at"])),
+                        esc(&text(&s["from"])),
+                        esc(&text(&s["to"]))
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let jobs = summary["jobs"].as_array().cloned().unwrap_or_default();
+    let job_rows: String = jobs
+        .iter()
+        .map(|j| {
+            let id = j["id"].as_u64().unwrap_or(0);
+            format!(
+                "<tr><td><a href=\"/ui/jobs/{forge}/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td></tr>",
+                esc(&text(&j["name"])),
+                esc(&text(&j["stage"])),
+                esc(&text(&j["status"])),
+                esc(&text(&j["runner"]["description"])),
+                esc(&when(&j["started_at"])),
+                esc(&when(&j["finished_at"])),
+                [("retried by", &j["retried_by"]), ("played by", &j["played_by"])]
+                    .iter()
+                    .filter(|(_, a)| a.is_object())
+                    .map(|(w, a)| format!("{w} {}", actor_html(a)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+        .collect();
+    let body = format!(
+        "{banner}<h1>Pipeline {} <span class=\"muted\">{}</span></h1>\
+         <div class=\"tools\"><a href=\"/api/v1/pipelines/{forge}/{}\">JSON</a><a href=\"/ui?pipeline={}\">Events</a><a href=\"/api/v1/export?format=csv&pipeline={}\">Export CSV</a></div>{facts}\
+         <h2>Who did what</h2><table id=\"who\"><thead><tr><th>What</th><th>Target</th><th>Who</th><th>Attribution</th><th>When (UTC)</th><th>Evidence</th></tr></thead><tbody>{who}</tbody></table>\
+         <h2>Jobs</h2>{}\
+         <table><thead><tr><th>Job</th><th>Name</th><th>Stage</th><th>Status</th><th>Runner</th><th>Started</th><th>Finished</th><th>Who</th></tr></thead><tbody>{job_rows}</tbody></table>\
+         <h2>Status history</h2><table><thead><tr><th>When (UTC)</th><th>From</th><th>To</th></tr></thead><tbody>{history}</tbody></table>",
+        esc(&text(&p["id"])),
+        esc(&text(&p["name"])),
+        p["id"],
+        p["id"],
+        p["id"],
+        crate::timeline::svg(&jobs),
+    );
+    Ok(respond(
+        StatusCode::OK,
+        page(&format!("Pipeline {}", text(&p["id"])), true, &body, false),
+    ))
+}
+
+/// The job page: its events and what the last of them says about it.
+pub async fn job(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
+    let Ok(id) = params::parse_u64("id", id) else {
+        return Ok(problem(StatusCode::NOT_FOUND, true, "Not found", "No such job."));
+    };
+    let events = api::all_events(db, caller, forge, id, "job").await?;
+    let Some(last) = events.iter().rev().find(|e| e["job"].is_object()) else {
+        return Ok(problem(
+            StatusCode::NOT_FOUND,
+            true,
+            "Not found",
+            &format!("No {forge} job {id} is recorded (or your token does not cover its project)."),
+        ));
+    };
+    let j = &last["job"];
+    let pipeline = last["pipeline"]["id"].as_u64();
+    let mut newest_first = events.clone();
+    newest_first.reverse();
+    let body = format!(
+        "<h1>Job {id} <span class=\"muted\">{}</span></h1><div class=\"tools\"><a href=\"/api/v1/events?job={id}\">JSON</a>{}</div>\
+         <dl class=\"facts\"><dt>Stage</dt><dd>{}</dd><dt>Status</dt><dd>{}</dd><dt>Runner</dt><dd>{} <span class=\"muted\">#{} {}</span></dd><dt>Started</dt><dd>{}</dd><dt>Finished</dt><dd>{}</dd><dt>Project</dt><dd>{}</dd></dl><h2>Events</h2>{}",
+        esc(&text(&j["name"])),
+        pipeline
+            .map(|p| format!("<a href=\"/ui/pipelines/{forge}/{p}\">Pipeline {p}</a>"))
+            .unwrap_or_default(),
+        esc(&text(&j["stage"])),
+        esc(&text(&j["status"])),
+        esc(&text(&j["runner"]["description"])),
+        esc(&text(&j["runner"]["id"])),
+        esc(&text(&j["runner"]["type"])),
+        esc(&when(&j["started_at"])),
+        esc(&when(&j["finished_at"])),
+        esc(&text(&last["project"]["path"])),
+        table(&newest_first, None),
+    );
+    Ok(respond(StatusCode::OK, page(&format!("Job {id}"), true, &body, false)))
+}
+
+/// The ledger page.
+pub async fn ledger(db: &Db) -> Result<Response<String>, DbError> {
+    let l = api::ledger_state(db).await?;
+    let cp = &l["latest_checkpoint"];
+    let verification = match l["last_verification"].as_object() {
+        Some(v) => format!(
+            "{} at {}",
+            esc(&text(&v["result"])),
+            esc(&when(&v["at"]))
+        ),
+        None => "never in place (an admin runs <span class=\"mono\">POST /admin/verify</span>; anyone with a copy runs <span class=\"mono\">pipetrail verify</span>)".into(),
+    };
+    let key_note = if l["signing_key_configured"] == Value::Bool(true) {
+        ""
+    } else {
+        "<div class=\"banner\">The signing key was generated and lives in the database: try-out only. Set the signing_key variable.</div>"
+    };
+    let body = format!(
+        "<h1>Ledger</h1>{key_note}<div class=\"tools\"><a href=\"/api/v1/ledger\">JSON</a><a href=\"/api/v1/checkpoint\">Checkpoint</a><a href=\"/api/v1/key\">Verifier key</a></div>\
+         <dl class=\"facts\"><dt>Entries</dt><dd id=\"ledger-size\">{}</dd><dt>Latest checkpoint</dt><dd>size {} signed {}</dd><dt>Root</dt><dd class=\"mono\">{}</dd><dt>Verifier key</dt><dd class=\"mono\">{}</dd><dt>Last verified</dt><dd id=\"last-verified\">{verification}</dd></dl>\
+         <h2>Signed checkpoint</h2><pre>{}</pre>",
+        l["size"],
+        esc(&text(&cp["size"])),
+        esc(&when(&cp["signed_at"])),
+        esc(&text(&cp["root"])),
+        esc(&text(&l["verifier_key"])),
+        esc(&text(&cp["note"])),
+    );
+    Ok(respond(StatusCode::OK, page("Ledger", true, &body, false)))
+}
+
+pub fn asset(name: &str) -> Response<String> {
+    match name {
+        "live.js" => {
+            let mut r = Response::new(LIVE_JS.to_string());
+            r.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            );
+            r.headers_mut()
+                .insert("cache-control", HeaderValue::from_static("max-age=300"));
+            r
+        }
+        _ => problem(StatusCode::NOT_FOUND, false, "Not found", "No such asset."),
+    }
+}

@@ -1,0 +1,384 @@
+//! Audit review for people (issue 5), end to end on the real components: the web UI (login,
+//! scope, escaping, provenance page, timeline, deleted banner), the GitLab-compatible
+//! `audit_events` API, streamed CSV/JSONL exports, and the OpenAPI document.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::world::{World, user};
+use support::{ADMIN, App};
+
+const STREAM: &str = "stream-token-1";
+const EVIL: &str = "<script>alert('pwn')</script>";
+
+/// Two projects: grp/app (pipeline 287, deleted at the forge, a retried job, a job with a
+/// hostile name) and other/secret (pipeline 900).
+fn populated(name: &str) -> App {
+    let app = App::start(name, &[("gitlab_audit_stream_tokens", STREAM)]);
+    let (alice, bob) = (user(11, "alice"), user(12, "bob"));
+    let mut w = World::new("gitlab.example.com", 287, alice.clone());
+    w.add_job(1001, "build", "build", "success", &alice, "2026-11-20T09:00:01.000Z");
+    w.job(1001)["started_at"] = json!("2026-11-20T09:00:05.000Z");
+    w.job(1001)["finished_at"] = json!("2026-11-20T09:01:00.000Z");
+    w.add_job(1002, "test", "test", "failed", &alice, "2026-11-20T09:00:01.000Z");
+    w.job(1002)["started_at"] = json!("2026-11-20T09:01:02.000Z");
+    w.job(1002)["finished_at"] = json!("2026-11-20T09:02:00.000Z");
+    w.add_job(1003, EVIL, "test", "success", &alice, "2026-11-20T09:00:01.000Z");
+    w.job(1003)["started_at"] = json!("2026-11-20T09:01:02.000Z");
+    w.job(1003)["finished_at"] = json!("2026-11-20T09:01:30.000Z");
+    w.set_status("running", "2026-11-20T09:02:00.000Z");
+    assert_eq!(app.hook("Pipeline Hook", None, &w.pipeline_hook()).status, 200);
+    w.add_job(1004, "test", "test", "success", &bob, "2026-11-20T09:03:00.000Z");
+    w.job(1004)["started_at"] = json!("2026-11-20T09:03:05.000Z");
+    w.job(1004)["finished_at"] = json!("2026-11-20T09:04:00.000Z");
+    assert_eq!(app.hook("Job Hook", None, &w.job_hook(1004, 1)).status, 200);
+    w.set_status("success", "2026-11-20T09:04:00.000Z");
+    assert_eq!(app.hook("Pipeline Hook", None, &w.pipeline_hook()).status, 200);
+    let destroy = json!({
+        "id": "a1b2c3d4-0000-4000-8000-000000000287", "author_id": 15, "author_name": "Erin",
+        "entity_id": 21, "entity_type": "Project", "entity_path": "grp/app",
+        "target_id": 287, "target_type": "Ci::Pipeline", "target_details": "287",
+        "event_type": "destroy_pipeline", "ip_address": "10.9.8.7", "created_at": "2026-11-20T10:00:00.000Z",
+        "details": {"author_name": "Erin", "author_class": "User", "custom_message": "Pipeline destroyed"},
+    });
+    let r = app.post(
+        "/hooks/gitlab/audit",
+        &[("X-Gitlab-Event-Streaming-Token", STREAM)],
+        destroy.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut other = World::new("gitlab.example.com", 900, user(30, "mallory")).in_project(77, "other/secret");
+    other.add_job(
+        9001,
+        "leak",
+        "build",
+        "success",
+        &user(30, "mallory"),
+        "2026-11-20T09:00:01.000Z",
+    );
+    other.set_status("success", "2026-11-20T09:05:00.000Z");
+    assert_eq!(app.hook("Pipeline Hook", None, &other.pipeline_hook()).status, 200);
+    app
+}
+
+fn login(app: &App, token: &str) -> String {
+    let body = format!("token={token}&next=%2Fui%2Fpipelines%2Fgitlab%2F287");
+    let r = app.post(
+        "/ui/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(r.header("location"), Some("/ui/pipelines/gitlab/287"));
+    let cookie = r.header("set-cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP here: a Secure cookie would never come back"
+    );
+    cookie.split(';').next().unwrap().to_string()
+}
+
+fn page(app: &App, path: &str, cookie: &str) -> support::Resp {
+    app.get_with(path, &[("Cookie", cookie)])
+}
+
+#[test]
+fn ui_pages_show_who_did_what_escape_everything_and_respect_scope() {
+    let app = populated("ui");
+    // Not logged in: pages send you to the login page (and come back after).
+    let r = app.get("/ui/pipelines/gitlab/287", None);
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some("/ui/login?next=%2Fui%2Fpipelines%2Fgitlab%2F287")
+    );
+    let bad = app.post("/ui/login", &[], b"token=nope&next=/ui");
+    assert_eq!(bad.status, 401);
+    assert!(bad.header("set-cookie").is_none());
+    // An open redirect is refused: `next` stays inside the UI.
+    let r = app.post(
+        "/ui/login",
+        &[],
+        format!("token={ADMIN}&next=https://evil.example/").as_bytes(),
+    );
+    assert_eq!(r.header("location"), Some("/ui"));
+
+    let cookie = login(&app, ADMIN);
+    let p = page(&app, "/ui/pipelines/gitlab/287", &cookie);
+    assert_eq!(p.status, 200);
+    let csp = p.header("content-security-policy").unwrap();
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .unwrap();
+    assert!(script_src == "script-src 'self'", "{csp}");
+    let html = &p.text;
+    assert!(
+        html.contains("This pipeline no longer exists in GitLab; this is the retained record"),
+        "the deleted banner"
+    );
+    assert!(
+        html.contains("id=\"triggered-by\"><a href=\"/ui/actors/alice\">alice</a>"),
+        "who triggered it"
+    );
+    assert!(html.contains("Erin"), "who deleted it");
+    assert!(html.contains("<a href=\"/ui/actors/bob\">bob</a>"), "who retried");
+    // Escaped, never markup: the hostile job name renders as text.
+    assert!(!html.contains(EVIL), "raw script tag in the page");
+    assert!(html.contains("&lt;script&gt;alert(&#39;pwn&#39;)&lt;/script&gt;"));
+    // The timeline: one bar per started attempt, the retried one marked.
+    let bars = html.matches("<rect class=\"bar\"").count();
+    assert_eq!(bars, 4, "{html}");
+    assert!(html.contains("test #1002 (retried)"));
+    assert!(html.contains("data-job=\"1004\" data-status=\"success\""));
+    assert!(html.contains("runner: shared-1"), "the runner on hover");
+
+    // Audit log: filters, export links carrying the filter, links to every id.
+    let log = page(&app, "/ui?actor=bob", &cookie);
+    assert_eq!(log.status, 200);
+    assert!(log.text.contains("href=\"/ui/pipelines/gitlab/287\""));
+    assert!(log.text.contains("href=\"/api/v1/export?format=csv&actor=bob\""));
+    assert!(!log.text.contains("mallory"));
+    let all = page(&app, "/ui", &cookie);
+    assert!(all.text.contains("mallory"), "the admin sees every project");
+    assert!(page(&app, "/ui?live=1", &cookie).text.contains("data-live=\"1\""));
+    assert_eq!(page(&app, "/ui?since=yesterday", &cookie).status, 400);
+    // Job, actor and ledger pages.
+    let job = page(&app, "/ui/jobs/gitlab/1004", &cookie);
+    assert!(job.status == 200 && job.text.contains("job.retried"), "{}", job.text);
+    let actor = page(&app, "/ui/actors/alice", &cookie);
+    assert!(actor.text.contains("pipeline.created"));
+    let ledger = page(&app, "/ui/ledger", &cookie);
+    assert!(ledger.text.contains("id=\"ledger-size\""));
+    assert!(ledger.text.contains("never in place"));
+    let v = app.post("/admin/verify", &[("Authorization", &format!("Bearer {ADMIN}"))], b"");
+    assert_eq!(v.json()["ok"], true, "{}", v.text);
+    assert!(page(&app, "/ui/ledger", &cookie).text.contains("OK: "));
+
+    // A token scoped to other/secret sees nothing of grp/app, and pages say "not found".
+    let scoped = app.token("auditor", &["other/secret"]);
+    let sc = login(&app, &scoped);
+    assert_eq!(page(&app, "/ui/pipelines/gitlab/287", &sc).status, 404);
+    assert_eq!(page(&app, "/ui/jobs/gitlab/1004", &sc).status, 404);
+    let own = page(&app, "/ui", &sc);
+    assert!(own.text.contains("mallory") && !own.text.contains("alice"));
+    assert!(!page(&app, "/ui/actors/alice", &sc).text.contains("pipeline.created"));
+    // Logging out clears the cookie.
+    let out = app.post("/ui/logout", &[("Cookie", &sc)], b"");
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    // The live script is served; it builds rows with textContent only.
+    let js = app.get("/ui/assets/live.js", None);
+    assert!(js.text.contains("textContent") && !js.text.contains("innerHTML"));
+}
+
+#[test]
+fn gitlab_compatible_audit_events_page_like_gitlab() {
+    let app = populated("v4");
+    let get = |path: &str, token: &str| app.get_with(path, &[("PRIVATE-TOKEN", token)]);
+    let total = app.events("", ADMIN).len();
+    let r = get("/api/v4/audit_events?per_page=5", ADMIN);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-total"), Some(total.to_string().as_str()));
+    assert_eq!(r.header("x-page"), Some("1"));
+    assert_eq!(r.header("x-next-page"), Some("2"));
+    assert_eq!(r.header("x-total-pages"), Some(total.div_ceil(5).to_string().as_str()));
+    assert!(r.header("link").unwrap().contains("page=2"));
+    let first = r.json();
+    assert_eq!(first.as_array().unwrap().len(), 5);
+    assert_eq!(first[0]["id"].as_u64(), Some(total as u64), "newest first");
+    for e in first.as_array().unwrap() {
+        for field in [
+            "id",
+            "author_id",
+            "entity_id",
+            "entity_type",
+            "details",
+            "created_at",
+            "event_type",
+        ] {
+            assert!(!e[field].is_null() || field == "author_id", "{field}: {e}");
+        }
+        for field in [
+            "author_name",
+            "target_id",
+            "target_type",
+            "target_details",
+            "custom_message",
+        ] {
+            assert!(e["details"].get(field).is_some(), "details.{field}: {e}");
+        }
+    }
+    // The deletion reads as GitLab's own event type, with its author.
+    let deleted: Vec<Value> = get("/api/v4/projects/21/audit_events?per_page=100", ADMIN)
+        .json()
+        .as_array()
+        .unwrap()
+        .clone();
+    let d = deleted.iter().find(|e| e["event_type"] == "destroy_pipeline").unwrap();
+    assert_eq!(
+        (d["author_id"].as_i64(), d["details"]["author_name"].as_str()),
+        (Some(15), Some("Erin"))
+    );
+    assert_eq!(d["details"]["target_id"], 287);
+    // Keyset pagination follows Link to the end and sees every event once.
+    let mut seen = Vec::new();
+    let mut url = "/api/v4/audit_events?pagination=keyset&order_by=id&sort=desc&per_page=4".to_string();
+    loop {
+        let r = get(&url, ADMIN);
+        seen.extend(r.json().as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()));
+        match r.header("link") {
+            Some(l) if l.contains("rel=\"next\"") => {
+                let u = l.split('<').nth(1).unwrap().split('>').next().unwrap();
+                url = u.split_once("/api/").map(|(_, rest)| format!("/api/{rest}")).unwrap();
+            }
+            _ => break,
+        }
+    }
+    let mut want: Vec<u64> = (1..=total as u64).rev().collect();
+    assert_eq!(seen, want);
+    // Time filters, single events, groups by path.
+    let after = get("/api/v4/audit_events?created_after=2026-11-20T09:59:00Z", ADMIN).json();
+    assert!(
+        after
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["created_at"].as_str().unwrap() >= "2026-11-20T09:59")
+    );
+    assert_eq!(
+        get(&format!("/api/v4/audit_events/{}", want[0]), ADMIN).json()["id"],
+        want[0]
+    );
+    assert_eq!(get("/api/v4/audit_events/999999", ADMIN).status, 404);
+    let group = get("/api/v4/groups/grp/audit_events?per_page=100", ADMIN).json();
+    assert!(
+        group
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["details"]["entity_path"] == "grp/app")
+    );
+    assert!(!group.as_array().unwrap().is_empty());
+    // Scope: a token for other/secret sees its own count and nothing else, not even by id.
+    let scoped = app.token("ext", &["other/secret"]);
+    let r = get("/api/v4/audit_events?per_page=100", &scoped);
+    let own = r.json();
+    assert_eq!(
+        r.header("x-total"),
+        Some(own.as_array().unwrap().len().to_string().as_str())
+    );
+    assert!(own.as_array().unwrap().iter().all(|e| e["entity_id"] == 77));
+    want.retain(|id| !own.as_array().unwrap().iter().any(|e| e["id"] == *id));
+    assert_eq!(get(&format!("/api/v4/audit_events/{}", want[0]), &scoped).status, 404);
+    assert_eq!(get("/api/v4/projects/21/audit_events", &scoped).json(), json!([]));
+    assert_eq!(get("/api/v4/audit_events", "wrong").status, 401);
+    assert_eq!(get("/api/v4/audit_events?sort=sideways", ADMIN).status, 400);
+}
+
+#[test]
+fn exports_stream_every_event_as_csv_and_jsonl() {
+    let app = populated("export");
+    // Enough events for several pages of the stream.
+    for (uuid, body) in pipetrail_core::generate::pipeline_deliveries(7, 30) {
+        assert_eq!(app.hook("Pipeline Hook", Some(&uuid), &body).status, 200);
+    }
+    let all = app.events("", ADMIN);
+    assert!(all.len() > 1000, "{}", all.len());
+    let csv = app.get("/api/v1/export?format=csv", Some(ADMIN));
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(
+        csv.header("content-disposition")
+            .unwrap()
+            .contains("pipetrail-events.csv")
+    );
+    let lines: Vec<&str> = csv.text.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), all.len() + 1, "a header and one row per event");
+    assert!(lines[0].starts_with("seq,id,occurred_at"));
+    // The hostile job name is one quoted cell; a formula would be defused.
+    let evil = lines.iter().find(|l| l.contains("alert")).unwrap();
+    assert!(evil.contains("\"<script>alert('pwn')</script>\"") || evil.contains("<script>alert('pwn')</script>"));
+    let jsonl = app.get("/api/v1/export?format=jsonl&action=job.retried", Some(ADMIN));
+    let rows: Vec<Value> = jsonl.text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), app.events("action=job.retried", ADMIN).len());
+    assert!(rows.iter().all(|r| r["action"] == "job.retried"));
+    // Scope applies to exports.
+    let scoped = app.token("ext", &["other/secret"]);
+    let mine = app.get("/api/v1/export?format=jsonl", Some(&scoped));
+    assert!(mine.text.lines().all(|l| l.contains("other/secret")));
+    assert_eq!(app.get("/api/v1/export?format=xml", Some(ADMIN)).status, 400);
+    assert_eq!(
+        app.get("/api/v1/export?format=csv&since=nope", Some(ADMIN)).json()["parameter"],
+        "since"
+    );
+    // The native tool streams the same to a file.
+    let dir = support::temp_dir("export-cli");
+    let token = dir.join("token");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token)
+            .unwrap();
+        std::io::Write::write_all(&mut f, ADMIN.as_bytes()).unwrap();
+    }
+    let out = dir.join("bob.csv");
+    let run = std::process::Command::new(support::cli())
+        .args([
+            "export",
+            "--url",
+            &app.base,
+            "--format",
+            "csv",
+            "--filter",
+            "actor=bob",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 1 + app.events("actor=bob", ADMIN).len());
+}
+
+#[test]
+fn the_openapi_document_lists_every_route_and_every_route_answers() {
+    let app = populated("openapi");
+    let doc = app.get("/api/v1/openapi.json", None).json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for r in pipetrail_core::routes::ROUTES {
+        let op = &doc["paths"][r.path][r.method.to_ascii_lowercase()];
+        assert!(op.is_object(), "{} {} is not documented", r.method, r.path);
+        // Every route is served by its component: never the router's "no route".
+        let path = r
+            .path
+            .replace("{forge}", "gitlab")
+            .replace("{id}", "287")
+            .replace("{event_id}", "1")
+            .replace("{username}", "alice")
+            .replace("{file}", "live.js");
+        let headers = [("Authorization", format!("Bearer {ADMIN}"))];
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = if r.method == "GET" {
+            app.get_with(&path, &headers)
+        } else {
+            app.post(&path, &headers, b"")
+        };
+        assert!(!res.text.contains("no route"), "{} {path}: {}", r.method, res.text);
+    }
+    // And the spin.toml routes all lead to a component that knows them.
+    let manifest = std::fs::read_to_string(support::root().join("spin.toml")).unwrap();
+    for prefix in ["/hooks/...", "/ingest/...", "/admin/...", "/..."] {
+        assert!(manifest.contains(&format!("route = \"{prefix}\"")), "{prefix}");
+    }
+}
