@@ -310,7 +310,7 @@ fn export_bundle_verifies_without_the_database() {
     );
     assert_eq!(r.json()["events"], serde_json::json!([]));
     assert_eq!(
-        app.get("/api/v1/export?format=csv", Some(ADMIN)).json()["parameter"],
+        app.get("/api/v1/export?format=pdf", Some(ADMIN)).json()["parameter"],
         "format"
     );
 }

@@ -382,3 +382,114 @@ fn the_openapi_document_lists_every_route_and_every_route_answers() {
         assert!(manifest.contains(&format!("route = \"{prefix}\"")), "{prefix}");
     }
 }
+
+/// python-gitlab, installed from PyPI, reads pipetrail as it reads GitLab.
+#[test]
+fn python_gitlab_reads_the_audit_events_unchanged() {
+    let app = populated("python-gitlab");
+    let script = support::root().join("tests/python/read_audit_events.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args([app.base.as_str(), ADMIN, "21", "grp"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python-gitlab failed (.ci/run installs it: pip install python-gitlab): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let total = app.events("", ADMIN).len() as u64;
+    let ids = |k: &str| -> Vec<u64> {
+        got[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids("instance"),
+        (1..=total).rev().collect::<Vec<_>>(),
+        "every event, newest first, over several pages"
+    );
+    assert_eq!(
+        ids("instance_first_page"),
+        (total - 4..=total).rev().collect::<Vec<_>>()
+    );
+    let in_project = app.events("project=21", ADMIN).len();
+    assert_eq!(ids("project").len(), in_project);
+    assert!(
+        got["project"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["entity_id"] == 21 && e["entity_type"] == "Project")
+    );
+    assert_eq!(ids("group").len(), in_project, "group grp holds only grp/app");
+    let keyset: Vec<u64> = got["keyset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect();
+    assert_eq!(keyset, ids("instance"), "keyset pages, followed through Link");
+    assert_eq!(got["single"]["id"], total);
+    let deletion = got["project"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "destroy_pipeline")
+        .unwrap();
+    assert_eq!(
+        (deletion["author_id"].as_i64(), deletion["author_name"].as_str()),
+        (Some(15), Some("Erin"))
+    );
+    assert_eq!(deletion["target_id"], 287);
+    assert_eq!(got["wrong_token"], 401);
+}
+
+/// The UI in a real browser: Debian's chromium driven by playwright-core (tests/browser,
+/// installed by `.ci/run`). Saves the screenshots the README shows.
+#[test]
+fn the_ui_works_in_a_browser() {
+    let app = populated("browser");
+    let browser_dir = support::root().join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
+    );
+    let hook = support::temp_dir("browser").join("hook.json");
+    let mut w = World::new("gitlab.example.com", 350, user(16, "frank"));
+    w.set_status("pending", "2026-11-20T11:00:00.000Z");
+    std::fs::write(&hook, w.pipeline_hook()).unwrap();
+    let shots = support::root().join("docs/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = std::process::Command::new("node")
+        .arg(browser_dir.join("ui.mjs"))
+        .arg(&app.base)
+        .arg(ADMIN)
+        .arg(&shots)
+        .arg(support::SECRET)
+        .arg(&hook)
+        .output()
+        .expect("node runs");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("ok - live mode shows new events"), "{log}");
+    for name in [
+        "audit-log.png",
+        "audit-log-filtered.png",
+        "pipeline.png",
+        "pipeline-dark.png",
+        "job.png",
+        "ledger.png",
+    ] {
+        let bytes = std::fs::read(shots.join(name)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{name}");
+    }
+}
