@@ -36,10 +36,17 @@ fn time(base: i64, offset: i64) -> String {
 /// The deliveries for `pipelines` pipelines, three snapshots each (pending, running,
 /// finished), interleaved the way concurrent pipelines arrive. Each item: (delivery id, body).
 pub fn pipeline_deliveries(seed: u64, pipelines: u64) -> Vec<(String, Vec<u8>)> {
-    let mut rng = Rng::new(seed);
-    let mut out = Vec::with_capacity(pipelines as usize * 3);
+    pipeline_deliveries_range(seed, 0..pipelines)
+}
+
+/// As `pipeline_deliveries`, for pipelines `range` of the same sequence: large data sets
+/// are generated in slices without holding them whole.
+pub fn pipeline_deliveries_range(seed: u64, range: std::ops::Range<u64>) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::with_capacity((range.end - range.start) as usize * 3);
     let base = 1_767_225_600; // 2026-01-01
-    for p in 0..pipelines {
+    for p in range {
+        // Each pipeline draws from its own stream, so any slice is reproducible alone.
+        let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ p);
         let project = 100 + rng.below(50);
         let user = USERS[rng.below(USERS.len() as u64) as usize];
         let source = SOURCES[rng.below(SOURCES.len() as u64) as usize];

@@ -1,7 +1,7 @@
 //! Runs the app: loads `spin.toml`, compiles each component once, and serves HTTP with a
 //! fresh component instance per request, as Spin does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,12 +21,39 @@ use wasmtime_wasi_http::{
 use crate::manifest::{App, ComponentConfig, outbound_allowed};
 
 pub struct Ctx {
+    pub memory: LinearMemory,
     pub table: ResourceTable,
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub hooks: Hooks,
     pub component: Arc<ComponentConfig>,
     pub state_dir: Arc<PathBuf>,
+}
+
+/// The linear memory an instance has grown to (all its memories together): what a
+/// component costs the host, whatever the request made it do.
+#[derive(Default)]
+pub struct LinearMemory {
+    pub bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for LinearMemory {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        self.bytes += desired.saturating_sub(current);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, _desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}
+
+static PEAKS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+/// The most linear memory any instance serving `path` has used in this process (tests
+/// read it to show a component's memory is bounded).
+pub fn peak_linear_memory(path: &str) -> Option<usize> {
+    PEAKS.lock().ok()?.get(path).copied()
 }
 
 pub struct Hooks {
@@ -236,7 +263,9 @@ impl Host {
         parts.uri = full_url.parse()?;
         let req = http::Request::from_parts(parts, body);
 
+        let path = req.uri().path().to_string();
         let ctx = Ctx {
+            memory: LinearMemory::default(),
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
@@ -247,6 +276,7 @@ impl Host {
             state_dir: self.state_dir.clone(),
         };
         let mut store = Store::new(engine(), ctx);
+        store.limiter(|ctx| &mut ctx.memory);
         let service = loaded.pre.instantiate_async(&mut store).await?;
         let (req, io) = wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, req);
         let result = store
@@ -270,6 +300,11 @@ impl Host {
                 res
             })
             .await??;
+        let used = store.data().memory.bytes;
+        if let Ok(mut peaks) = PEAKS.lock() {
+            let peak = peaks.entry(path).or_default();
+            *peak = (*peak).max(used);
+        }
         Ok(result)
     }
 }

@@ -1,0 +1,198 @@
+//! The read side at size, through the real query component on the test host: how long the
+//! pages and APIs people use take on a ledger of many events, as a ratio to `/healthz`
+//! (an instance that does no work) measured in the same run, and how much linear memory the
+//! component uses to stream an export of every event against an export of a few.
+//!
+//! cargo run --release -p pipetrail-testhost --bin read-bench -- --pipelines 30000
+//!
+//! The ledger is filled natively (core's ingest, the same code the ingest component runs)
+//! from the traffic generator, in slices, then served by the test host.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use clap::Parser;
+use pipetrail_core::ingest::{self, Delivery, Settings};
+use pipetrail_core::native::NativeDb;
+use pipetrail_core::note::NoteSigner;
+use pipetrail_core::sql::{Sql, block_on};
+use pipetrail_core::{generate, store};
+use pipetrail_testhost::{harness, host};
+
+#[derive(Parser)]
+struct Args {
+    /// Pipelines to generate (about 35 events each).
+    #[arg(long, default_value_t = 3000)]
+    pipelines: u64,
+    /// Timed requests per route; medians are reported.
+    #[arg(long, default_value_t = 7)]
+    repeat: usize,
+    /// Keep the database here (reused when it already holds the same number of pipelines).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+const ADMIN: &str = "bench-admin";
+
+fn fill(db_path: &Path, pipelines: u64) -> anyhow::Result<u64> {
+    let db = NativeDb::open(db_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    block_on(store::migrate(&db)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let signer = NoteSigner::from_seed("bench.example/log", [9; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The components keep this key when no signing_key is set; the bench sets it instead.
+    let settings = Settings::without_variables(&signer, 10);
+    let start = Instant::now();
+    let mut n = 0u64;
+    let slice = 2000;
+    for first in (0..pipelines).step_by(slice as usize) {
+        for (id, body) in generate::pipeline_deliveries_range(7, first..(first + slice).min(pipelines)) {
+            let at = pipetrail_core::time::from_unix_millis(1_767_225_600_000 + n as i64 * 1000);
+            let d = Delivery {
+                body: &body,
+                event_header: Some("Pipeline Hook"),
+                idempotency_key: None,
+                event_uuid: Some(&id),
+                received_at: &at,
+            };
+            block_on(ingest::record_gitlab(&db, &d, &settings)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            n += 1;
+        }
+        eprint!(
+            "\rfilled {first}/{pipelines} pipelines ({:.0} s)",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!();
+    let rows = block_on(db.query("SELECT COUNT(*) FROM events", &[])).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(rows[0][0].as_i64().unwrap_or(0) as u64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    harness::build_components(&[])?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("pipetrail-read-bench-{}", args.pipelines)));
+    std::fs::create_dir_all(&dir)?;
+    let db_path = dir.join("sqlite_db.db");
+    let marker = dir.join("pipelines");
+    let events = if std::fs::read_to_string(&marker).ok().as_deref() == Some(&args.pipelines.to_string()) {
+        let db = NativeDb::open(&db_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rows = block_on(db.query("SELECT COUNT(*) FROM events", &[])).map_err(|e| anyhow::anyhow!("{e}"))?;
+        rows[0][0].as_i64().unwrap_or(0) as u64
+    } else {
+        let _ = std::fs::remove_file(&db_path);
+        let n = fill(&db_path, args.pipelines)?;
+        std::fs::write(&marker, args.pipelines.to_string())?;
+        n
+    };
+    let size = std::fs::metadata(&db_path)?.len();
+    let signing_key = NoteSigner::from_seed("bench.example/log", [9; 32])
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .private_key_text();
+    let vars = vec![
+        ("gitlab_webhook_secret".into(), "bench".into()),
+        ("admin_token".into(), ADMIN.into()),
+        ("signing_key".into(), signing_key),
+    ];
+    let server = harness::spawn(&harness::workspace_root().join("spin.toml"), &dir, vars)?;
+    let base = format!("http://{}", server.addr);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let get = |path: &str| -> anyhow::Result<(f64, usize)> {
+        let start = Instant::now();
+        let mut res = agent
+            .get(&format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {ADMIN}"))
+            .call()?;
+        let status = res.status().as_u16();
+        let body = res.body_mut().with_config().limit(1 << 34).read_to_vec()?;
+        ensure!(
+            status == 200,
+            "{path} answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+        Ok((start.elapsed().as_secs_f64() * 1000.0, body.len()))
+    };
+    // A middle pipeline and one of its jobs, for the pages that show one.
+    let pipeline = 1_000_000 + args.pipelines / 2;
+    let job = pipeline * 100 + 1;
+    let routes: Vec<(&str, String)> = vec![
+        ("baseline: /healthz", "/healthz".into()),
+        ("audit log page, newest 100", "/ui".into()),
+        ("audit log page, one actor", "/ui?actor=carol".into()),
+        ("audit log page, one action", "/ui?action=job.created".into()),
+        ("audit log page, one project", "/ui?project=group%2Fapp-120".into()),
+        ("pipeline page", format!("/ui/pipelines/gitlab/{pipeline}")),
+        ("job page", format!("/ui/jobs/gitlab/{job}")),
+        ("actor page", "/ui/actors/dave".into()),
+        ("ledger page", "/ui/ledger".into()),
+        ("GET /api/v1/events?limit=100", "/api/v1/events?limit=100".into()),
+        (
+            "GET /api/v1/pipelines/gitlab/{id}",
+            format!("/api/v1/pipelines/gitlab/{pipeline}"),
+        ),
+        ("GET /api/v4/audit_events (X-Total)", "/api/v4/audit_events".into()),
+        (
+            "GET /api/v4/projects/:id/audit_events",
+            "/api/v4/projects/120/audit_events".into(),
+        ),
+        (
+            "GET /api/v4/audit_events keyset",
+            "/api/v4/audit_events?pagination=keyset&order_by=id&sort=desc".into(),
+        ),
+    ];
+    println!(
+        "{events} events ({:.0} MB database) from {} generated pipelines; medians of {} requests\n",
+        size as f64 / 1e6,
+        args.pipelines,
+        args.repeat
+    );
+    println!("| request | median ms | ratio to /healthz |\n| --- | ---: | ---: |");
+    let _ = get("/healthz")?; // warm-up: compiled component, page cache
+    let mut baseline = 0.0;
+    for (name, path) in &routes {
+        let times: Vec<f64> = (0..args.repeat)
+            .map(|_| get(path).map(|(ms, _)| ms))
+            .collect::<anyhow::Result<_>>()?;
+        let m = median(times);
+        if baseline == 0.0 {
+            baseline = m;
+        }
+        println!("| {name} | {m:.1} | {:.1}× |", m / baseline);
+    }
+    // Export memory: everything against a few events, same component, same run.
+    let (small_ms, small_bytes) = get("/api/v1/export?format=csv&pipeline=1000000")?;
+    let small_peak = host::peak_linear_memory("/api/v1/export").context("no peak recorded")?;
+    let (mid_ms, mid_bytes) = get("/api/v1/export?format=csv&project=120")?;
+    let mid_peak = host::peak_linear_memory("/api/v1/export").context("no peak recorded")?;
+    let (all_ms, all_bytes) = get("/api/v1/export?format=csv")?;
+    let all_peak = host::peak_linear_memory("/api/v1/export").context("no peak recorded")?;
+    println!("\n| export (CSV, streamed) | bytes | seconds | component linear memory |\n| --- | ---: | ---: | ---: |");
+    println!(
+        "| one pipeline | {small_bytes} | {:.2} | {:.1} MiB |",
+        small_ms / 1000.0,
+        small_peak as f64 / 1048576.0
+    );
+    println!(
+        "| one project | {mid_bytes} | {:.2} | {:.1} MiB |",
+        mid_ms / 1000.0,
+        mid_peak as f64 / 1048576.0
+    );
+    println!(
+        "| all {events} events | {all_bytes} | {:.1} | {:.1} MiB (×{:.2} of one project's) |",
+        all_ms / 1000.0,
+        all_peak as f64 / 1048576.0,
+        all_peak as f64 / mid_peak as f64
+    );
+    Ok(())
+}
