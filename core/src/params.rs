@@ -53,7 +53,8 @@ pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ParamError> {
 
 /// The filters `GET /api/v1/events` accepts (also listed in the README).
 pub const EVENT_FILTERS: &[&str] = &[
-    "forge", "project", "pipeline", "job", "actor", "action", "trigger", "ref", "since", "until", "cursor", "limit",
+    "forge", "project", "pipeline", "job", "actor", "action", "trigger", "ref", "source", "since", "until", "cursor",
+    "limit",
 ];
 
 pub const DEFAULT_LIMIT: usize = 100;
@@ -105,6 +106,7 @@ pub fn event_filter_up_to(pairs: &[(String, String)], max_limit: usize) -> Resul
             "action" => f.action = s,
             "trigger" => f.trigger = s,
             "ref" => f.git_ref = s,
+            "source" => f.source = s,
             "since" | "until" => {
                 let t = crate::time::normalize(v)
                     .ok_or_else(|| ParamError::new(k, format!("expected an RFC 3339 time, got {v:?}")))?;

@@ -39,6 +39,10 @@ const EVENT_FILTERS: &[(&str, &str)] = &[
     ("action", "e.g. pipeline.canceled"),
     ("trigger", "push, web, api, schedule, ..."),
     ("ref", "branch or tag"),
+    (
+        "source",
+        "evidence source: gitlab.webhook, gitlab.audit_stream, gitlab.rails_log, gitlab.api",
+    ),
     ("since", "RFC 3339; on occurred_at, inclusive"),
     ("until", "RFC 3339; exclusive"),
     ("cursor", "next_cursor of the previous page"),

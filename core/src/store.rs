@@ -732,6 +732,8 @@ pub struct EventFilter {
     pub action: Option<String>,
     pub trigger: Option<String>,
     pub git_ref: Option<String>,
+    /// Evidence source (`gitlab.webhook`, `gitlab.rails_log`, ...).
+    pub source: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
     /// Return events with seq greater than this (keyset cursor).
@@ -826,6 +828,11 @@ fn filter_sql(f: &EventFilter) -> Option<(String, Vec<Val>)> {
     }
     if let Some(v) = &f.git_ref {
         eq("ref", Val::text(v), &mut cond, &mut params);
+    }
+    if let Some(v) = &f.source {
+        // Not a column: rarely filtered on alone, and the body holds it.
+        cond.push("json_extract(e.body, '$.evidence.source') = ?".into());
+        params.push(Val::text(v));
     }
     if let Some(v) = &f.since {
         cond.push("e.occurred_at >= ?".into());

@@ -267,6 +267,22 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
             )
         })
         .collect();
+    let sources: String = [
+        "",
+        "gitlab.webhook",
+        "gitlab.audit_stream",
+        "gitlab.rails_log",
+        "gitlab.api",
+    ]
+    .iter()
+    .map(|a| {
+        format!(
+            "<option value=\"{a}\"{}>{}</option>",
+            if value("source") == *a { " selected" } else { "" },
+            if a.is_empty() { "any" } else { a }
+        )
+    })
+    .collect();
     let query: String = filters
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "cursor" | "limit"))
@@ -293,7 +309,7 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
     };
     let body = format!(
         "<h1>Audit log</h1>\
-         <form class=\"filters\" method=\"get\" action=\"/ui\">{}{}<label>Action<select name=\"action\">{options}</select></label>{}{}{}{}{}{}{}<button type=\"submit\">Filter</button> <a href=\"/ui\">Clear</a></form>\
+         <form class=\"filters\" method=\"get\" action=\"/ui\">{}{}<label>Action<select name=\"action\">{options}</select></label>{}{}{}{}{}<label>Evidence<select name=\"source\">{sources}</select></label>{}{}<button type=\"submit\">Filter</button> <a href=\"/ui\">Clear</a></form>\
          <div class=\"tools\">{live_link}<a href=\"/api/v1/export?format=csv{amp}{query}\">Export CSV</a><a href=\"/api/v1/export?format=jsonl{amp}{query}\">Export JSONL</a><a href=\"/api/v1/events?{query}\">JSON</a>{older}</div>{}",
         field("actor", "Actor", "text"),
         field("project", "Project", "text"),

@@ -147,6 +147,13 @@ fn ui_pages_show_who_did_what_escape_everything_and_respect_scope() {
     let all = page(&app, "/ui", &cookie);
     assert!(all.text.contains("mallory"), "the admin sees every project");
     assert!(page(&app, "/ui?live=1", &cookie).text.contains("data-live=\"1\""));
+    let by_source = page(&app, "/ui?source=gitlab.audit_stream", &cookie).text;
+    assert_eq!(
+        by_source.matches("<tr data-seq=").count(),
+        1,
+        "filter by evidence source"
+    );
+    assert!(by_source.contains("pipeline.deleted"));
     assert_eq!(page(&app, "/ui?since=yesterday", &cookie).status, 400);
     // Job, actor and ledger pages.
     let job = page(&app, "/ui/jobs/gitlab/1004", &cookie);
