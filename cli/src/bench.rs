@@ -165,3 +165,86 @@ pub fn run(pipelines: u64, rounds: usize, dir: Option<PathBuf>) -> anyhow::Resul
     );
     Ok(())
 }
+
+/// Database growth with and without retention: the same traffic, window after window, into
+/// two databases; after each window one of them runs a retention sweep that prunes what is
+/// older than a day (status changes and raw delivery bodies, as an operator would). Prints
+/// the file sizes and the bytes each new event costs once the sweep keeps up.
+pub fn retention_growth(pipelines_per_window: u64, windows: u64, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use pipetrail_core::retention;
+    let err = |e: pipetrail_core::sql::DbError| anyhow::anyhow!("{e}");
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("pipetrail-retention-{}", std::process::id())));
+    std::fs::create_dir_all(&dir)?;
+    let policies = retention::parse("job.status_changed=1d, pipeline.status_changed=1d, deliveries=1d")
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let signer = NoteSigner::from_seed("bench.example/log", [9; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = Settings::without_variables(&signer, 10);
+    let paths = [dir.join("keep-all.db"), dir.join("retention.db")];
+    let dbs: Vec<NativeDb> = paths
+        .iter()
+        .map(|p| {
+            let _ = std::fs::remove_file(p);
+            let db = NativeDb::open(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            block_on(store::migrate(&db)).map_err(err)?;
+            Ok(db)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let size = |db: &NativeDb, p: &std::path::Path| -> anyhow::Result<u64> {
+        block_on(db.query("PRAGMA wal_checkpoint(TRUNCATE)", &[])).map_err(err)?;
+        Ok(std::fs::metadata(p)?.len())
+    };
+    println!("| window | events | keep everything | with retention | pruned this window |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    let mut n = 0u64;
+    let mut last = [0u64; 2];
+    let mut growth = [0u64; 2];
+    let (mut events_in_window, mut prev_events) = (0u64, 0u64);
+    for w in 0..windows {
+        let deliveries =
+            generate::pipeline_deliveries_range(11, w * pipelines_per_window..(w + 1) * pipelines_per_window);
+        for (id, body) in &deliveries {
+            let at = pipetrail_core::time::from_unix_millis(1_767_225_600_000 + n as i64 * 37_000 / 3);
+            for db in &dbs {
+                let d = Delivery {
+                    body,
+                    event_header: Some("Pipeline Hook"),
+                    idempotency_key: None,
+                    event_uuid: Some(id),
+                    received_at: &at,
+                };
+                block_on(ingest::record_gitlab(db, &d, &settings)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
+            n += 1;
+        }
+        // "Now" is a day after this window's last event: everything before it may go.
+        let now = pipetrail_core::time::from_unix_millis(
+            1_767_225_600_000 + ((w + 1) * pipelines_per_window * 37 + 86_400) as i64 * 1000,
+        );
+        let r = block_on(retention::sweep(&dbs[1], &policies, &now, false, usize::MAX >> 1)).map_err(err)?;
+        let events = block_on(dbs[0].query("SELECT COUNT(*) FROM events", &[])).map_err(err)?[0][0]
+            .as_i64()
+            .unwrap_or(0) as u64;
+        let sizes = [size(&dbs[0], &paths[0])?, size(&dbs[1], &paths[1])?];
+        for i in 0..2 {
+            growth[i] = sizes[i].saturating_sub(last[i]);
+            last[i] = sizes[i];
+        }
+        let pruned: u64 = r.pruned.values().sum();
+        println!(
+            "| {w} | {events} | {:.1} MB | {:.1} MB | {pruned} events, {} delivery bodies |",
+            sizes[0] as f64 / 1e6,
+            sizes[1] as f64 / 1e6,
+            r.deliveries_pruned
+        );
+        events_in_window = events - prev_events;
+        prev_events = events;
+    }
+    let per_window = events_in_window.max(1) as f64;
+    println!(
+        "\nLast window: keeping everything grew the file by {:.0} bytes per event; with retention, {:.0} bytes per event ({:.2}×): what stays is each event's row, leaf and tree nodes, and its tombstone.",
+        growth[0] as f64 / per_window,
+        growth[1] as f64 / per_window,
+        growth[1] as f64 / growth[0].max(1) as f64
+    );
+    Ok(())
+}

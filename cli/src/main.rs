@@ -104,6 +104,10 @@ enum Command {
         /// Working directory for the databases (default: a new one under the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Instead: database growth over this many windows of --pipelines each, with and
+        /// without a retention sweep after each window.
+        #[arg(long)]
+        retention_windows: Option<u64>,
     },
     /// API tokens.
     Token {
@@ -427,7 +431,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { pipelines, rounds, dir } => {
+        Command::Bench {
+            pipelines,
+            dir,
+            retention_windows: Some(windows),
+            ..
+        } => {
+            bench::retention_growth(pipelines, windows.max(1), dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            pipelines, rounds, dir, ..
+        } => {
             bench::run(pipelines, rounds.max(1), dir)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -24,6 +24,7 @@ pub mod params;
 pub mod provenance;
 pub mod railslog;
 pub mod reconcile;
+pub mod retention;
 pub mod routes;
 pub mod sql;
 pub mod store;

@@ -145,6 +145,15 @@ pub const ROUTES: &[Route] = &[
     route!(
         "retention",
         "POST",
+        "/admin/retention",
+        Auth::Admin,
+        "application/json",
+        &[("dry_run", "true: report what would be pruned, change nothing")],
+        "One bounded retention sweep (retention_policies)"
+    ),
+    route!(
+        "retention",
+        "POST",
         "/admin/verify",
         Auth::Admin,
         "application/json",

@@ -4,7 +4,8 @@
 //!   every witness URL (so someone other than the database's admin holds it), then runs the
 //!   GitLab API reconciler when it is configured;
 //! - `POST /admin/reconcile`: the reconciler alone (core/src/reconcile.rs);
-//! - `POST /admin/verify`: verifies the ledger in place and records the result.
+//! - `POST /admin/verify`: verifies the ledger in place and records the result;
+//! - `POST /admin/retention[?dry_run=true]`: one bounded retention sweep (also run by tick).
 
 use std::time::Duration;
 
@@ -35,9 +36,14 @@ async fn handle(req: Request) -> Response<String> {
         Ok(_) => return error(StatusCode::FORBIDDEN, "forbidden", "the admin token is required"),
         Err(r) => return r,
     }
+    let dry_run = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "dry_run=true" || kv == "dry_run=1"));
     let result = match route.path {
         "/admin/tick" => tick(&db).await,
         "/admin/verify" => verify(&db).await,
+        "/admin/retention" => retention(&db, dry_run).await,
         _ => reconcile(&db).await.map(|r| {
             r.unwrap_or_else(
                 || json!({"skipped": "gitlab_api_url, gitlab_api_token and gitlab_api_projects are not all set"}),
@@ -48,6 +54,31 @@ async fn handle(req: Request) -> Response<String> {
         Ok(v) => json(StatusCode::OK, &v),
         Err(e) => platform::db_failure(&e),
     }
+}
+
+/// One bounded sweep of the `retention_policies` (core/src/retention.rs).
+async fn retention(db: &Db, dry_run: bool) -> Result<Value, DbError> {
+    let text = platform::var("retention_policies").await.unwrap_or_default();
+    let policies = match pipetrail_core::retention::parse(&text) {
+        Ok(p) => p,
+        // The variable is the operator's: say what is wrong, prune nothing.
+        Err(e) => return Ok(json!({"error": format!("retention_policies: {e}"), "pruned": {}})),
+    };
+    if policies.events.is_empty() && policies.delivery_days.is_none() {
+        return Ok(json!({"skipped": "retention_policies is empty: everything is kept"}));
+    }
+    let max = platform::var("retention_scan_per_run")
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let r = pipetrail_core::retention::sweep(db, &policies, &platform::now(), dry_run, max).await?;
+    Ok(json!({
+        "dry_run": dry_run,
+        "pruned": r.pruned,
+        "deliveries_pruned": r.deliveries_pruned,
+        "scanned": r.scanned,
+        "complete": r.complete,
+    }))
 }
 
 /// Verifies the whole ledger in place (what `pipetrail verify` does with a copy) and records
@@ -79,6 +110,7 @@ async fn tick(db: &Db) -> Result<Value, DbError> {
         "checkpoint": signed.map(|cp| json!({"size": cp.size, "signed_at": cp.signed_at})),
         "witnesses": witnesses,
         "reconcile": reconcile(db).await?,
+        "retention": retention(db, false).await?,
     }))
 }
 
