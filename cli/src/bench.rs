@@ -114,8 +114,8 @@ pub fn run(pipelines: u64, rounds: usize, dir: Option<PathBuf>) -> anyhow::Resul
             verdict.line()
         );
         let start = Instant::now();
-        let rows =
-            block_on(db.query("SELECT body FROM events ORDER BY seq", &[])).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rows = block_on(db.query("SELECT body FROM event_bodies ORDER BY seq", &[]))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         body_bytes = 0;
         let mut acc = 0u8;
         for r in &rows {

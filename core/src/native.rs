@@ -68,6 +68,7 @@ pub fn dump_tables(db: &NativeDb) -> Result<String, DbError> {
     let mut out = String::new();
     for (table, order) in [
         ("events", "seq"),
+        ("event_bodies", "seq"),
         ("tree_nodes", "id"),
         ("checkpoints", "size"),
         ("pruned", "seq"),

@@ -148,7 +148,7 @@ pub async fn sweep<S: Sql>(
             .unwrap_or(-1);
         let rows = db
             .query(
-                "SELECT seq, action, project_id, project_path, occurred_at FROM events WHERE seq > ? AND body IS NOT NULL ORDER BY seq LIMIT ?",
+                "SELECT e.seq, e.action, e.project_id, e.project_path, e.occurred_at FROM events e JOIN event_bodies b ON b.seq = e.seq WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
                 &[Val::Int(after), Val::Int(scan as i64)],
             )
             .await?;
@@ -189,7 +189,7 @@ pub async fn sweep<S: Sql>(
         for chunk in doomed.chunks(400) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let seqs: Vec<Val> = chunk.iter().map(|(s, _)| Val::Int(*s)).collect();
-            db.exec(&format!("UPDATE events SET body = NULL WHERE seq IN ({marks})"), &seqs)
+            db.exec(&format!("DELETE FROM event_bodies WHERE seq IN ({marks})"), &seqs)
                 .await?;
             let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
             let params: Vec<Val> = chunk

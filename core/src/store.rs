@@ -118,6 +118,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (instance, pipeline_id)
     );
     "#,
+    // 3: bodies in a table of their own. Retention deletes their rows, which frees whole
+    // pages for new rows; emptying a column in place left every page fragmented and the
+    // file as large as before (measured: docs/PERFORMANCE.md).
+    r#"
+    CREATE TABLE event_bodies (
+        seq INTEGER PRIMARY KEY,
+        body TEXT NOT NULL
+    );
+    INSERT INTO event_bodies (seq, body) SELECT seq, body FROM events WHERE body IS NOT NULL;
+    ALTER TABLE events DROP COLUMN body;
+    "#,
 ];
 
 pub fn schema_version() -> usize {
@@ -468,6 +479,7 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
     // Leaves and completed parents, written together after the loop: one statement per
     // delivery instead of two per event.
     let mut new_nodes: Vec<(u32, u64, Hash)> = Vec::new();
+    let mut new_bodies: Vec<(u64, String)> = Vec::new();
     let mut seq = size;
     for ev in events {
         if out.iter().any(|(e, _): &(Event, Hash)| e.id == ev.id) {
@@ -490,7 +502,7 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
         let body = String::from_utf8(ev.canonical_bytes()).expect("canonical JSON is UTF-8");
         let leaf = merkle::leaf_hash(body.as_bytes());
         db.exec(
-            "INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, project_path, pipeline_id, job_id, actor_username, trigger, ref, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, project_path, pipeline_id, job_id, actor_username, trigger, ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             &[
                 Val::int(seq),
                 Val::text(&ev.id),
@@ -506,10 +518,10 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
                 Val::opt_text(ev.actor.username.as_deref()),
                 Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.trigger.as_deref())),
                 Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.git_ref.as_deref())),
-                Val::Text(body),
             ],
         )
         .await?;
+        new_bodies.push((seq, body));
         if !tree {
             out.push((ev, leaf));
             seq += 1;
@@ -529,14 +541,31 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
         out.push((ev, leaf));
         seq += 1;
     }
+    insert_bodies(db, &new_bodies).await?;
     insert_nodes(db, &new_nodes).await?;
     Ok(out)
+}
+
+async fn insert_bodies<S: Sql>(db: &S, bodies: &[(u64, String)]) -> Result<()> {
+    for chunk in bodies.chunks(500) {
+        let rows = vec!["(?, ?)"; chunk.len()].join(", ");
+        let params: Vec<Val> = chunk
+            .iter()
+            .flat_map(|(seq, body)| [Val::int(*seq), Val::text(body)])
+            .collect();
+        db.exec(&format!("INSERT INTO event_bodies (seq, body) VALUES {rows}"), &params)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The evidence source of the stored event `id`, `Some("")` when its body was pruned.
 async fn stored_source<S: Sql>(db: &S, id: &str) -> Result<Option<String>> {
     let rows = db
-        .query("SELECT body FROM events WHERE id = ?", &[Val::text(id)])
+        .query(
+            "SELECT b.body FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq WHERE e.id = ?",
+            &[Val::text(id)],
+        )
         .await?;
     Ok(rows.first().map(|r| {
         text_at(r, 0)
@@ -831,7 +860,7 @@ fn filter_sql(f: &EventFilter) -> Option<(String, Vec<Val>)> {
     }
     if let Some(v) = &f.source {
         // Not a column: rarely filtered on alone, and the body holds it.
-        cond.push("json_extract(e.body, '$.evidence.source') = ?".into());
+        cond.push("json_extract(b.body, '$.evidence.source') = ?".into());
         params.push(Val::text(v));
     }
     if let Some(v) = &f.since {
@@ -877,7 +906,7 @@ pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Resul
     params.push(Val::Int(f.offset as i64));
     let rows = db
         .query(
-            &format!("SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.id = e.seq * 64 {where_} ORDER BY e.seq {order} LIMIT ? OFFSET ?"),
+            &format!("SELECT e.seq, b.body, t.hash FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq JOIN tree_nodes t ON t.id = e.seq * 64 {where_} ORDER BY e.seq {order} LIMIT ? OFFSET ?"),
             &params,
         )
         .await?;
@@ -896,7 +925,10 @@ pub async fn count_events<S: Sql>(db: &S, f: &EventFilter) -> Result<u64> {
         return Ok(0);
     };
     let rows = db
-        .query(&format!("SELECT COUNT(*) FROM events e {where_}"), &params)
+        .query(
+            &format!("SELECT COUNT(*) FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq {where_}"),
+            &params,
+        )
         .await?;
     Ok(first_int(&rows).unwrap_or(0) as u64)
 }
@@ -916,7 +948,7 @@ fn stored_event(r: &Row) -> StoredEvent {
 pub async fn event_by_seq<S: Sql>(db: &S, seq: u64) -> Result<Option<StoredEvent>> {
     let rows = db
         .query(
-            "SELECT e.seq, e.body, t.hash FROM events e JOIN tree_nodes t ON t.id = e.seq * 64 WHERE e.seq = ?",
+            "SELECT e.seq, b.body, t.hash FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq JOIN tree_nodes t ON t.id = e.seq * 64 WHERE e.seq = ?",
             &[Val::int(seq)],
         )
         .await?;

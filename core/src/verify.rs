@@ -117,7 +117,7 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
     while start < end {
         let rows: Vec<Row> = db
             .query(
-                "SELECT seq, body FROM events WHERE seq >= ? AND seq < ? ORDER BY seq",
+                "SELECT e.seq, b.body FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq WHERE e.seq >= ? AND e.seq < ? ORDER BY e.seq",
                 &[Val::Int(start), Val::Int(start + CHUNK)],
             )
             .await?
@@ -129,7 +129,10 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
             .collect();
         let leaves = leaf_range(db, start, start + CHUNK).await?;
         let next_rows = db
-            .query("SELECT body FROM events WHERE seq = ?", &[Val::Int(start + CHUNK)])
+            .query(
+                "SELECT body FROM event_bodies WHERE seq = ?",
+                &[Val::Int(start + CHUNK)],
+            )
             .await?;
         let following_body = next_rows.first().and_then(|r| r[0].as_str().map(str::to_string));
         for (i, row) in rows.iter().enumerate() {

@@ -46,7 +46,7 @@ fn stored_roots_and_proofs_match_the_reference() {
     let n = all.len() as u64;
     assert_eq!(n, 45);
     // Each stored leaf is the hash of the stored canonical body.
-    let bodies = block_on(db.query("SELECT body FROM events ORDER BY seq", &[])).unwrap();
+    let bodies = block_on(db.query("SELECT body FROM event_bodies ORDER BY seq", &[])).unwrap();
     for (i, b) in bodies.iter().enumerate() {
         assert_eq!(merkle::leaf_hash(b[0].as_str().unwrap().as_bytes()), all[i]);
     }
@@ -150,7 +150,7 @@ fn assert_tampered(v: &Verdict, seq: Option<u64>, kind: &str) {
 fn verify_names_each_kind_of_tampering() {
     let v = verdict_after("edit", |c| {
         c.execute(
-            r#"UPDATE events SET body = replace(body, '"gitlab"', '"GITLAB"') WHERE seq = 5"#,
+            r#"UPDATE event_bodies SET body = replace(body, '"gitlab"', '"GITLAB"') WHERE seq = 5"#,
             [],
         )
         .unwrap();
@@ -158,22 +158,22 @@ fn verify_names_each_kind_of_tampering() {
     assert_tampered(&v, Some(5), "edited");
 
     let v = verdict_after("delete", |c| {
-        c.execute("DELETE FROM events WHERE seq = 7", []).unwrap();
+        c.execute_batch("DELETE FROM events WHERE seq = 7; DELETE FROM event_bodies WHERE seq = 7;")
+            .unwrap();
     });
     assert_tampered(&v, Some(7), "missing");
 
     let v = verdict_after("swap", |c| {
         c.execute_batch(
-            "UPDATE events SET seq = -1 WHERE seq = 3; UPDATE events SET seq = 3 WHERE seq = 4; UPDATE events SET seq = 4 WHERE seq = -1;",
+            "UPDATE events SET seq = -1 WHERE seq = 3; UPDATE events SET seq = 3 WHERE seq = 4; UPDATE events SET seq = 4 WHERE seq = -1; UPDATE event_bodies SET seq = -1 WHERE seq = 3; UPDATE event_bodies SET seq = 3 WHERE seq = 4; UPDATE event_bodies SET seq = 4 WHERE seq = -1;",
         )
         .unwrap();
     });
     assert_tampered(&v, Some(3), "reordered");
 
     let v = verdict_after("append-row", |c| {
-        c.execute(
-            "INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, body) SELECT 30, 'forged', action, occurred_at, recorded_at, forge, instance, project_id, replace(body, '\"seq\":29', '\"seq\":30') FROM events WHERE seq = 29",
-            [],
+        c.execute_batch(
+            "INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id) SELECT 30, 'forged', action, occurred_at, recorded_at, forge, instance, project_id FROM events WHERE seq = 29; INSERT INTO event_bodies (seq, body) SELECT 30, replace(body, '\"seq\":29', '\"seq\":30') FROM event_bodies WHERE seq = 29;",
         )
         .unwrap();
     });
@@ -183,22 +183,23 @@ fn verify_names_each_kind_of_tampering() {
         // Shift 6.. up by one (from the top, to keep seq unique) and put a forged row at 6.
         for s in (6..30).rev() {
             c.execute("UPDATE events SET seq = seq + 1 WHERE seq = ?", [s]).unwrap();
+            c.execute("UPDATE event_bodies SET seq = seq + 1 WHERE seq = ?", [s])
+                .unwrap();
         }
-        c.execute(
-            r#"INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, body) SELECT 6, 'forged', action, occurred_at, recorded_at, forge, instance, project_id, replace(body, '"gitlab"', '"GITLAB"') FROM events WHERE seq = 7"#,
-            [],
+        c.execute_batch(
+            r#"INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id) SELECT 6, 'forged', action, occurred_at, recorded_at, forge, instance, project_id FROM events WHERE seq = 7; INSERT INTO event_bodies (seq, body) SELECT 6, replace(body, '"gitlab"', '"GITLAB"') FROM event_bodies WHERE seq = 7;"#,
         )
         .unwrap();
     });
     assert_tampered(&v, Some(6), "inserted");
 
     let v = verdict_after("drop-body", |c| {
-        c.execute("UPDATE events SET body = NULL WHERE seq = 2", []).unwrap();
+        c.execute("DELETE FROM event_bodies WHERE seq = 2", []).unwrap();
     });
     assert_tampered(&v, Some(2), "edited");
 
     let v = verdict_after("rollback", |c| {
-        c.execute_batch("DELETE FROM events WHERE seq >= 20; DELETE FROM tree_nodes WHERE id / 64 >= 20;")
+        c.execute_batch("DELETE FROM events WHERE seq >= 20; DELETE FROM event_bodies WHERE seq >= 20; DELETE FROM tree_nodes WHERE id / 64 >= 20;")
             .unwrap();
     });
     assert_tampered(&v, Some(20), "rolled_back");
@@ -216,10 +217,10 @@ fn verify_names_each_kind_of_tampering() {
     // checkpoints catch it, and they bound where it happened.
     let v = verdict_after("consistent-rewrite", |c| {
         let body: String = c
-            .query_row("SELECT body FROM events WHERE seq = 18", [], |r| r.get(0))
+            .query_row("SELECT body FROM event_bodies WHERE seq = 18", [], |r| r.get(0))
             .unwrap();
         let forged = body.replace("\"gitlab\"", "\"GITLAB\"");
-        c.execute("UPDATE events SET body = ? WHERE seq = 18", [&forged])
+        c.execute("UPDATE event_bodies SET body = ? WHERE seq = 18", [&forged])
             .unwrap();
         let db = NativeDb(rusqlite::Connection::open(c.path().unwrap()).unwrap());
         rebuild_tree(&db);
@@ -230,7 +231,7 @@ fn verify_names_each_kind_of_tampering() {
 /// Recomputes every stored tree node from the stored bodies (what an attacker with the
 /// database would do after editing a body).
 fn rebuild_tree(db: &NativeDb) {
-    let bodies = block_on(db.query("SELECT body FROM events ORDER BY seq", &[])).unwrap();
+    let bodies = block_on(db.query("SELECT body FROM event_bodies ORDER BY seq", &[])).unwrap();
     block_on(db.exec("DELETE FROM tree_nodes", &[])).unwrap();
     let mut level: Vec<Hash> = bodies
         .iter()
@@ -258,7 +259,7 @@ fn rebuild_tree(db: &NativeDb) {
 fn pruned_entries_are_reported_as_pruned_not_tampered() {
     let v = verdict_after("pruned", |c| {
         c.execute_batch(
-            "UPDATE events SET body = NULL WHERE seq IN (1, 2); INSERT INTO pruned (seq, policy, pruned_at) VALUES (1, 'max_age=30d', '2026-02-01T00:00:00.000Z'), (2, 'max_age=30d', '2026-02-01T00:00:00.000Z');",
+            "DELETE FROM event_bodies WHERE seq IN (1, 2); INSERT INTO pruned (seq, policy, pruned_at) VALUES (1, 'max_age=30d', '2026-02-01T00:00:00.000Z'), (2, 'max_age=30d', '2026-02-01T00:00:00.000Z');",
         )
         .unwrap();
     });

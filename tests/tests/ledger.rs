@@ -173,7 +173,7 @@ fn pipetrail_verify_on_a_copy_clean_tampered_unreadable() {
 
     let conn = rusqlite::Connection::open(&copy).unwrap();
     conn.execute(
-        "UPDATE events SET body = replace(body, 'user1', 'mallory') WHERE seq = 0",
+        "UPDATE event_bodies SET body = replace(body, 'user1', 'mallory') WHERE seq = 0",
         [],
     )
     .unwrap();

@@ -90,7 +90,7 @@ fn retention_prunes_by_policy_and_verification_still_holds() {
             |r| r.get(0),
         )
         .unwrap();
-    conn.execute("UPDATE events SET body = NULL WHERE seq = ?", [victim])
+    conn.execute("DELETE FROM event_bodies WHERE seq = ?", [victim])
         .unwrap();
     let (ok, line) = verify(&app);
     assert!(!ok);
