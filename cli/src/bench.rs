@@ -241,7 +241,7 @@ pub fn retention_growth(pipelines_per_window: u64, windows: u64, dir: Option<Pat
     }
     let per_window = events_in_window.max(1) as f64;
     println!(
-        "\nLast window: keeping everything grew the file by {:.0} bytes per event; with retention, {:.0} bytes per event ({:.2}×): what stays is each event's row, leaf and tree nodes, and its tombstone.",
+        "\nLast window: keeping everything grew the file by {:.0} bytes per event; with retention, {:.0} bytes per event ({:.2}×). What stays per event: its row and index entries, its leaf and tree nodes, its tombstone, and the bodies the policy keeps (here every action but status changes).",
         growth[0] as f64 / per_window,
         growth[1] as f64 / per_window,
         growth[1] as f64 / growth[0].max(1) as f64

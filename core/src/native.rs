@@ -73,6 +73,7 @@ pub fn dump_tables(db: &NativeDb) -> Result<String, DbError> {
         ("checkpoints", "size"),
         ("pruned", "seq"),
         ("deliveries", "id"),
+        ("delivery_bodies", "delivery"),
         ("pipelines", "instance, pipeline_id"),
         ("jobs", "instance, job_id"),
         ("tokens", "hash"),

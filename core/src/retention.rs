@@ -170,14 +170,14 @@ pub async fn sweep<S: Sql>(
         if let Some(d) = policies.delivery_days {
             let rows = db
                 .query(
-                    "SELECT COUNT(*) FROM deliveries WHERE body IS NOT NULL AND received_at < ?",
+                    "SELECT COUNT(*) FROM delivery_bodies WHERE delivery IN (SELECT id FROM deliveries WHERE received_at < ?)",
                     &[Val::text(cutoff(d))],
                 )
                 .await?;
             report.deliveries_pruned = rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0) as u64;
             if !dry_run {
                 db.exec(
-                    "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL AND received_at < ?",
+                    "DELETE FROM delivery_bodies WHERE delivery IN (SELECT id FROM deliveries WHERE received_at < ?)",
                     &[Val::text(cutoff(d))],
                 )
                 .await?;

@@ -118,7 +118,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (instance, pipeline_id)
     );
     "#,
-    // 3: bodies in a table of their own. Retention deletes their rows, which frees whole
+    // 3: event and delivery bodies in tables of their own. Retention deletes their rows, which frees whole
     // pages for new rows; emptying a column in place left every page fragmented and the
     // file as large as before (measured: docs/PERFORMANCE.md).
     r#"
@@ -128,6 +128,12 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO event_bodies (seq, body) SELECT seq, body FROM events WHERE body IS NOT NULL;
     ALTER TABLE events DROP COLUMN body;
+    CREATE TABLE delivery_bodies (
+        delivery INTEGER PRIMARY KEY,
+        body TEXT NOT NULL
+    );
+    INSERT INTO delivery_bodies (delivery, body) SELECT id, body FROM deliveries WHERE body IS NOT NULL;
+    ALTER TABLE deliveries DROP COLUMN body;
     "#,
 ];
 
@@ -231,20 +237,28 @@ pub struct DeliveryRecord<'a> {
 }
 
 pub async fn insert_delivery<S: Sql>(db: &S, d: &DeliveryRecord<'_>) -> Result<()> {
-    db.exec(
-        "INSERT INTO deliveries (source, delivery_key, kind, received_at, payload_sha256, events, first_seq, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        &[
-            Val::text(d.source),
-            Val::text(d.key),
-            Val::text(d.kind),
-            Val::text(d.received_at),
-            Val::text(d.payload_sha256),
-            Val::Int(d.events as i64),
-            Val::opt_int(d.first_seq),
-            Val::opt_text(d.redacted_body),
-        ],
-    )
-    .await
+    let rows = db
+        .query(
+            "INSERT INTO deliveries (source, delivery_key, kind, received_at, payload_sha256, events, first_seq) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            &[
+                Val::text(d.source),
+                Val::text(d.key),
+                Val::text(d.kind),
+                Val::text(d.received_at),
+                Val::text(d.payload_sha256),
+                Val::Int(d.events as i64),
+                Val::opt_int(d.first_seq),
+            ],
+        )
+        .await?;
+    if let (Some(body), Some(id)) = (d.redacted_body, first_int(&rows)) {
+        db.exec(
+            "INSERT INTO delivery_bodies (delivery, body) VALUES (?, ?)",
+            &[Val::Int(id), Val::text(body)],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Counts a delivery outcome (recorded, duplicate, ignored, unauthorized, invalid, ...).
