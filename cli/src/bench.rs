@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use pipetrail_core::ingest::{self, Delivery, Settings};
+use pipetrail_core::ingest::{self, Settings};
 use pipetrail_core::lifecycle::VariablePolicy;
 use pipetrail_core::native::NativeDb;
 use pipetrail_core::note::NoteSigner;
@@ -33,14 +33,7 @@ fn ingest_all(path: &std::path::Path, deliveries: &[(String, Vec<u8>)], without_
     for (i, (id, body)) in deliveries.iter().enumerate() {
         // Received one second apart: a checkpoint every ten deliveries, as in production.
         let at = pipetrail_core::time::from_unix_millis(1_767_225_600_000 + i as i64 * 1000);
-        let d = Delivery {
-            body,
-            event_header: Some("Pipeline Hook"),
-            idempotency_key: None,
-            event_uuid: Some(id),
-            received_at: &at,
-        };
-        block_on(ingest::record_gitlab(&db, &d, &settings)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        block_on(ingest::record_pipeline_hook(&db, id, body, &at, &settings)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     let seconds = start.elapsed().as_secs_f64();
     let rows = block_on(db.query("SELECT COUNT(*) FROM events", &[])).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -205,14 +198,8 @@ pub fn retention_growth(pipelines_per_window: u64, windows: u64, dir: Option<Pat
         for (id, body) in &deliveries {
             let at = pipetrail_core::time::from_unix_millis(1_767_225_600_000 + n as i64 * 37_000 / 3);
             for db in &dbs {
-                let d = Delivery {
-                    body,
-                    event_header: Some("Pipeline Hook"),
-                    idempotency_key: None,
-                    event_uuid: Some(id),
-                    received_at: &at,
-                };
-                block_on(ingest::record_gitlab(db, &d, &settings)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                block_on(ingest::record_pipeline_hook(db, id, body, &at, &settings))
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             }
             n += 1;
         }

@@ -118,6 +118,25 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
     record_snapshot(db, &snapshot, d.received_at, settings).await
 }
 
+/// A Pipeline Hook identified by its `X-Gitlab-Event-UUID`, received at `at`: how the
+/// benchmarks feed generated traffic through the same path as webhooks.
+pub async fn record_pipeline_hook<S: Sql>(
+    db: &S,
+    uuid: &str,
+    body: &[u8],
+    at: &str,
+    settings: &Settings<'_>,
+) -> Result<Outcome, IngestError> {
+    let d = Delivery {
+        body,
+        event_header: Some("Pipeline Hook"),
+        idempotency_key: None,
+        event_uuid: Some(uuid),
+        received_at: at,
+    };
+    record_gitlab(db, &d, settings).await
+}
+
 /// A decoded snapshot of one pipeline (a webhook delivery, or what the API showed).
 struct Snapshot<'a> {
     hook: &'a Hook,

@@ -94,3 +94,9 @@ pub fn spawn(manifest: &Path, state_dir: &Path, vars: Vec<(String, String)>) -> 
         thread: Some(thread),
     })
 }
+
+/// The median of a benchmark's samples (the middle one; the upper middle of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}

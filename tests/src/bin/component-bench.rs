@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, ensure};
 use clap::Parser;
-use pipetrail_testhost::harness;
+use pipetrail_testhost::harness::{self, median};
 
 #[derive(Parser)]
 struct Args {
@@ -61,11 +61,6 @@ fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> 
         ensure!(res.status() == 200, "delivery {id} answered {}", res.status());
     }
     Ok(start.elapsed().as_secs_f64())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {

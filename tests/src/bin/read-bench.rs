@@ -13,12 +13,13 @@ use std::time::Instant;
 
 use anyhow::{Context, ensure};
 use clap::Parser;
-use pipetrail_core::ingest::{self, Delivery, Settings};
+use pipetrail_core::ingest::{self, Settings};
 use pipetrail_core::native::NativeDb;
 use pipetrail_core::note::NoteSigner;
 use pipetrail_core::sql::{Sql, block_on};
 use pipetrail_core::{generate, store};
-use pipetrail_testhost::{harness, host};
+use pipetrail_testhost::harness::{self, median};
+use pipetrail_testhost::host;
 
 #[derive(Parser)]
 struct Args {
@@ -47,14 +48,8 @@ fn fill(db_path: &Path, pipelines: u64) -> anyhow::Result<u64> {
     for first in (0..pipelines).step_by(slice as usize) {
         for (id, body) in generate::pipeline_deliveries_range(7, first..(first + slice).min(pipelines)) {
             let at = pipetrail_core::time::from_unix_millis(1_767_225_600_000 + n as i64 * 1000);
-            let d = Delivery {
-                body: &body,
-                event_header: Some("Pipeline Hook"),
-                idempotency_key: None,
-                event_uuid: Some(&id),
-                received_at: &at,
-            };
-            block_on(ingest::record_gitlab(&db, &d, &settings)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            block_on(ingest::record_pipeline_hook(&db, &id, &body, &at, &settings))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             n += 1;
         }
         eprint!(
@@ -65,11 +60,6 @@ fn fill(db_path: &Path, pipelines: u64) -> anyhow::Result<u64> {
     eprintln!();
     let rows = block_on(db.query("SELECT COUNT(*) FROM events", &[])).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(rows[0][0].as_i64().unwrap_or(0) as u64)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {
