@@ -26,6 +26,7 @@ pub mod railslog;
 pub mod reconcile;
 pub mod retention;
 pub mod routes;
+pub mod sinks;
 pub mod sql;
 pub mod store;
 pub mod time;

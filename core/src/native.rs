@@ -78,6 +78,7 @@ pub fn dump_tables(db: &NativeDb) -> Result<String, DbError> {
         ("jobs", "instance, job_id"),
         ("tokens", "hash"),
         ("settings", "key"),
+        ("sink_cursors", "name"),
     ] {
         let rows = crate::sql::block_on(db.query(&format!("SELECT * FROM {table} ORDER BY {order}"), &[]))?;
         out.push_str(&format!("{table}: {rows:?}\n"));

@@ -154,6 +154,15 @@ pub const ROUTES: &[Route] = &[
     route!(
         "retention",
         "POST",
+        "/admin/deliver",
+        Auth::Admin,
+        "application/json",
+        &[],
+        "Deliver to every sink from its cursor (stream-only: then prune what all have)"
+    ),
+    route!(
+        "retention",
+        "POST",
         "/admin/verify",
         Auth::Admin,
         "application/json",

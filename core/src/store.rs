@@ -135,6 +135,16 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO delivery_bodies (delivery, body) SELECT id, body FROM deliveries WHERE body IS NOT NULL;
     ALTER TABLE deliveries DROP COLUMN body;
     "#,
+    // 4: each streaming sink's cursor over the ledger and its back-off.
+    r#"
+    CREATE TABLE sink_cursors (
+        name TEXT PRIMARY KEY,
+        after_seq INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        wait_until TEXT,
+        last_error TEXT
+    );
+    "#,
 ];
 
 pub fn schema_version() -> usize {

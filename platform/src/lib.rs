@@ -129,13 +129,29 @@ pub async fn http_get(
     timeout: std::time::Duration,
     limit: usize,
 ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+    http_request(http::Method::GET, url, headers, String::new(), timeout, limit).await
+}
+
+/// As `http_get`, any method, with a body (sent with its length: receivers need not speak
+/// chunked encoding).
+pub async fn http_request(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: String,
+    timeout: std::time::Duration,
+    limit: usize,
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
     use http_body_util::BodyExt;
     use spin_sdk::wasip3::http::types::RequestOptions;
-    let mut builder = http::Request::get(url);
+    let mut builder = http::Request::builder().method(method.clone()).uri(url);
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
-    let mut request = builder.body(String::new()).map_err(|e| format!("bad request: {e}"))?;
+    if method != http::Method::GET {
+        builder = builder.header("content-length", body.len());
+    }
+    let mut request = builder.body(body).map_err(|e| format!("bad request: {e}"))?;
     let options = RequestOptions::new();
     let nanos = Some(timeout.as_nanos() as u64);
     // A host that does not support a timeout says so; its own default then applies.

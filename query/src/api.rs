@@ -27,6 +27,7 @@ pub async fn healthz(db: &Db) -> Reply {
         &json!({
             "status": "ok",
             "schema_version": store::schema_version(),
+            "storage_mode": storage_mode().await,
             "ledger_size": size,
             "signing_key": if configured { "configured" } else { "GENERATED: try-out only; it lives in the database, so it proves nothing against the database's admin. Set the signing_key variable (pipetrail keygen)." },
         }),
@@ -48,7 +49,14 @@ pub async fn events(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Rep
         None
     };
     let events: Vec<Value> = found.iter().map(store::StoredEvent::to_api_json).collect();
-    Ok(json(StatusCode::OK, &json!({"events": events, "next_cursor": next})))
+    let mut body = json!({"events": events, "next_cursor": next});
+    if storage_mode().await == "stream-only" {
+        body["storage_mode"] = json!("stream-only");
+        body["note"] = json!(
+            "this install is streaming-only: bodies are kept only until every sink has them; pruned events are listed with their seq and leaf hash"
+        );
+    }
+    Ok(json(StatusCode::OK, &body))
 }
 
 pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
@@ -120,12 +128,27 @@ pub async fn stats(db: &Db) -> Reply {
         .collect();
     let size = store::tree_size(db).await?;
     let cp = store::latest_checkpoint(db).await?;
+    // Names only: the sinks variable also holds their tokens.
+    let mut sinks = Vec::new();
+    for s in pipetrail_core::sinks::parse(&platform::var("sinks").await.unwrap_or_default()).unwrap_or_default() {
+        let st = pipetrail_core::sinks::state(db, &s.name).await?;
+        sinks.push(json!({
+            "name": s.name,
+            "delivered_through": st.after_seq,
+            "lag": (size as i64 - 1 - st.after_seq).max(0),
+            "failures": st.failures,
+            "waiting_until": st.wait_until,
+            "last_error": st.last_error,
+        }));
+    }
     Ok(json(
         StatusCode::OK,
         &json!({
+            "storage_mode": storage_mode().await,
             "deliveries": outcomes,
             "events_stored": size,
             "latest_checkpoint": cp.map(|c| json!({"size": c.size, "signed_at": c.signed_at})),
+            "sinks": sinks,
         }),
     ))
 }
@@ -420,4 +443,12 @@ pub async fn ledger_state(db: &Db) -> Result<Value, DbError> {
 
 pub async fn ledger(db: &Db) -> Reply {
     Ok(json(StatusCode::OK, &ledger_state(db).await?))
+}
+
+/// `store` or `stream-only` (the `storage_mode` variable).
+pub async fn storage_mode() -> &'static str {
+    match platform::var("storage_mode").await.as_deref() {
+        Some("stream-only") => "stream-only",
+        _ => "store",
+    }
 }

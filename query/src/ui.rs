@@ -307,8 +307,13 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
     } else {
         format!("<a href=\"/ui?{query}{amp}live=1\">Live</a>")
     };
+    let stream_only = if api::storage_mode().await == "stream-only" {
+        "<div class=\"banner\" id=\"stream-only\">This install is streaming-only: events are sequenced and hashed here, and their bodies are kept only until every sink has them. Older events show as pruned; the sinks hold them.</div>"
+    } else {
+        ""
+    };
     let body = format!(
-        "<h1>Audit log</h1>\
+        "{stream_only}<h1>Audit log</h1>\
          <form class=\"filters\" method=\"get\" action=\"/ui\">{}{}<label>Action<select name=\"action\">{options}</select></label>{}{}{}{}{}<label>Evidence<select name=\"source\">{sources}</select></label>{}{}<button type=\"submit\">Filter</button> <a href=\"/ui\">Clear</a></form>\
          <div class=\"tools\">{live_link}<a href=\"/api/v1/export?format=csv{amp}{query}\">Export CSV</a><a href=\"/api/v1/export?format=jsonl{amp}{query}\">Export JSONL</a><a href=\"/api/v1/events?{query}\">JSON</a>{older}</div>{}",
         field("actor", "Actor", "text"),

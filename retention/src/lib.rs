@@ -5,7 +5,9 @@
 //!   GitLab API reconciler when it is configured;
 //! - `POST /admin/reconcile`: the reconciler alone (core/src/reconcile.rs);
 //! - `POST /admin/verify`: verifies the ledger in place and records the result;
-//! - `POST /admin/retention[?dry_run=true]`: one bounded retention sweep (also run by tick).
+//! - `POST /admin/retention[?dry_run=true]`: one bounded retention sweep (also run by tick);
+//! - `POST /admin/deliver`: sink delivery from each sink's cursor (also run by tick); in
+//!   `stream-only` mode, bodies every sink has acknowledged are then pruned.
 
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use http::{Response, StatusCode};
 use pipetrail_core::ingest::Settings;
 use pipetrail_core::reconcile::{self, ApiResponse, Config, Fetch};
 use pipetrail_core::routes::{self, Found};
+use pipetrail_core::sinks::{Message, Transport};
 use pipetrail_core::sql::{DbError, Sql};
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
@@ -44,6 +47,7 @@ async fn handle(req: Request) -> Response<String> {
         "/admin/tick" => tick(&db).await,
         "/admin/verify" => verify(&db).await,
         "/admin/retention" => retention(&db, dry_run).await,
+        "/admin/deliver" => deliver(&db).await,
         _ => reconcile(&db).await.map(|r| {
             r.unwrap_or_else(
                 || json!({"skipped": "gitlab_api_url, gitlab_api_token and gitlab_api_projects are not all set"}),
@@ -54,6 +58,105 @@ async fn handle(req: Request) -> Response<String> {
         Ok(v) => json(StatusCode::OK, &v),
         Err(e) => platform::db_failure(&e),
     }
+}
+
+/// Spin's outbound HTTP, Redis and MQTT, one connection per address for a batch.
+struct Outbound;
+
+impl Transport for Outbound {
+    async fn send(&self, messages: &[Message]) -> Result<(), String> {
+        let mut redis: Vec<(String, spin_sdk::redis::Connection)> = Vec::new();
+        let mut mqtt: Vec<(String, spin_sdk::mqtt::Connection)> = Vec::new();
+        for m in messages {
+            match m {
+                Message::Http { url, headers, body } => {
+                    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    let body = String::from_utf8(body.clone()).map_err(|e| e.to_string())?;
+                    let (status, _, _) = platform::http_request(
+                        http::Method::POST,
+                        url,
+                        &headers,
+                        body,
+                        Duration::from_secs(20),
+                        1 << 20,
+                    )
+                    .await?;
+                    if !(200..300).contains(&status) {
+                        return Err(format!("{} answered {status}", url.split('?').next().unwrap_or(url)));
+                    }
+                }
+                Message::Redis { address, command, args } => {
+                    if !redis.iter().any(|(a, _)| a == address) {
+                        let c = spin_sdk::redis::Connection::open(address)
+                            .await
+                            .map_err(|e| format!("redis: {e:?}"))?;
+                        redis.push((address.clone(), c));
+                    }
+                    let conn = &redis.iter().find(|(a, _)| a == address).expect("opened above").1;
+                    let args = args.iter().map(|a| spin_sdk::redis::RedisParameter::Binary(a.clone()));
+                    match conn.execute(command, args).await {
+                        Ok(_) => {}
+                        // The entry id is the event's seq: Redis refuses it when an earlier
+                        // delivery already added it, which is what at-least-once needs.
+                        Err(spin_sdk::redis::Error::Other(e))
+                            if command == "XADD" && e.contains("equal or smaller") => {}
+                        Err(e) => return Err(format!("redis {command}: {e:?}")),
+                    }
+                }
+                Message::Mqtt {
+                    address,
+                    username,
+                    password,
+                    topic,
+                    payload,
+                } => {
+                    if !mqtt.iter().any(|(a, _)| a == address) {
+                        let c = spin_sdk::mqtt::Connection::open(address, username, password, 30)
+                            .await
+                            .map_err(|e| format!("mqtt: {e:?}"))?;
+                        mqtt.push((address.clone(), c));
+                    }
+                    let conn = &mqtt.iter().find(|(a, _)| a == address).expect("opened above").1;
+                    conn.publish(topic, payload.clone(), spin_sdk::mqtt::Qos::AtLeastOnce)
+                        .await
+                        .map_err(|e| format!("mqtt publish: {e:?}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Delivers to every sink from its cursor; in `stream-only` mode, then prunes what all of
+/// them have.
+async fn deliver(db: &Db) -> Result<Value, DbError> {
+    let sinks = match pipetrail_core::sinks::parse(&platform::var("sinks").await.unwrap_or_default()) {
+        Ok(s) => s,
+        Err(e) => return Ok(json!({"error": format!("sinks: {e}")})),
+    };
+    if sinks.is_empty() {
+        return Ok(json!({"skipped": "no sinks are configured"}));
+    }
+    let batches = platform::var("sink_batches_per_run")
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let now = platform::now();
+    let report = pipetrail_core::sinks::deliver(db, &sinks, &Outbound, &now, batches).await?;
+    for d in &report {
+        if let Some(e) = &d.error {
+            eprintln!("pipetrail: sink {}: {e}", d.name);
+        }
+    }
+    let pruned = if platform::var("storage_mode").await.as_deref() == Some("stream-only") {
+        pipetrail_core::sinks::prune_delivered(db, &sinks, &now).await?
+    } else {
+        0
+    };
+    Ok(json!({
+        "sinks": report.iter().map(|d| json!({"name": d.name, "events": d.events, "batches": d.batches, "delivered_through": d.after_seq, "error": d.error, "waiting_until": d.waiting_until})).collect::<Vec<_>>(),
+        "pruned": pruned,
+    }))
 }
 
 /// One bounded sweep of the `retention_policies` (core/src/retention.rs).
@@ -110,6 +213,7 @@ async fn tick(db: &Db) -> Result<Value, DbError> {
         "checkpoint": signed.map(|cp| json!({"size": cp.size, "signed_at": cp.signed_at})),
         "witnesses": witnesses,
         "reconcile": reconcile(db).await?,
+        "deliver": deliver(db).await?,
         "retention": retention(db, false).await?,
     }))
 }

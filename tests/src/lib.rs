@@ -6,6 +6,7 @@ pub mod fake_gitlab;
 pub mod harness;
 pub mod host;
 pub mod manifest;
+pub mod outbound;
 pub mod spin;
 
 pub use host::{Host, serve};

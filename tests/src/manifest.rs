@@ -190,6 +190,9 @@ pub fn outbound_allowed(patterns: &[String], scheme: &str, host: &str, port: u16
         };
         let default_port = match scheme {
             "https" => 443,
+            "redis" | "rediss" => 6379,
+            "mqtt" => 1883,
+            "mqtts" => 8883,
             _ => 80,
         };
         let scheme_ok = ps == "*" || ps.eq_ignore_ascii_case(scheme);

@@ -1,4 +1,5 @@
-//! Host side of `spin:sqlite@3.1.0` and `spin:variables@3.0.0`, with Spin's semantics:
+//! Host side of `spin:sqlite@3.1.0` and `spin:variables@3.0.0` (Redis and MQTT are in
+//! `outbound.rs`), with Spin's semantics:
 //! a component may open only databases listed in its `sqlite_databases`; "default" is
 //! `<state-dir>/sqlite_db.db`; each `open` is its own connection; statements run on
 //! blocking threads; variables are those the component declares, already rendered.
@@ -15,6 +16,8 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
     with: {
         "spin:sqlite/sqlite.connection": SqliteConn,
+        "spin:redis/redis.connection": crate::outbound::RedisConn,
+        "spin:mqtt/mqtt.connection": crate::outbound::MqttConn,
     },
 });
 
@@ -35,6 +38,8 @@ impl HasData for Spin {
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<Ctx>) -> wasmtime::Result<()> {
     sqlite::add_to_linker::<Ctx, Spin>(linker, |c| c)?;
     variables::add_to_linker::<Ctx, Spin>(linker, |c| c)?;
+    spin::redis::redis::add_to_linker::<Ctx, Spin>(linker, |c| c)?;
+    spin::mqtt::mqtt::add_to_linker::<Ctx, Spin>(linker, |c| c)?;
     Ok(())
 }
 

@@ -69,23 +69,7 @@ impl App {
     /// As `start`, with the retention component also allowed to reach `hosts`, as an
     /// operator adds witnesses to `allowed_outbound_hosts`.
     pub fn start_allowing(name: &str, extra: &[(&str, &str)], hosts: &[&str]) -> App {
-        let text = std::fs::read_to_string(root().join("spin.toml")).unwrap();
-        let mut manifest: toml::Table = toml::from_str(&text).unwrap();
-        let components = manifest["component"].as_table_mut().unwrap();
-        for (_, c) in components.iter_mut() {
-            let c = c.as_table_mut().unwrap();
-            let source = root().join(c["source"].as_str().unwrap());
-            c.insert("source".into(), toml::Value::String(source.display().to_string()));
-        }
-        let hosts = hosts.iter().map(|h| toml::Value::String(h.to_string())).collect();
-        components["retention"]
-            .as_table_mut()
-            .unwrap()
-            .insert("allowed_outbound_hosts".into(), toml::Value::Array(hosts));
-        let edited = toml::to_string(&manifest).unwrap();
-        let dir = temp_dir(&format!("{name}-manifest"));
-        let path = dir.join("spin.toml");
-        std::fs::write(&path, edited).unwrap();
+        let path = manifest_allowing(name, hosts);
         Self::start_with_manifest(name, extra, path)
     }
 
@@ -290,4 +274,27 @@ pub fn receiver(status: u16) -> (String, std::sync::mpsc::Receiver<String>) {
         }
     });
     (format!("http://{addr}"), rx)
+}
+
+/// spin.toml with absolute component paths and the retention component also allowed to
+/// reach `hosts`, as an operator adds witnesses and sinks to `allowed_outbound_hosts`.
+pub fn manifest_allowing(name: &str, hosts: &[&str]) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("spin.toml")).unwrap();
+    let mut manifest: toml::Table = toml::from_str(&text).unwrap();
+    let components = manifest["component"].as_table_mut().unwrap();
+    for (_, c) in components.iter_mut() {
+        let c = c.as_table_mut().unwrap();
+        let source = root().join(c["source"].as_str().unwrap());
+        c.insert("source".into(), toml::Value::String(source.display().to_string()));
+    }
+    let hosts = hosts.iter().map(|h| toml::Value::String(h.to_string())).collect();
+    components["retention"]
+        .as_table_mut()
+        .unwrap()
+        .insert("allowed_outbound_hosts".into(), toml::Value::Array(hosts));
+    let edited = toml::to_string(&manifest).unwrap();
+    let dir = temp_dir(&format!("{name}-manifest"));
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, edited).unwrap();
+    path
 }
