@@ -444,7 +444,8 @@ pub async fn deliver<S: Sql, T: Transport>(
 }
 
 /// `stream-only` mode: the bodies of events every sink has acknowledged are pruned (their
-/// rows, leaves and a tombstone stay, so the ledger still verifies). Returns how many.
+/// rows, leaves and a tombstone stay, so the ledger still verifies), with the raw bodies of
+/// the deliveries they came from. Returns how many events.
 pub async fn prune_delivered<S: Sql>(db: &S, sinks: &[Sink], now: &str) -> Result<u64, DbError> {
     let mut through = i64::MAX;
     for s in sinks {
@@ -468,6 +469,12 @@ pub async fn prune_delivered<S: Sql>(db: &S, sinks: &[Sink], now: &str) -> Resul
             .unwrap_or(0);
         db.exec("DELETE FROM event_bodies WHERE seq <= ?", &[Val::Int(through)])
             .await?;
+        // The raw webhook bodies of deliveries whose events the sinks all have go too.
+        db.exec(
+            "DELETE FROM delivery_bodies WHERE delivery IN (SELECT id FROM deliveries WHERE events = 0 OR first_seq + events - 1 <= ?)",
+            &[Val::Int(through)],
+        )
+        .await?;
         Ok(n as u64)
     }
     .await;
