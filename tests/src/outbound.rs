@@ -113,6 +113,22 @@ fn read_reply<'a>(
     })
 }
 
+/// A command that answers how many items it changed (DEL, SADD, SREM).
+async fn counted(
+    s: &Mutex<BufReader<TcpStream>>,
+    verb: &str,
+    key: Option<String>,
+    items: Vec<String>,
+) -> Result<u32, redis::Error> {
+    let mut args = vec![verb.as_bytes().to_vec()];
+    args.extend(key.map(String::into_bytes));
+    args.extend(items.into_iter().map(String::into_bytes));
+    match command(s, &args).await?.first() {
+        Some(RedisResult::Int64(n)) => Ok(*n as u32),
+        _ => Err(redis::Error::TypeError),
+    }
+}
+
 fn redis_conn<U>(
     store: &Accessor<U, Spin>,
     conn: &Resource<RedisConn>,
@@ -208,12 +224,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<u32, redis::Error>> {
         let s = redis_conn(store, &conn)?;
-        let mut args = vec![b"DEL".to_vec()];
-        args.extend(keys.into_iter().map(String::into_bytes));
-        Ok(command(&s, &args).await.and_then(|r| match r.first() {
-            Some(RedisResult::Int64(n)) => Ok(*n as u32),
-            _ => Err(redis::Error::TypeError),
-        }))
+        Ok(counted(&s, "DEL", None, keys).await)
     }
 
     async fn sadd(
@@ -223,12 +234,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, redis::Error>> {
         let s = redis_conn(store, &conn)?;
-        let mut args = vec![b"SADD".to_vec(), key.into_bytes()];
-        args.extend(values.into_iter().map(String::into_bytes));
-        Ok(command(&s, &args).await.and_then(|r| match r.first() {
-            Some(RedisResult::Int64(n)) => Ok(*n as u32),
-            _ => Err(redis::Error::TypeError),
-        }))
+        Ok(counted(&s, "SADD", Some(key), values).await)
     }
 
     async fn smembers(
@@ -254,12 +260,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, redis::Error>> {
         let s = redis_conn(store, &conn)?;
-        let mut args = vec![b"SREM".to_vec(), key.into_bytes()];
-        args.extend(values.into_iter().map(String::into_bytes));
-        Ok(command(&s, &args).await.and_then(|r| match r.first() {
-            Some(RedisResult::Int64(n)) => Ok(*n as u32),
-            _ => Err(redis::Error::TypeError),
-        }))
+        Ok(counted(&s, "SREM", Some(key), values).await)
     }
 
     async fn execute(
