@@ -948,6 +948,12 @@ pub async fn count_events<S: Sql>(db: &S, f: &EventFilter) -> Result<u64> {
     let Some((where_, params)) = filter_sql(&unpaged) else {
         return Ok(0);
     };
+    if where_.is_empty() {
+        // seq is dense from 0: the count of everything is the next seq, without a scan
+        // (a COUNT over 10 million rows took 4.9 s: docs/PERFORMANCE.md).
+        let rows = db.query("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", &[]).await?;
+        return Ok(first_int(&rows).unwrap_or(0) as u64);
+    }
     let rows = db
         .query(
             &format!("SELECT COUNT(*) FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq {where_}"),
