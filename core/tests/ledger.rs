@@ -297,3 +297,49 @@ fn wrong_key_and_external_checkpoint() {
     let v = block_on(verify_db(&db, &signer().verifier(), Some(&kept_elsewhere))).unwrap();
     assert_tampered(&v, Some(15), "rolled_back");
 }
+
+/// A database from before migration 3 (bodies inside `events` and `deliveries`) upgrades in
+/// place: bodies move to their own tables, nothing else changes, and it still verifies.
+#[test]
+fn a_ledger_from_schema_2_upgrades_and_still_verifies() {
+    let dir = temp_dir("upgrade");
+    let db = filled(&dir, 2);
+    let bodies = || block_on(db.query("SELECT seq, body FROM event_bodies ORDER BY seq", &[])).unwrap();
+    let before = bodies();
+    let raw = block_on(db.query("SELECT COUNT(*) FROM delivery_bodies", &[])).unwrap();
+    // Put it back the way schema 2 stored it.
+    let c = rusqlite::Connection::open(dir.join("sqlite_db.db")).unwrap();
+    c.execute_batch(
+        "ALTER TABLE events ADD COLUMN body TEXT;
+         UPDATE events SET body = (SELECT b.body FROM event_bodies b WHERE b.seq = events.seq);
+         DROP TABLE event_bodies;
+         ALTER TABLE deliveries ADD COLUMN body TEXT;
+         UPDATE deliveries SET body = (SELECT b.body FROM delivery_bodies b WHERE b.delivery = deliveries.id);
+         DROP TABLE delivery_bodies;
+         DROP TABLE sink_cursors;
+         DELETE FROM schema_migrations WHERE version >= 3;",
+    )
+    .unwrap();
+    drop(c);
+    block_on(store::migrate(&db)).unwrap();
+    assert_eq!(bodies(), before, "every body moved, unchanged");
+    assert_eq!(
+        block_on(db.query("SELECT COUNT(*) FROM delivery_bodies", &[])).unwrap(),
+        raw
+    );
+    let cols = block_on(db.query("SELECT name FROM pragma_table_info('events')", &[])).unwrap();
+    assert!(!cols.iter().any(|r| r[0].as_str() == Some("body")));
+    let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(
+        matches!(
+            v,
+            Verdict::Ok {
+                size: 30,
+                pruned: 0,
+                ..
+            }
+        ),
+        "{}",
+        v.line()
+    );
+}
