@@ -273,6 +273,11 @@ fn stream_only_mode_keeps_bodies_only_until_every_sink_has_them() {
     assert!(listed["events"].as_array().unwrap().iter().all(|e| e["pruned"] == true));
     assert_eq!(received_seqs(&rx).len(), total, "the sink has every event");
     assert_eq!(app.get("/healthz", None).json()["storage_mode"], "stream-only");
+    let page = app.get_with("/ui", &[("Authorization", &format!("Bearer {ADMIN}"))]);
+    assert!(
+        page.text.contains("This install is streaming-only"),
+        "the UI says so plainly"
+    );
     let key = app.get("/api/v1/key", Some(ADMIN)).text;
     let copy = support::temp_dir("stream-only").join("copy.db");
     app.copy_db(&copy);
@@ -381,5 +386,47 @@ fn delivery_resumes_exactly_after_sigkill() {
             assert!(!restarted, "one restart point only: {seqs:?}");
             restarted = true;
         }
+    }
+}
+
+#[test]
+fn redis_publish_mode_sends_each_event_to_its_action_channel() {
+    let channel = format!("pipetrail-pub:{}:", std::process::id());
+    let sinks = json!([{"name": "pub", "kind": "redis", "address": "redis://127.0.0.1:6379", "mode": "publish",
+        "key_prefix": channel, "filter": {"actions": ["pipeline.created"]}}]);
+    let app = App::start_allowing(
+        "sink-redis-publish",
+        &[("sinks", &sinks.to_string())],
+        &["redis://127.0.0.1:6379"],
+    );
+    fill(&app, 2);
+    let sub = std::process::Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "6379",
+            "--no-raw",
+            "SUBSCRIBE",
+            &format!("{channel}pipeline.created"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let v = admin(&app, "/admin/deliver");
+    assert_eq!(v["sinks"][0]["events"], 2, "{v}");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut sub = sub;
+    sub.kill().unwrap();
+    let out = sub.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let created: Vec<Value> = app.events("action=pipeline.created", ADMIN);
+    for e in &created {
+        assert!(
+            text.contains(e["id"].as_str().unwrap()),
+            "{} not published: {text}",
+            e["id"]
+        );
     }
 }
