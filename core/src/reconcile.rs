@@ -153,7 +153,7 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         self.report.requests += 1;
         let failure = match self.api.get(url).await {
             Ok(res) if res.status == 429 => {
-                let until = later(self.now, retry_after(&res.headers));
+                let until = crate::time::plus_seconds(self.now, retry_after(&res.headers) as i64);
                 store::put_setting(self.db, WAIT_KEY, &until).await?;
                 self.report.waiting_until = Some(until);
                 return Err(Stop::Wait);
@@ -167,7 +167,7 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
             .and_then(|f| f.parse().ok())
             .unwrap_or(0);
         let backoff = (30u64 << failures.min(7)).min(3600);
-        let until = later(self.now, backoff);
+        let until = crate::time::plus_seconds(self.now, backoff as i64);
         store::put_setting(self.db, FAILURES_KEY, &(failures + 1).to_string()).await?;
         store::put_setting(self.db, WAIT_KEY, &until).await?;
         self.report.waiting_until = Some(until);
@@ -424,13 +424,6 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         self.report.deleted.push(id);
         Ok(())
     }
-}
-
-/// `now` plus `secs`, in the ledger's time format.
-fn later(now: &str, secs: u64) -> String {
-    crate::time::parse(now)
-        .map(|t| crate::time::format(t + chrono::Duration::seconds(secs as i64)))
-        .unwrap_or_else(|| now.to_string())
 }
 
 /// URLs are logged and reported without their query (cursors, not secrets, but noise).

@@ -136,10 +136,19 @@ pub async fn sweep<S: Sql>(
     scan: usize,
 ) -> Result<Report, DbError> {
     let mut report = Report::default();
-    let Some(now_t) = crate::time::parse(now) else {
+    if crate::time::parse(now).is_none() {
         return Err(DbError::Other(format!("not a time: {now}")));
-    };
-    let cutoff = |days: u32| crate::time::format(now_t - chrono::Duration::days(days as i64));
+    }
+    let cutoff = |days: u32| crate::time::plus_seconds(now, -(days as i64) * 86_400);
+    // One cut-off per policy age, not one per event looked at.
+    let cutoffs: BTreeMap<u32, String> = policies
+        .events
+        .iter()
+        .filter_map(|p| match p.keep {
+            Keep::Days(d) => Some((d, cutoff(d))),
+            Keep::Forever => None,
+        })
+        .collect();
     db.exec("BEGIN IMMEDIATE", &[]).await?;
     let result = async {
         let after: i64 = crate::store::setting(db, CURSOR)
@@ -161,7 +170,7 @@ pub async fn sweep<S: Sql>(
             let occurred = r[4].as_str().unwrap_or_default();
             if let Some(p) = policies.for_event(action, r[2].as_i64().unwrap_or(0), r[3].as_str())
                 && let Keep::Days(d) = p.keep
-                && occurred < cutoff(d).as_str()
+                && cutoffs.get(&d).is_some_and(|c| occurred < c.as_str())
             {
                 *report.pruned.entry(p.text.clone()).or_default() += 1;
                 doomed.push((seq, p.text.as_str()));

@@ -420,8 +420,7 @@ pub async fn deliver<S: Sql, T: Transport>(
                 if let Err(e) = transport.send(&messages(sink, &chosen)).await {
                     st.failures += 1;
                     let backoff = (5i64 << st.failures.min(7)).min(600);
-                    st.wait_until =
-                        crate::time::parse(now).map(|t| crate::time::format(t + chrono::Duration::seconds(backoff)));
+                    st.wait_until = Some(crate::time::plus_seconds(now, backoff));
                     st.last_error = Some(e.clone());
                     save(db, &st).await?;
                     d.error = Some(e);

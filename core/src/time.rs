@@ -30,6 +30,14 @@ pub fn normalize(text: &str) -> Option<String> {
     parse(text).map(format)
 }
 
+/// `text` moved by `secs` seconds (negative: back), in the ledger's format; `text` itself
+/// when it is not a time. For back-off deadlines and retention cut-offs.
+pub fn plus_seconds(text: &str, secs: i64) -> String {
+    parse(text)
+        .map(|t| format(t + chrono::Duration::seconds(secs)))
+        .unwrap_or_else(|| text.to_string())
+}
+
 pub fn from_unix_millis(ms: i64) -> String {
     format(Utc.timestamp_millis_opt(ms).single().unwrap_or_default())
 }
