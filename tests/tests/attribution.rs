@@ -592,6 +592,30 @@ fn backfill_imports_history_and_resumes_and_connect_installs_hooks_idempotently(
         assert_eq!(p["status"], "success");
     }
     let events = app.events("", ADMIN).len();
+    // What backfill posts is checked like any delivery: refused whole, nothing stored.
+    let before = app.snapshot();
+    let admin = format!("Bearer {ADMIN}");
+    for (auth, body, status, why) in [
+        ("Bearer nope", &b"{}"[..], 401, "unauthorized"),
+        (admin.as_str(), &b"not json"[..], 400, "malformed JSON"),
+        (
+            admin.as_str(),
+            &br#"{"pipeline": {"id": 9}, "jobs": []}"#[..],
+            400,
+            "project_id",
+        ),
+        (
+            admin.as_str(),
+            &br#"{"pipeline": [], "jobs": {}}"#[..],
+            400,
+            "jobs: expected an array",
+        ),
+    ] {
+        let r = app.post("/ingest/gitlab-api", &[("Authorization", auth)], body);
+        assert_eq!(r.status, status, "{}", r.text);
+        assert!(r.text.contains(why), "{}", r.text);
+    }
+    assert_eq!(app.snapshot(), before, "rejected API snapshots change nothing");
     // Resumes: a second run asks only for pipelines updated after the cursor.
     gitlab.state().requests.clear();
     let out = backfill();
