@@ -246,3 +246,18 @@ impl Event {
         crate::canonical::to_vec(&self.to_json())
     }
 }
+
+/// Whether an action matches a pattern as operators write them (retention policies, sink
+/// filters): an action (`job.status_changed`), a prefix (`job.*`), a suffix (`*.canceled`),
+/// or `*`.
+pub fn action_matches(pattern: &str, action: &str) -> bool {
+    if pattern == "*" {
+        true
+    } else if let Some(prefix) = pattern.strip_suffix(".*") {
+        action.strip_prefix(prefix).is_some_and(|r| r.starts_with('.'))
+    } else if let Some(suffix) = pattern.strip_prefix("*.") {
+        action.strip_suffix(suffix).is_some_and(|r| r.ends_with('.'))
+    } else {
+        action == pattern
+    }
+}

@@ -88,15 +88,7 @@ pub fn parse(text: &str) -> Result<Policies, String> {
 
 impl Policy {
     fn matches(&self, action: &str, project_id: i64, project_path: Option<&str>) -> bool {
-        let action_ok = if self.pattern == "*" {
-            true
-        } else if let Some(prefix) = self.pattern.strip_suffix(".*") {
-            action.strip_prefix(prefix).is_some_and(|r| r.starts_with('.'))
-        } else if let Some(suffix) = self.pattern.strip_prefix("*.") {
-            action.strip_suffix(suffix).is_some_and(|r| r.ends_with('.'))
-        } else {
-            action == self.pattern
-        };
+        let action_ok = crate::model::action_matches(&self.pattern, action);
         let project_ok = match &self.project {
             None => true,
             Some(p) => project_path == Some(p.as_str()) || p.parse::<i64>().ok() == Some(project_id),

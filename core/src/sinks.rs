@@ -152,15 +152,7 @@ impl Sink {
     /// Whether an event passes this sink's filter.
     pub fn wants(&self, ev: &Value) -> bool {
         let action = ev["action"].as_str().unwrap_or_default();
-        let action_ok = self.actions.is_empty()
-            || self.actions.iter().any(|a| {
-                a == action
-                    || a == "*"
-                    || a.strip_suffix(".*")
-                        .is_some_and(|p| action.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
-                    || a.strip_prefix("*.")
-                        .is_some_and(|s| action.strip_suffix(s).is_some_and(|r| r.ends_with('.')))
-            });
+        let action_ok = self.actions.is_empty() || self.actions.iter().any(|a| crate::model::action_matches(a, action));
         let project_ok = self.projects.is_empty()
             || self.projects.iter().any(|p| {
                 ev["project"]["path"].as_str() == Some(p.as_str())
