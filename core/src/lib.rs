@@ -6,6 +6,8 @@
 pub mod audit;
 pub mod bundle;
 pub mod canonical;
+pub mod compact;
+pub mod config;
 pub mod encoding;
 pub mod export;
 pub mod generate;

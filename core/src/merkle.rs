@@ -49,8 +49,9 @@ pub fn leaf_key(seq: u64) -> i64 {
     node_key((0, seq))
 }
 
-/// The stored nodes whose fold is the hash of leaves `start..end`, largest first.
-/// Valid for every range the RFC recursion produces (start aligned to the range's split).
+/// The largest aligned subtrees that tile `start..end`, left to right. For every range the
+/// RFC recursion produces (start aligned to the range's split) they are also the stored
+/// nodes whose fold is the range's hash.
 pub fn range_nodes(start: u64, end: u64) -> Vec<NodeRef> {
     let mut out = Vec::new();
     let mut at = start;
@@ -145,16 +146,27 @@ pub struct Frontier {
 
 impl Frontier {
     pub fn push(&mut self, leaf: Hash) {
-        let mut node = (0u32, leaf);
-        while let Some(&(level, left)) = self.stack.last() {
-            if level != node.0 {
+        self.push_subtree(0, leaf);
+    }
+
+    /// Appends a whole subtree of 2^level leaves given by its hash (a compacted range).
+    /// Returns false, changing nothing, when the tree's size is not a multiple of 2^level:
+    /// the subtree would not be aligned.
+    pub fn push_subtree(&mut self, level: u32, hash: Hash) -> bool {
+        if level >= 63 || self.size % (1u64 << level) != 0 {
+            return false;
+        }
+        let mut node = (level, hash);
+        while let Some(&(l, left)) = self.stack.last() {
+            if l != node.0 {
                 break;
             }
             self.stack.pop();
-            node = (level + 1, node_hash(&left, &node.1));
+            node = (l + 1, node_hash(&left, &node.1));
         }
         self.stack.push(node);
-        self.size += 1;
+        self.size += 1 << level;
+        true
     }
 
     pub fn size(&self) -> u64 {
@@ -375,6 +387,42 @@ mod tests {
         assert!(consistency_ranges(500_001, n).len() <= 42);
         for (s, e) in inclusion_ranges(777_777, n) {
             assert!(range_nodes(s, e).len() <= 21);
+        }
+    }
+
+    #[test]
+    fn a_frontier_fed_subtree_hashes_has_the_same_root() {
+        for n in 1..=40u64 {
+            let all = leaves(n);
+            let root = root_from_leaves(&all);
+            for k in 0..=n {
+                // Compacted prefix 0..k, leaves after it: what `verify` folds.
+                let mut f = Frontier::default();
+                for (level, idx) in range_nodes(0, k) {
+                    assert!(f.push_subtree(level, node_value(&all, (level, idx))));
+                }
+                all[k as usize..].iter().for_each(|l| f.push(*l));
+                assert_eq!((f.size(), f.root()), (n, root), "n={n} k={k}");
+            }
+        }
+        let mut f = Frontier::default();
+        f.push([1; 32]);
+        assert!(!f.push_subtree(1, [2; 32]), "a subtree of 2 cannot start at 1");
+        assert_eq!(f.size(), 1);
+    }
+
+    #[test]
+    fn range_nodes_tile_any_range_with_aligned_subtrees() {
+        assert_eq!(range_nodes(5, 13), vec![(0, 5), (1, 3), (2, 2), (0, 12)]);
+        assert_eq!(range_nodes(0, 8), vec![(3, 0)]);
+        assert!(range_nodes(7, 7).is_empty());
+        for (s, e) in [(0u64, 1u64), (3, 100), (64, 65), (1, 1 << 20)] {
+            let mut at = s;
+            for (level, idx) in range_nodes(s, e) {
+                assert_eq!(idx << level, at, "contiguous and aligned");
+                at += 1 << level;
+            }
+            assert_eq!(at, e);
         }
     }
 }

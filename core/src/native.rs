@@ -72,6 +72,7 @@ pub fn dump_tables(db: &NativeDb) -> Result<String, DbError> {
         ("tree_nodes", "id"),
         ("checkpoints", "size"),
         ("pruned", "seq"),
+        ("compacted", "start"),
         ("deliveries", "id"),
         ("delivery_bodies", "delivery"),
         ("pipelines", "instance, pipeline_id"),

@@ -13,6 +13,8 @@
 //! Patterns: an action (`job.status_changed`), a prefix (`job.*`), a suffix (`*.canceled`),
 //! or `*`. `forever` keeps. Events no policy matches are kept. `deliveries=N d` drops the
 //! stored raw webhook bodies after N days (their hash stays in the events' evidence).
+//! `compact=Nd` folds pruned entries older than N days into subtree hashes, so what a
+//! pruned event leaves behind is reclaimed too (core/src/compact.rs).
 
 use std::collections::BTreeMap;
 
@@ -37,6 +39,9 @@ pub struct Policy {
 pub struct Policies {
     pub events: Vec<Policy>,
     pub delivery_days: Option<u32>,
+    /// `compact=Nd`: fold pruned entries older than N days into subtree hashes
+    /// (core/src/compact.rs).
+    pub compact_days: Option<u32>,
 }
 
 pub fn parse(text: &str) -> Result<Policies, String> {
@@ -49,18 +54,25 @@ pub fn parse(text: &str) -> Result<Policies, String> {
         let keep = if rhs == "forever" {
             Keep::Forever
         } else {
+            // compact=0d: as soon as every sink has an entry and a checkpoint covers it.
+            let least = u32::from(lhs != "compact");
             let days = rhs
                 .strip_suffix('d')
                 .and_then(|d| d.parse::<u32>().ok())
-                .filter(|d| *d >= 1)
-                .ok_or_else(|| format!("{item:?}: the age must be like 90d (days, at least 1) or forever"))?;
+                .filter(|d| *d >= least)
+                .ok_or_else(|| format!("{item:?}: the age must be like 90d (days, at least {least}) or forever"))?;
             Keep::Days(days)
         };
-        if lhs == "deliveries" {
-            out.delivery_days = match keep {
+        if lhs == "deliveries" || lhs == "compact" {
+            let days = match keep {
                 Keep::Days(d) => Some(d),
                 Keep::Forever => None,
             };
+            if lhs == "deliveries" {
+                out.delivery_days = days;
+            } else {
+                out.compact_days = days;
+            }
             continue;
         }
         let (pattern, project) = match lhs.split_once('@') {
@@ -227,10 +239,13 @@ mod tests {
     #[test]
     fn policies_parse_and_match_first_wins() {
         let p = parse(
-            "pipeline.*=forever, job.status_changed=90d; *.canceled=forever, job.*@group/sandbox=30d, deliveries=7d",
+            "pipeline.*=forever, job.status_changed=90d; *.canceled=forever, job.*@group/sandbox=30d, deliveries=7d, compact=14d",
         )
         .unwrap();
         assert_eq!(p.delivery_days, Some(7));
+        assert_eq!(p.compact_days, Some(14));
+        assert_eq!(p.events.len(), 4, "deliveries and compact are not event policies");
+        assert_eq!(parse("compact=0d").unwrap().compact_days, Some(0), "compaction may be immediate");
         assert_eq!(p.for_event("job.status_changed", 1, None).unwrap().keep, Keep::Days(90));
         assert_eq!(
             p.for_event("pipeline.status_changed", 1, None).unwrap().keep,
@@ -246,7 +261,7 @@ mod tests {
             "unmatched: kept"
         );
         assert!(p.for_event("jobx.played", 1, Some("group/sandbox")).is_none());
-        for bad in ["job.status_changed", "x=90", "x=0d", "x=soon", "j*b=1d", "a.*@=3d"] {
+        for bad in ["job.status_changed", "x=90", "x=0d", "x=soon", "j*b=1d", "a.*@=3d", "compact=soon", "compact=-1d"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert_eq!(parse("").unwrap(), Policies::default());

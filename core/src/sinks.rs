@@ -337,6 +337,16 @@ pub async fn state<S: Sql>(db: &S, name: &str) -> Result<SinkState, DbError> {
     })
 }
 
+/// The first seq some sink has not acknowledged yet; None when there are no sinks.
+pub async fn delivered_below<S: Sql>(db: &S, sinks: &[Sink]) -> Result<Option<u64>, DbError> {
+    let mut below: Option<u64> = None;
+    for s in sinks {
+        let next = (state(db, &s.name).await?.after_seq + 1).max(0) as u64;
+        below = Some(below.map_or(next, |b| b.min(next)));
+    }
+    Ok(below)
+}
+
 async fn save<S: Sql>(db: &S, s: &SinkState) -> Result<(), DbError> {
     db.exec(
         "INSERT INTO sink_cursors (name, after_seq, failures, wait_until, last_error) VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET after_seq = excluded.after_seq, failures = excluded.failures, wait_until = excluded.wait_until, last_error = excluded.last_error",

@@ -145,6 +145,15 @@ const MIGRATIONS: &[&str] = &[
         last_error TEXT
     );
     "#,
+    // 5: compacted ranges of the ledger: aligned, fully pruned subtrees whose rows, leaves
+    // and tombstones were dropped for the one subtree hash (core/src/compact.rs).
+    r#"
+    CREATE TABLE compacted (
+        start INTEGER PRIMARY KEY,
+        level INTEGER NOT NULL,
+        compacted_at TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub fn schema_version() -> usize {

@@ -14,6 +14,8 @@ pub enum Verdict {
         root: Hash,
         checkpoints: usize,
         pruned: u64,
+        /// Entries folded into compacted ranges (core/src/compact.rs).
+        compacted: u64,
     },
     Tampered {
         /// The first entry that is wrong, when one entry can be named.
@@ -32,8 +34,9 @@ impl Verdict {
                 root,
                 checkpoints,
                 pruned,
+                compacted,
             } => format!(
-                "OK: {size} entries ({pruned} pruned), root {} at size {size}, {checkpoints} checkpoint(s) verified",
+                "OK: {size} entries ({pruned} pruned, {compacted} compacted), root {} at size {size}, {checkpoints} checkpoint(s) verified",
                 base64_encode(root)
             ),
             Verdict::Tampered {
@@ -102,23 +105,86 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
     }
     checkpoints.sort_by_key(|c| c.size);
 
-    // 2. Leaves and bodies, in seq order.
+    // 2. Leaves and bodies, in seq order; a compacted range counts as its subtree hash.
     let leaf_count = crate::store::tree_size(db).await?;
-    let row_count = {
-        let rows = db.query("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", &[]).await?;
-        rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0) as u64
-    };
+    let mut ranges = crate::compact::ranges(db).await?.into_iter().peekable();
     let mut frontier = Frontier::default();
-    let mut pruned = 0u64;
+    let (mut pruned, mut compacted) = (0u64, 0u64);
     let mut next_cp = 0usize;
     let mut expected = 0u64;
-    let mut start = 0i64;
-    let end = leaf_count.max(row_count) as i64;
-    while start < end {
+    // Checks every checkpoint the frontier has reached. One strictly inside a compacted
+    // range cannot be recomputed; compaction deletes those, so none is skipped in practice.
+    let check_checkpoints = |frontier: &Frontier, next_cp: &mut usize| -> Option<Verdict> {
+        while *next_cp < checkpoints.len() && checkpoints[*next_cp].size <= frontier.size() {
+            if checkpoints[*next_cp].size == frontier.size() && checkpoints[*next_cp].root != frontier.root() {
+                let prev = if *next_cp == 0 { 0 } else { checkpoints[*next_cp - 1].size };
+                return Some(tampered(
+                    Some(prev),
+                    "root_mismatch",
+                    format!(
+                        "entries {prev}..{} hash to a different root than the checkpoint at size {} signed: rewritten consistently (bodies and leaves) somewhere in that range",
+                        frontier.size() - 1,
+                        frontier.size()
+                    ),
+                ));
+            }
+            *next_cp += 1;
+        }
+        None
+    };
+    loop {
+        // Compacted ranges starting here, before any row.
+        while let Some(&(start, level)) = ranges.peek() {
+            if start != expected {
+                break;
+            }
+            ranges.next();
+            let node = (level, start >> level);
+            let stored = db
+                .query("SELECT hash FROM tree_nodes WHERE id = ?", &[Val::Int(merkle::node_key(node))])
+                .await?;
+            let Some(hash) = stored
+                .first()
+                .and_then(|r| r[0].as_blob())
+                .and_then(|b| <Hash>::try_from(b).ok())
+            else {
+                return Ok(tampered(
+                    Some(start),
+                    "missing",
+                    format!("compacted range {start}..{} has no subtree hash", start + (1u64 << level)),
+                ));
+            };
+            let end = start + (1 << level);
+            let rows_inside = db
+                .query(
+                    "SELECT seq FROM events WHERE seq >= ? AND seq < ? LIMIT 1",
+                    &[Val::int(start), Val::int(end)],
+                )
+                .await?;
+            if let Some(seq) = rows_inside.first().and_then(|r| r[0].as_i64()) {
+                return Ok(tampered(
+                    Some(seq as u64),
+                    "inserted",
+                    format!("an event row at seq {seq} lies in compacted range {start}..{end}"),
+                ));
+            }
+            if !frontier.push_subtree(level, hash) {
+                return Ok(tampered(
+                    Some(start),
+                    "edited",
+                    format!("compacted range at {start} of 2^{level} entries is not aligned"),
+                ));
+            }
+            compacted += 1 << level;
+            expected += 1 << level;
+            if let Some(v) = check_checkpoints(&frontier, &mut next_cp) {
+                return Ok(v);
+            }
+        }
         let rows: Vec<Row> = db
             .query(
-                "SELECT e.seq, b.body FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq WHERE e.seq >= ? AND e.seq < ? ORDER BY e.seq",
-                &[Val::Int(start), Val::Int(start + CHUNK)],
+                "SELECT e.seq, b.body FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq WHERE e.seq >= ? ORDER BY e.seq LIMIT ?",
+                &[Val::int(expected), Val::Int(CHUNK)],
             )
             .await?
             .into_iter()
@@ -127,15 +193,24 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
                 body: r[1].as_str().map(str::to_string),
             })
             .collect();
-        let leaves = leaf_range(db, start, start + CHUNK).await?;
+        let Some(last) = rows.last().map(|r| r.seq) else {
+            break;
+        };
+        let leaves = leaf_range(db, expected as i64, last as i64 + 1).await?;
         let next_rows = db
-            .query(
-                "SELECT body FROM event_bodies WHERE seq = ?",
-                &[Val::Int(start + CHUNK)],
-            )
+            .query("SELECT body FROM event_bodies WHERE seq = ?", &[Val::int(last + 1)])
             .await?;
         let following_body = next_rows.first().and_then(|r| r[0].as_str().map(str::to_string));
         for (i, row) in rows.iter().enumerate() {
+            if let Some(&(start, _)) = ranges.peek()
+                && start <= row.seq
+            {
+                if start == expected {
+                    // A compacted range comes first: fold it, then go on from here.
+                    break;
+                }
+                return Ok(gap_or_overlap(expected, start));
+            }
             if row.seq != expected {
                 return Ok(tampered(
                     Some(expected),
@@ -181,23 +256,13 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
             };
             frontier.push(leaf);
             expected += 1;
-            while next_cp < checkpoints.len() && checkpoints[next_cp].size == frontier.size() {
-                if checkpoints[next_cp].root != frontier.root() {
-                    let prev = if next_cp == 0 { 0 } else { checkpoints[next_cp - 1].size };
-                    return Ok(tampered(
-                        Some(prev),
-                        "root_mismatch",
-                        format!(
-                            "entries {prev}..{} hash to a different root than the checkpoint at size {} signed: rewritten consistently (bodies and leaves) somewhere in that range",
-                            frontier.size() - 1,
-                            frontier.size()
-                        ),
-                    ));
-                }
-                next_cp += 1;
+            if let Some(v) = check_checkpoints(&frontier, &mut next_cp) {
+                return Ok(v);
             }
         }
-        start += CHUNK;
+    }
+    if let Some((start, _)) = ranges.next() {
+        return Ok(gap_or_overlap(expected, start));
     }
     if expected < leaf_count {
         return Ok(tampered(
@@ -222,7 +287,25 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
         root: frontier.root(),
         checkpoints: checkpoints.len(),
         pruned,
+        compacted,
     })
+}
+
+/// A compacted range that does not start where the stored entries end.
+fn gap_or_overlap(expected: u64, start: u64) -> Verdict {
+    if start > expected {
+        tampered(
+            Some(expected),
+            "missing",
+            format!("entries {expected}..{start} are neither stored nor compacted"),
+        )
+    } else {
+        tampered(
+            Some(start),
+            "inserted",
+            format!("a compacted range starts at {start}, among entries that are still stored"),
+        )
+    }
 }
 
 async fn leaf_range<S: Sql>(db: &S, start: i64, end: i64) -> Result<std::collections::HashMap<u64, Hash>, DbError> {

@@ -10,6 +10,7 @@ use pipetrail_core::note::NoteSigner;
 use pipetrail_core::sql::{Sql, Val, block_on};
 use pipetrail_core::store;
 use pipetrail_core::verify::{Verdict, verify_db};
+use pipetrail_core::{compact, retention};
 use serde_json::json;
 
 const T: &str = "2026-01-01T00:00:00.000Z";
@@ -317,6 +318,7 @@ fn a_ledger_from_schema_2_upgrades_and_still_verifies() {
          UPDATE deliveries SET body = (SELECT b.body FROM delivery_bodies b WHERE b.delivery = deliveries.id);
          DROP TABLE delivery_bodies;
          DROP TABLE sink_cursors;
+         DROP TABLE compacted;
          DELETE FROM schema_migrations WHERE version >= 3;",
     )
     .unwrap();
@@ -342,4 +344,210 @@ fn a_ledger_from_schema_2_upgrades_and_still_verifies() {
         "{}",
         v.line()
     );
+}
+
+// ---------------------------------------------------------------- compaction
+
+const LATER: &str = "2026-03-01T00:00:00.000Z";
+
+fn compact(db: &NativeDb, policies: &str, days: u32, scan: usize) -> compact::Report {
+    let policies = retention::parse(policies).unwrap();
+    let opts = compact::Options {
+        now: LATER,
+        days,
+        delivered_below: None,
+        stream_only: false,
+        scan,
+    };
+    block_on(compact::run(db, &policies, &opts)).unwrap()
+}
+
+fn prune(db: &NativeDb, policies: &str) {
+    let policies = retention::parse(policies).unwrap();
+    block_on(retention::sweep(db, &policies, LATER, false, 1_000_000)).unwrap();
+}
+
+fn count(db: &NativeDb, table: &str) -> i64 {
+    block_on(db.query(&format!("SELECT COUNT(*) FROM {table}"), &[])).unwrap()[0][0]
+        .as_i64()
+        .unwrap()
+}
+
+/// Every proof the store can still serve checks against the reference tree built from the
+/// leaves as they were before compaction.
+fn assert_proofs_hold(db: &NativeDb, all: &[Hash]) {
+    let n = all.len() as u64;
+    let inside = |at: u64, size: bool| {
+        block_on(compact::containing(db, at))
+            .unwrap()
+            .is_some_and(|(start, _)| !size || at != start)
+    };
+    let root = block_on(store::root_at(db, n)).unwrap();
+    assert_eq!(root, merkle::root_from_leaves(all));
+    for size in (1..=n).filter(|&s| !inside(s, true)) {
+        let root = block_on(store::root_at(db, size)).unwrap();
+        assert_eq!(root, merkle::root_from_leaves(&all[..size as usize]), "root at {size}");
+        for seq in (0..size).filter(|&s| !inside(s, false)) {
+            let proof = block_on(store::range_hashes(db, &merkle::inclusion_ranges(seq, size))).unwrap();
+            merkle::verify_inclusion(seq, size, &all[seq as usize], &proof, &root).unwrap();
+        }
+        for from in (1..size).filter(|&m| !inside(m, true)) {
+            let proof = block_on(store::range_hashes(db, &merkle::consistency_ranges(from, size))).unwrap();
+            let old = merkle::root_from_leaves(&all[..from as usize]);
+            merkle::verify_consistency(from, size, &old, &root, &proof).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_fully_expired_ledger_compacts_to_a_few_ranges_and_still_verifies() {
+    let dir = temp_dir("compact-all");
+    let db = filled(&dir, 8);
+    let mut all = leaves(&db);
+    assert_eq!(all.len(), 120);
+    prune(&db, "*=1d");
+    assert_eq!(count(&db, "pruned"), 120);
+
+    // Too recent for the horizon: nothing moves.
+    let r = compact(&db, "*=1d", 365, 1000);
+    assert_eq!((r.compacted, r.next_seq), (0, 0));
+
+    // Bounded runs resume where they stopped.
+    let first = compact(&db, "*=1d", 7, 50);
+    assert_eq!((first.compacted, first.next_seq), (50, 50));
+    let r = compact(&db, "*=1d", 7, 1000);
+    assert_eq!((r.compacted, r.next_seq), (70, 120));
+    assert_eq!(
+        (first.pipelines + r.pipelines, first.deliveries + r.deliveries),
+        (8, 8),
+        "a pipeline and its delivery go once all their entries are compacted"
+    );
+    // 120 = 64 + 32 + 16 + 8: one range each, every row, tombstone and inner node gone.
+    let ranges = block_on(compact::ranges(&db)).unwrap();
+    assert_eq!(ranges, vec![(0, 6), (64, 5), (96, 4), (112, 3)]);
+    for table in ["events", "pruned", "event_bodies", "deliveries", "pipelines", "jobs"] {
+        assert_eq!(count(&db, table), 0, "{table}");
+    }
+    assert_eq!(count(&db, "tree_nodes"), 4);
+    // Only checkpoints at range boundaries remain.
+    let sizes: Vec<u64> = block_on(store::checkpoints(&db))
+        .unwrap()
+        .iter()
+        .map(|c| c.size)
+        .collect();
+    assert_eq!(sizes, vec![120], "every other checkpoint was strictly inside a range");
+
+    let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(
+        matches!(v, Verdict::Ok { size: 120, pruned: 0, compacted: 120, root, .. } if root == merkle::root_from_leaves(&all)),
+        "{}",
+        v.line()
+    );
+
+    // The ledger goes on: new entries, proofs for them and from the compacted checkpoint.
+    let ing = Ingest::new(&db);
+    for i in 0..2u64 {
+        let mut p = fixture("pipeline_hook_go-gitlab.json");
+        p["object_attributes"]["id"] = json!(5000 + i);
+        for (k, b) in p["builds"].as_array_mut().unwrap().iter_mut().enumerate() {
+            b["id"] = json!(50_000 + i * 10 + k as u64);
+        }
+        ing.send(&p, "Pipeline Hook", Some(&format!("late{i}")), T).unwrap();
+    }
+    let bodies = block_on(db.query("SELECT body FROM event_bodies ORDER BY seq", &[])).unwrap();
+    all.extend(bodies.iter().map(|b| merkle::leaf_hash(b[0].as_str().unwrap().as_bytes())));
+    assert_eq!(all.len(), 150);
+    assert_proofs_hold(&db, &all);
+    let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(
+        matches!(v, Verdict::Ok { size: 150, compacted: 120, .. }),
+        "{}",
+        v.line()
+    );
+}
+
+#[test]
+fn pruned_runs_between_kept_entries_compact_and_proofs_for_the_rest_hold() {
+    let dir = temp_dir("compact-holes");
+    let db = filled(&dir, 4);
+    let all = leaves(&db);
+    let kept_before = block_on(db.query("SELECT seq FROM events WHERE action NOT LIKE 'job.%' ORDER BY seq", &[])).unwrap();
+    prune(&db, "job.*=1d");
+    let r = compact(&db, "job.*=1d", 7, 1000);
+    assert_eq!(r.next_seq, 60);
+    let jobs = 60 - kept_before.len() as u64;
+    assert_eq!(r.compacted, jobs);
+    assert_eq!(r.deliveries, 0, "every delivery still has a kept event");
+    assert_eq!(r.pipelines, 0);
+    let kept_after = block_on(db.query("SELECT seq FROM events ORDER BY seq", &[])).unwrap();
+    assert_eq!(kept_after, kept_before, "kept events are untouched");
+    assert_eq!(count(&db, "pruned"), 0);
+    let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(
+        matches!(v, Verdict::Ok { size: 60, pruned: 0, compacted, .. } if compacted == jobs),
+        "{}",
+        v.line()
+    );
+    assert_proofs_hold(&db, &all);
+    // A second run finds nothing new.
+    assert_eq!(compact(&db, "job.*=1d", 7, 1000).compacted, 0);
+}
+
+#[test]
+fn compacted_ranges_cannot_hide_tampering() {
+    let build = |name: &str| {
+        let dir = temp_dir(name);
+        let db = filled(&dir, 4);
+        prune(&db, "job.*=1d");
+        compact(&db, "job.*=1d", 7, 1000);
+        db
+    };
+    let ranges = block_on(compact::ranges(&build("compact-r"))).unwrap();
+    let &(start, level) = ranges.iter().find(|(_, l)| *l >= 1).expect("a range of two or more");
+    let key = merkle::node_key((level, start >> level));
+
+    // Its subtree hash edited: the signed root above it no longer matches.
+    let db = build("compact-edit");
+    db.0.execute("UPDATE tree_nodes SET hash = zeroblob(32) WHERE id = ?", [key]).unwrap();
+    let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(matches!(v, Verdict::Tampered { kind: "root_mismatch", .. }), "{}", v.line());
+
+    // Its subtree hash deleted.
+    let db = build("compact-node");
+    db.0.execute("DELETE FROM tree_nodes WHERE id = ?", [key]).unwrap();
+    assert_tampered(&block_on(verify_db(&db, &signer().verifier(), None)).unwrap(), Some(start), "missing");
+
+    // The range's record deleted: its entries are neither stored nor compacted.
+    let db = build("compact-row");
+    db.0.execute("DELETE FROM compacted WHERE start = ?", [start as i64]).unwrap();
+    assert_tampered(&block_on(verify_db(&db, &signer().verifier(), None)).unwrap(), Some(start), "missing");
+
+    // A kept event deleted and a range claimed in its place: not aligned, or its hash wrong.
+    let db = build("compact-claim");
+    let kept = block_on(db.query("SELECT seq FROM events ORDER BY seq LIMIT 1", &[])).unwrap()[0][0]
+        .as_i64()
+        .unwrap();
+    db.0.execute_batch(&format!(
+        "DELETE FROM event_bodies WHERE seq = {kept}; DELETE FROM events WHERE seq = {kept}; INSERT INTO compacted (start, level, compacted_at) VALUES ({kept}, 0, 'x');"
+    ))
+    .unwrap();
+    // The leaf stays (it is the range's node), so the root still matches: the claim reads
+    // like compaction, exactly as a forged tombstone reads like pruning. What it cannot
+    // do is change a hash, and `verify` reports the entry as compacted, not stored.
+    let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    match v {
+        Verdict::Ok { compacted, .. } => assert!(compacted > 0),
+        other => panic!("{}", other.line()),
+    }
+    // A range claimed over entries that are still stored.
+    let db = build("compact-overlap");
+    let row = block_on(db.query("SELECT seq FROM events ORDER BY seq LIMIT 1", &[])).unwrap()[0][0]
+        .as_i64()
+        .unwrap();
+    db.0.execute(
+        "INSERT INTO compacted (start, level, compacted_at) VALUES (?, 0, 'x')",
+        [row],
+    )
+    .unwrap();
+    assert_tampered(&block_on(verify_db(&db, &signer().verifier(), None)).unwrap(), Some(row as u64), "inserted");
 }

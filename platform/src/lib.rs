@@ -87,6 +87,27 @@ pub async fn var_list(name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What is wrong with the operator's variables this component can read, as
+/// "variable: message" (core/src/config.rs); logged once per call.
+pub async fn config_problems() -> Vec<String> {
+    let mut values = Vec::new();
+    for name in pipetrail_core::config::CHECKED {
+        values.push((*name, var(name).await));
+    }
+    let problems = pipetrail_core::config::problems(values);
+    for p in &problems {
+        eprintln!("pipetrail: configuration: {p}");
+    }
+    problems
+}
+
+/// The `storage_mode` variable; a bad value is reported by `config_problems`, and is read
+/// as `store` here, so nothing is pruned on the strength of a typo.
+pub async fn storage_mode() -> pipetrail_core::config::StorageMode {
+    pipetrail_core::config::StorageMode::parse(var("storage_mode").await.as_deref())
+        .unwrap_or(pipetrail_core::config::StorageMode::Store)
+}
+
 pub fn now() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

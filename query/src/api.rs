@@ -22,10 +22,18 @@ pub fn bad_param(e: &ParamError) -> Response<String> {
 pub async fn healthz(db: &Db) -> Reply {
     let size = store::tree_size(db).await?;
     let (_, configured) = platform::signer(db).await?;
+    // A bad variable is an error a monitor sees, not a default someone finds out about later.
+    let problems = platform::config_problems().await;
+    let (status, word) = if problems.is_empty() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "misconfigured")
+    };
     Ok(json(
-        StatusCode::OK,
+        status,
         &json!({
-            "status": "ok",
+            "status": word,
+            "config_errors": problems,
             "schema_version": store::schema_version(),
             "storage_mode": storage_mode().await,
             "ledger_size": size,
@@ -147,6 +155,7 @@ pub async fn stats(db: &Db) -> Reply {
             "storage_mode": storage_mode().await,
             "deliveries": outcomes,
             "events_stored": size,
+            "events_compacted": pipetrail_core::compact::count(db).await?,
             "latest_checkpoint": cp.map(|c| json!({"size": c.size, "signed_at": c.signed_at})),
             "sinks": sinks,
         }),
@@ -281,6 +290,20 @@ async fn proof_size(db: &Db, pairs: &[(String, String)], name: &str) -> Result<R
     })
 }
 
+/// 410 when entry `at` lies in a compacted range or, for a tree size, strictly inside one:
+/// only the range's subtree hash remains, so no proof can reach into it.
+async fn compacted(db: &Db, at: u64, is_size: bool) -> Result<Option<Response<String>>, DbError> {
+    match pipetrail_core::compact::containing(db, at).await? {
+        Some((start, _)) if is_size && at == start => Ok(None),
+        Some((start, end)) => Ok(Some(error(
+            StatusCode::GONE,
+            "compacted",
+            format!("entries {start}..{end} were compacted: only their subtree hash remains, so no proof reaches into them"),
+        ))),
+        None => Ok(None),
+    }
+}
+
 pub async fn inclusion(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
     if let Err(e) = only(pairs, &["seq", "id", "size"]) {
         return Ok(bad_param(&e));
@@ -310,6 +333,12 @@ pub async fn inclusion(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
             param: "seq".into(),
             message: format!("must be below the tree size {size}"),
         }));
+    }
+    if let Some(gone) = compacted(db, seq, false).await? {
+        return Ok(gone);
+    }
+    if let Some(gone) = compacted(db, size, true).await? {
+        return Ok(gone);
     }
     let Some(ev) = store::event_by_seq(db, seq).await? else {
         return Ok(error(
@@ -367,6 +396,11 @@ pub async fn consistency(db: &Db, pairs: &[(String, String)]) -> Reply {
             param: "from".into(),
             message: format!("must not exceed to ({to})"),
         }));
+    }
+    for at in [from, to] {
+        if let Some(gone) = compacted(db, at, true).await? {
+            return Ok(gone);
+        }
     }
     let proof = store::range_hashes(db, &merkle::consistency_ranges(from, to)).await?;
     Ok(json(
@@ -445,10 +479,7 @@ pub async fn ledger(db: &Db) -> Reply {
     Ok(json(StatusCode::OK, &ledger_state(db).await?))
 }
 
-/// `store` or `stream-only` (the `storage_mode` variable).
+/// `store`, `both` or `stream-only` (the `storage_mode` variable).
 pub async fn storage_mode() -> &'static str {
-    match platform::var("storage_mode").await.as_deref() {
-        Some("stream-only") => "stream-only",
-        _ => "store",
-    }
+    platform::storage_mode().await.as_str()
 }

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use http::{Response, StatusCode};
+use pipetrail_core::config::StorageMode;
 use pipetrail_core::ingest::Settings;
 use pipetrail_core::reconcile::{self, ApiResponse, Config, Fetch};
 use pipetrail_core::routes::{self, Found};
@@ -148,7 +149,7 @@ async fn deliver(db: &Db) -> Result<Value, DbError> {
             eprintln!("pipetrail: sink {}: {e}", d.name);
         }
     }
-    let pruned = if platform::var("storage_mode").await.as_deref() == Some("stream-only") {
+    let pruned = if platform::storage_mode().await == StorageMode::StreamOnly {
         pipetrail_core::sinks::prune_delivered(db, &sinks, &now).await?
     } else {
         0
@@ -159,7 +160,9 @@ async fn deliver(db: &Db) -> Result<Value, DbError> {
     }))
 }
 
-/// One bounded sweep of the `retention_policies` (core/src/retention.rs).
+/// One bounded sweep of the `retention_policies` (core/src/retention.rs), then one bounded
+/// compaction run (core/src/compact.rs): with `compact=Nd`, and in stream-only mode, where
+/// it defaults to 7 days so the database stays bounded.
 async fn retention(db: &Db, dry_run: bool) -> Result<Value, DbError> {
     let text = platform::var("retention_policies").await.unwrap_or_default();
     let policies = match pipetrail_core::retention::parse(&text) {
@@ -167,22 +170,48 @@ async fn retention(db: &Db, dry_run: bool) -> Result<Value, DbError> {
         // The variable is the operator's: say what is wrong, prune nothing.
         Err(e) => return Ok(json!({"error": format!("retention_policies: {e}"), "pruned": {}})),
     };
-    if policies.events.is_empty() && policies.delivery_days.is_none() {
+    let stream_only = platform::storage_mode().await == StorageMode::StreamOnly;
+    let compact_days = policies.compact_days.or(stream_only.then_some(DEFAULT_COMPACT_DAYS));
+    if policies.events.is_empty() && policies.delivery_days.is_none() && compact_days.is_none() {
         return Ok(json!({"skipped": "retention_policies is empty: everything is kept"}));
     }
     let max = platform::var("retention_scan_per_run")
         .await
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let r = pipetrail_core::retention::sweep(db, &policies, &platform::now(), dry_run, max).await?;
+    let now = platform::now();
+    let r = pipetrail_core::retention::sweep(db, &policies, &now, dry_run, max).await?;
+    let compaction = match compact_days {
+        Some(days) if !dry_run => {
+            // Unreadable sinks: nothing counts as delivered, so nothing is compacted.
+            let delivered_below = match pipetrail_core::sinks::parse(&platform::var("sinks").await.unwrap_or_default()) {
+                Ok(sinks) => pipetrail_core::sinks::delivered_below(db, &sinks).await?,
+                Err(_) => Some(0),
+            };
+            let opts = pipetrail_core::compact::Options {
+                now: &now,
+                days,
+                delivered_below,
+                stream_only,
+                scan: max,
+            };
+            let c = pipetrail_core::compact::run(db, &policies, &opts).await?;
+            json!({"after_days": days, "entries": c.compacted, "deliveries": c.deliveries, "pipelines": c.pipelines, "checkpoints": c.checkpoints, "next_seq": c.next_seq})
+        }
+        _ => Value::Null,
+    };
     Ok(json!({
         "dry_run": dry_run,
         "pruned": r.pruned,
         "deliveries_pruned": r.deliveries_pruned,
         "scanned": r.scanned,
         "complete": r.complete,
+        "compaction": compaction,
     }))
 }
+
+/// Compaction horizon in stream-only mode when `retention_policies` names none.
+const DEFAULT_COMPACT_DAYS: u32 = 7;
 
 /// Verifies the whole ledger in place (what `pipetrail verify` does with a copy) and records
 /// when and with what result, for the ledger page. It proves the database agrees with
@@ -210,6 +239,7 @@ async fn tick(db: &Db) -> Result<Value, DbError> {
         }
     }
     Ok(json!({
+        "config_errors": platform::config_problems().await,
         "checkpoint": signed.map(|cp| json!({"size": cp.size, "signed_at": cp.signed_at})),
         "witnesses": witnesses,
         "reconcile": reconcile(db).await?,

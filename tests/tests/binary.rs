@@ -224,3 +224,79 @@ fn a_configured_signing_key_is_used() {
     let logs = std::fs::read_to_string(&host.log).unwrap();
     assert!(!logs.contains(&signing_key[20..]), "the signing key is in the log");
 }
+
+/// A bad value in any structured variable is an error naming the variable, on `/healthz`
+/// (503, so a monitor sees it) and in the log of every scheduled run; nothing is pruned on
+/// the strength of it, and a token inside a bad sink list is never echoed.
+#[test]
+fn a_bad_variable_is_named_on_healthz_and_in_the_log() {
+    const SINK_TOKEN: &str = "SENTINEL-sink-token-91f";
+    let dir = temp_dir("bin-config");
+    let sinks = format!(r#"[{{"name":"siem","kind":"ftp","url":"ftp://x","token":"{SINK_TOKEN}"}}]"#);
+    let host = start(
+        &dir,
+        &[
+            ("SPIN_VARIABLE_STORAGE_MODE", "stream_only"),
+            ("SPIN_VARIABLE_SINKS", &sinks),
+            ("SPIN_VARIABLE_RETENTION_POLICIES", "job.*=soon"),
+            ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "0"),
+        ],
+    );
+    let app = App {
+        base: host.base.clone(),
+        dir: dir.join("state"),
+    };
+    assert_eq!(
+        app.hook_with(HOOK_SECRET, "Pipeline Hook", &fixture_bytes("pipeline_hook_go-gitlab.json"))
+            .status,
+        200,
+        "ingest is not held up by a bad sink list"
+    );
+    let health = app.get("/healthz", None);
+    assert_eq!(health.status, 503, "{}", health.text);
+    let h = health.json();
+    assert_eq!(h["status"], "misconfigured");
+    let errors: Vec<String> = h["config_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    let named: Vec<&str> = errors.iter().map(|e| e.split(':').next().unwrap()).collect();
+    assert_eq!(named, ["storage_mode", "sinks", "retention_policies"], "{errors:?}");
+    assert_eq!(h["storage_mode"], "store", "a typo never turns on pruning");
+
+    let snapshot = app.snapshot();
+    let tick = app.post(
+        "/admin/tick",
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        b"",
+    );
+    assert_eq!(tick.status, 200, "{}", tick.text);
+    let t = tick.json();
+    assert_eq!(t["config_errors"].as_array().unwrap().len(), 3, "{t}");
+    assert!(t["retention"]["error"].as_str().unwrap().starts_with("retention_policies: "));
+    assert!(t["deliver"]["error"].as_str().unwrap().starts_with("sinks: "));
+    let after = app.snapshot();
+    let without_checkpoints = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("checkpoints:") && !l.starts_with("tree_nodes:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        without_checkpoints(&after),
+        without_checkpoints(&snapshot),
+        "nothing pruned or compacted"
+    );
+
+    drop(host);
+    let log = std::fs::read_to_string(dir.join("host.log")).unwrap();
+    for variable in ["storage_mode", "sinks", "retention_policies"] {
+        assert!(
+            log.contains(&format!("pipetrail: configuration: {variable}: ")),
+            "{variable} is not named in the log"
+        );
+    }
+    assert!(!log.contains(SINK_TOKEN) && !health.text.contains(SINK_TOKEN) && !tick.text.contains(SINK_TOKEN));
+}

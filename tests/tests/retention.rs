@@ -74,7 +74,7 @@ fn retention_prunes_by_policy_and_verification_still_holds() {
 
     let (ok, line) = verify(&app);
     assert!(ok, "{line}");
-    assert!(line.contains(&format!("({old_status_changes} pruned)")), "{line}");
+    assert!(line.contains(&format!("({old_status_changes} pruned, 0 compacted)")), "{line}");
     // Nothing more to do: a second sweep prunes nothing.
     let again = admin(&app, "/admin/retention");
     assert_eq!(again["pruned"], serde_json::json!({}), "{again}");
@@ -116,6 +116,12 @@ fn a_bad_policy_prunes_nothing_and_says_why() {
     let r = admin(&app, "/admin/retention");
     assert!(r["error"].as_str().unwrap().contains("the age must be like 90d"), "{r}");
     assert_eq!(app.snapshot(), snapshot);
+    let health = app.get("/healthz", None);
+    assert_eq!(health.status, 503);
+    assert_eq!(
+        health.json()["config_errors"][0],
+        "retention_policies: \"job.status_changed=ninety\": the age must be like 90d (days, at least 1) or forever"
+    );
     let off = App::start("retention-off", &[]);
     assert!(admin(&off, "/admin/retention")["skipped"].is_string());
 }

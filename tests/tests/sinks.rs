@@ -287,12 +287,82 @@ fn stream_only_mode_keeps_bodies_only_until_every_sink_has_them() {
         .unwrap();
     let line = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        out.status.success() && line.contains(&format!("({total} pruned)")),
+        out.status.success() && line.contains(&format!("({total} pruned, 0 compacted)")),
         "{line}"
     );
     // New events are kept until delivered.
     fill_more(&app);
     assert!(app.events("", ADMIN).iter().any(|e| e["pruned"].is_null()));
+}
+
+/// With `compact=0d`, what every sink has and a checkpoint covers is folded into subtree
+/// hashes at once: nothing per event is left, the ledger still verifies, and it goes on.
+#[test]
+fn stream_only_compaction_leaves_nothing_per_event_and_still_verifies() {
+    let rx = receiver(Duration::ZERO);
+    let sinks = json!([{"name": "siem", "kind": "http", "url": rx.url, "batch": 25}]);
+    let app = App::start_allowing(
+        "stream-compact",
+        &[
+            ("sinks", &sinks.to_string()),
+            ("storage_mode", "stream-only"),
+            ("retention_policies", "compact=0d"),
+        ],
+        &[&rx.url],
+    );
+    fill(&app, 2);
+    let total = app.events("", ADMIN).len() as u64;
+    let t = admin(&app, "/admin/tick");
+    assert_eq!(t["deliver"]["pruned"], total, "{t}");
+    assert_eq!(t["retention"]["compaction"]["entries"], total, "{t}");
+    assert_eq!(received_seqs(&rx).len() as u64, total, "the sink has every event");
+    assert!(app.events("", ADMIN).is_empty(), "no row is left to list");
+    let stats = app.get("/api/v1/stats", Some(ADMIN)).json();
+    assert_eq!((stats["events_stored"].as_u64(), stats["events_compacted"].as_u64()), (Some(total), Some(total)));
+    let db = app.db();
+    let count = |table: &str| {
+        pipetrail_core::sql::block_on(pipetrail_core::sql::Sql::query(&db, &format!("SELECT COUNT(*) FROM {table}"), &[]))
+            .unwrap()[0][0]
+            .as_i64()
+            .unwrap()
+    };
+    for table in ["events", "event_bodies", "pruned", "deliveries", "delivery_bodies", "pipelines", "jobs"] {
+        assert_eq!(count(table), 0, "{table}");
+    }
+    assert_eq!(
+        count("tree_nodes") as u32,
+        total.count_ones(),
+        "one subtree hash per set bit of the size"
+    );
+    // No proof reaches into a compacted range; the answer says why.
+    let gone = app.get("/api/v1/proof/inclusion?seq=0", Some(ADMIN));
+    assert_eq!(gone.status, 410, "{}", gone.text);
+    assert_eq!(gone.json()["error"], "compacted");
+
+    let verify = |app: &App| {
+        let key = app.get("/api/v1/key", Some(ADMIN)).text;
+        let copy = support::temp_dir("stream-compact").join("copy.db");
+        app.copy_db(&copy);
+        let out = std::process::Command::new(support::cli())
+            .args(["verify", "--db", copy.to_str().unwrap(), "--key", key.trim()])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (ok, line) = verify(&app);
+    assert!(ok && line.contains(&format!("(0 pruned, {total} compacted)")), "{line}");
+
+    // The ledger goes on: new events are kept until delivered, then compacted too.
+    fill_more(&app);
+    let fresh = app.events("", ADMIN);
+    assert!(!fresh.is_empty() && fresh.iter().all(|e| e["pruned"].is_null()));
+    let seq = fresh[0]["seq"].as_u64().unwrap();
+    let proof = app.get(&format!("/api/v1/proof/inclusion?seq={seq}&size={}", seq + 1), Some(ADMIN));
+    assert_eq!(proof.status, 200, "{}", proof.text);
+    admin(&app, "/admin/tick");
+    let (ok, line) = verify(&app);
+    let now_total = total + fresh.len() as u64;
+    assert!(ok && line.contains(&format!("OK: {now_total} entries (0 pruned, {now_total} compacted)")), "{line}");
 }
 
 /// The host process is killed (SIGKILL) in the middle of a delivery and started again: the

@@ -1,0 +1,122 @@
+//! The operator's configuration, checked in one place. Every variable with a structured
+//! value is parsed here; a bad one is an error naming the variable, shown by `/healthz` and
+//! logged by every scheduled run, never replaced by a silent default. Components read the
+//! values through these parsers too, so what `/healthz` accepts is what they use.
+
+use crate::{retention, sinks};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageMode {
+    Store,
+    Both,
+    StreamOnly,
+}
+
+impl StorageMode {
+    /// An unset or empty variable is `store`, the documented default.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value.map(str::trim).unwrap_or("") {
+            "" | "store" => Ok(Self::Store),
+            "both" => Ok(Self::Both),
+            "stream-only" => Ok(Self::StreamOnly),
+            other => Err(format!("{other:?}: expected store, both or stream-only")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Store => "store",
+            Self::Both => "both",
+            Self::StreamOnly => "stream-only",
+        }
+    }
+}
+
+/// Variables whose values are counts: empty means the documented default.
+const COUNTS: &[&str] = &[
+    "checkpoint_interval_seconds",
+    "retention_scan_per_run",
+    "sink_batches_per_run",
+    "reconcile_max_requests",
+];
+
+/// Every variable `check` understands.
+pub const CHECKED: &[&str] = &[
+    "storage_mode",
+    "sinks",
+    "retention_policies",
+    "reconcile_since",
+    "gitlab_api_projects",
+    "checkpoint_interval_seconds",
+    "retention_scan_per_run",
+    "sink_batches_per_run",
+    "reconcile_max_requests",
+];
+
+/// What is wrong with one variable's value, if anything.
+pub fn check(variable: &str, value: &str) -> Result<(), String> {
+    let value = value.trim();
+    match variable {
+        "storage_mode" => StorageMode::parse(Some(value)).map(|_| ()),
+        "sinks" => sinks::parse(value).map(|_| ()),
+        "retention_policies" => retention::parse(value).map(|_| ()),
+        "reconcile_since" if !value.is_empty() && crate::time::parse(value).is_none() => Err(format!(
+            "{value:?}: expected an RFC 3339 time such as 2026-01-01T00:00:00Z"
+        )),
+        "gitlab_api_projects" => match value
+            .split(',')
+            .map(str::trim)
+            .find(|p| !p.is_empty() && p.parse::<u64>().is_err())
+        {
+            Some(p) => Err(format!("{p:?}: expected numeric project ids, comma-separated")),
+            None => Ok(()),
+        },
+        v if COUNTS.contains(&v) && !value.is_empty() => match value.parse::<u64>() {
+            Ok(n) if n > 0 || v == "checkpoint_interval_seconds" => Ok(()),
+            _ => Err(format!("{value:?}: expected a whole number above 0")),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Problems with the given (variable, value) pairs, as "variable: message".
+pub fn problems<'a>(values: impl IntoIterator<Item = (&'a str, Option<String>)>) -> Vec<String> {
+    values
+        .into_iter()
+        .filter_map(|(k, v)| check(k, v.as_deref().unwrap_or("")).err().map(|e| format!("{k}: {e}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let good = [
+            ("storage_mode", Some("stream-only".to_string())),
+            ("sinks", Some(r#"[{"name":"r","kind":"redis","address":"redis://127.0.0.1:6379"}]"#.into())),
+            ("retention_policies", Some("job.*=30d, compact=7d".into())),
+            ("reconcile_since", Some("2026-01-01T00:00:00Z".into())),
+            ("gitlab_api_projects", Some("21, 22".into())),
+            ("sink_batches_per_run", Some("50".into())),
+            ("checkpoint_interval_seconds", Some("0".into())),
+            ("storage_mode", None),
+            ("sinks", Some(String::new())),
+        ];
+        assert_eq!(problems(good), Vec::<String>::new());
+        for (k, v) in [
+            ("storage_mode", "stream_only"),
+            ("sinks", "[{\"kind\":\"ftp\"}]"),
+            ("retention_policies", "job.*=soon"),
+            ("reconcile_since", "last tuesday"),
+            ("gitlab_api_projects", "21, grp/app"),
+            ("sink_batches_per_run", "0"),
+            ("retention_scan_per_run", "lots"),
+        ] {
+            let found = problems([(k, Some(v.to_string()))]);
+            assert_eq!(found.len(), 1, "{k}={v}");
+            assert!(found[0].starts_with(&format!("{k}: ")), "{}", found[0]);
+        }
+    }
+}
