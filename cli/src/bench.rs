@@ -12,13 +12,23 @@ use pipetrail_core::note::NoteSigner;
 use pipetrail_core::sql::{Sql, block_on};
 use pipetrail_core::{generate, store, verify};
 
+/// A database file and its WAL and shared-memory files: a WAL left from an earlier run
+/// beside a new file makes SQLite read the new file as corrupt.
+fn remove_database(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 struct Run {
     seconds: f64,
     events: u64,
 }
 
 fn ingest_all(path: &std::path::Path, deliveries: &[(String, Vec<u8>)], without_tree: bool) -> anyhow::Result<Run> {
-    let _ = std::fs::remove_file(path);
+    remove_database(path);
     let db = NativeDb::open(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     block_on(store::migrate(&db)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let signer = NoteSigner::from_seed("bench.example/log", [9; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -191,7 +201,7 @@ pub fn retention_growth(pipelines_per_window: u64, windows: u64, dir: Option<Pat
     let dbs: Vec<NativeDb> = paths
         .iter()
         .map(|p| {
-            let _ = std::fs::remove_file(p);
+            remove_database(p);
             let db = NativeDb::open(p).map_err(|e| anyhow::anyhow!("{e}"))?;
             block_on(store::migrate(&db)).map_err(err)?;
             Ok(db)
@@ -237,8 +247,11 @@ pub fn retention_growth(pipelines_per_window: u64, windows: u64, dir: Option<Pat
             let opts = pipetrail_core::compact::Options {
                 now: &now,
                 days: 1,
-                delivered_below: block_on(pipetrail_core::sinks::delivered_below(db, if stream_only { &sinks } else { &[] }))
-                    .map_err(err)?,
+                delivered_below: block_on(pipetrail_core::sinks::delivered_below(
+                    db,
+                    if stream_only { &sinks } else { &[] },
+                ))
+                .map_err(err)?,
                 stream_only,
                 scan: usize::MAX >> 1,
             };

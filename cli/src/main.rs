@@ -148,6 +148,21 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Run the app's scheduled work (POST /admin/tick: checkpoint, witnesses, reconciler,
+    /// sinks, retention and compaction) once, or every --every seconds: a scheduler for
+    /// installs without one (a Kubernetes CronJob or systemd timer can call the route too).
+    ///
+    /// The admin token comes from --admin-token-file or PIPETRAIL_ADMIN_TOKEN.
+    Tick {
+        /// The app's base URL.
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// Seconds between runs; without it, run once and exit (1 when the run failed).
+        #[arg(long)]
+        every: Option<u64>,
+    },
     /// GitLab: import history, install webhooks.
     Gitlab {
         #[command(subcommand)]
@@ -361,6 +376,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tick {
+            url,
+            admin_token_file,
+            every,
+        } => {
+            let admin = secret(
+                admin_token_file.as_deref(),
+                "PIPETRAIL_ADMIN_TOKEN",
+                "--admin-token-file",
+            )?;
+            let endpoint = format!("{}/admin/tick", url.trim_end_matches('/'));
+            loop {
+                let ok = tick(&endpoint, &admin);
+                match every {
+                    Some(secs) => std::thread::sleep(std::time::Duration::from_secs(secs.max(1))),
+                    None if ok => return Ok(ExitCode::SUCCESS),
+                    None => return Ok(ExitCode::from(1)),
+                }
+            }
+        }
         Command::Gitlab {
             command:
                 GitlabCommand::Backfill {
@@ -532,5 +567,38 @@ fn secret(file: Option<&Path>, env: &str, flag: &str) -> anyhow::Result<String> 
             Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
             _ => bail!("give {flag} FILE or set {env}"),
         },
+    }
+}
+
+/// One POST to /admin/tick; prints its report (one line) or the failure, and says which.
+fn tick(endpoint: &str, admin: &str) -> bool {
+    let res = ureq::post(endpoint)
+        .header("Authorization", &format!("Bearer {admin}"))
+        .config()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(300)))
+        .build()
+        .send_empty();
+    let stamp = pipetrail_core::time::from_unix_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    );
+    match res {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            if r.status().is_success() {
+                println!("{stamp} {}", text.trim());
+                true
+            } else {
+                eprintln!("{stamp} pipetrail: {endpoint} answered {status}: {}", text.trim());
+                false
+            }
+        }
+        Err(e) => {
+            eprintln!("{stamp} pipetrail: POST {endpoint}: {e}");
+            false
+        }
     }
 }

@@ -212,10 +212,14 @@ async fn drop_deliveries<S: Sql>(db: &S, next_seq: u64, cutoff: &str, scan: usiz
         .await?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // SQLite gives a new row the largest id plus one, so deleting the newest record would
+    // hand its id out again, behind the cursor. The newest record always stays.
+    let newest = db.query("SELECT MAX(id) FROM deliveries", &[]).await?;
+    let newest = newest.first().and_then(|r| r[0].as_i64()).unwrap_or(0);
     let rows = db
         .query(
-            "SELECT id, received_at, events, first_seq FROM deliveries WHERE id > ? ORDER BY id LIMIT ?",
-            &[Val::Int(after), Val::Int(scan as i64)],
+            "SELECT id, received_at, events, first_seq FROM deliveries WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+            &[Val::Int(after), Val::Int(newest), Val::Int(scan as i64)],
         )
         .await?;
     let mut doomed = Vec::new();
@@ -241,8 +245,11 @@ async fn drop_deliveries<S: Sql>(db: &S, next_seq: u64, cutoff: &str, scan: usiz
     }
     for chunk in doomed.chunks(400) {
         let marks = vec!["?"; chunk.len()].join(", ");
-        db.exec(&format!("DELETE FROM delivery_bodies WHERE delivery IN ({marks})"), chunk)
-            .await?;
+        db.exec(
+            &format!("DELETE FROM delivery_bodies WHERE delivery IN ({marks})"),
+            chunk,
+        )
+        .await?;
         db.exec(&format!("DELETE FROM deliveries WHERE id IN ({marks})"), chunk)
             .await?;
     }

@@ -95,7 +95,10 @@ mod tests {
     fn each_bad_value_names_its_variable() {
         let good = [
             ("storage_mode", Some("stream-only".to_string())),
-            ("sinks", Some(r#"[{"name":"r","kind":"redis","address":"redis://127.0.0.1:6379"}]"#.into())),
+            (
+                "sinks",
+                Some(r#"[{"name":"r","kind":"redis","address":"redis://127.0.0.1:6379"}]"#.into()),
+            ),
             ("retention_policies", Some("job.*=30d, compact=7d".into())),
             ("reconcile_since", Some("2026-01-01T00:00:00Z".into())),
             ("gitlab_api_projects", Some("21, 22".into())),

@@ -153,7 +153,7 @@ impl Frontier {
     /// Returns false, changing nothing, when the tree's size is not a multiple of 2^level:
     /// the subtree would not be aligned.
     pub fn push_subtree(&mut self, level: u32, hash: Hash) -> bool {
-        if level >= 63 || self.size % (1u64 << level) != 0 {
+        if level >= 63 || !self.size.is_multiple_of(1u64 << level) {
             return false;
         }
         let mut node = (level, hash);

@@ -245,7 +245,11 @@ mod tests {
         assert_eq!(p.delivery_days, Some(7));
         assert_eq!(p.compact_days, Some(14));
         assert_eq!(p.events.len(), 4, "deliveries and compact are not event policies");
-        assert_eq!(parse("compact=0d").unwrap().compact_days, Some(0), "compaction may be immediate");
+        assert_eq!(
+            parse("compact=0d").unwrap().compact_days,
+            Some(0),
+            "compaction may be immediate"
+        );
         assert_eq!(p.for_event("job.status_changed", 1, None).unwrap().keep, Keep::Days(90));
         assert_eq!(
             p.for_event("pipeline.status_changed", 1, None).unwrap().keep,
@@ -261,7 +265,16 @@ mod tests {
             "unmatched: kept"
         );
         assert!(p.for_event("jobx.played", 1, Some("group/sandbox")).is_none());
-        for bad in ["job.status_changed", "x=90", "x=0d", "x=soon", "j*b=1d", "a.*@=3d", "compact=soon", "compact=-1d"] {
+        for bad in [
+            "job.status_changed",
+            "x=90",
+            "x=0d",
+            "x=soon",
+            "j*b=1d",
+            "a.*@=3d",
+            "compact=soon",
+            "compact=-1d",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert_eq!(parse("").unwrap(), Policies::default());

@@ -131,7 +131,7 @@ pub const ROUTES: &[Route] = &[
         Auth::Admin,
         "application/json",
         &[],
-        "Scheduled work: checkpoint, witnesses, reconciler"
+        "Scheduled work: checkpoint, witnesses, reconciler, sinks, retention, compaction"
     ),
     route!(
         "retention",
@@ -148,8 +148,11 @@ pub const ROUTES: &[Route] = &[
         "/admin/retention",
         Auth::Admin,
         "application/json",
-        &[("dry_run", "true: report what would be pruned, change nothing")],
-        "One bounded retention sweep (retention_policies)"
+        &[(
+            "dry_run",
+            "true: report what would be pruned, change nothing, compact nothing"
+        )],
+        "One bounded retention sweep (retention_policies), then one bounded compaction run"
     ),
     route!(
         "retention",
@@ -176,7 +179,7 @@ pub const ROUTES: &[Route] = &[
         Auth::None,
         "application/json",
         &[],
-        "Liveness, schema version, ledger size"
+        "Liveness, schema version, ledger size; 503 with config_errors when a variable is bad"
     ),
     route!(
         "query",

@@ -117,7 +117,11 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
     let check_checkpoints = |frontier: &Frontier, next_cp: &mut usize| -> Option<Verdict> {
         while *next_cp < checkpoints.len() && checkpoints[*next_cp].size <= frontier.size() {
             if checkpoints[*next_cp].size == frontier.size() && checkpoints[*next_cp].root != frontier.root() {
-                let prev = if *next_cp == 0 { 0 } else { checkpoints[*next_cp - 1].size };
+                let prev = if *next_cp == 0 {
+                    0
+                } else {
+                    checkpoints[*next_cp - 1].size
+                };
                 return Some(tampered(
                     Some(prev),
                     "root_mismatch",
@@ -141,7 +145,10 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
             ranges.next();
             let node = (level, start >> level);
             let stored = db
-                .query("SELECT hash FROM tree_nodes WHERE id = ?", &[Val::Int(merkle::node_key(node))])
+                .query(
+                    "SELECT hash FROM tree_nodes WHERE id = ?",
+                    &[Val::Int(merkle::node_key(node))],
+                )
                 .await?;
             let Some(hash) = stored
                 .first()
@@ -151,7 +158,10 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
                 return Ok(tampered(
                     Some(start),
                     "missing",
-                    format!("compacted range {start}..{} has no subtree hash", start + (1u64 << level)),
+                    format!(
+                        "compacted range {start}..{} has no subtree hash",
+                        start + (1u64 << level)
+                    ),
                 ));
             };
             let end = start + (1 << level);

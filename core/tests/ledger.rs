@@ -419,15 +419,16 @@ fn a_fully_expired_ledger_compacts_to_a_few_ranges_and_still_verifies() {
     assert_eq!((r.compacted, r.next_seq), (70, 120));
     assert_eq!(
         (first.pipelines + r.pipelines, first.deliveries + r.deliveries),
-        (8, 8),
-        "a pipeline and its delivery go once all their entries are compacted"
+        (8, 7),
+        "a pipeline and its delivery go once all their entries are compacted; the newest delivery record stays, so SQLite never reuses its id"
     );
     // 120 = 64 + 32 + 16 + 8: one range each, every row, tombstone and inner node gone.
     let ranges = block_on(compact::ranges(&db)).unwrap();
     assert_eq!(ranges, vec![(0, 6), (64, 5), (96, 4), (112, 3)]);
-    for table in ["events", "pruned", "event_bodies", "deliveries", "pipelines", "jobs"] {
+    for table in ["events", "pruned", "event_bodies", "pipelines", "jobs"] {
         assert_eq!(count(&db, table), 0, "{table}");
     }
+    assert_eq!(count(&db, "deliveries"), 1);
     assert_eq!(count(&db, "tree_nodes"), 4);
     // Only checkpoints at range boundaries remain.
     let sizes: Vec<u64> = block_on(store::checkpoints(&db))
@@ -455,12 +456,45 @@ fn a_fully_expired_ledger_compacts_to_a_few_ranges_and_still_verifies() {
         ing.send(&p, "Pipeline Hook", Some(&format!("late{i}")), T).unwrap();
     }
     let bodies = block_on(db.query("SELECT body FROM event_bodies ORDER BY seq", &[])).unwrap();
-    all.extend(bodies.iter().map(|b| merkle::leaf_hash(b[0].as_str().unwrap().as_bytes())));
+    all.extend(
+        bodies
+            .iter()
+            .map(|b| merkle::leaf_hash(b[0].as_str().unwrap().as_bytes())),
+    );
     assert_eq!(all.len(), 150);
     assert_proofs_hold(&db, &all);
     let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
     assert!(
-        matches!(v, Verdict::Ok { size: 150, compacted: 120, .. }),
+        matches!(
+            v,
+            Verdict::Ok {
+                size: 150,
+                compacted: 120,
+                ..
+            }
+        ),
+        "{}",
+        v.line()
+    );
+    // Once they expire, the late deliveries go the same way, ids and all.
+    prune(&db, "*=1d");
+    let r = compact(&db, "*=1d", 7, 1000);
+    assert_eq!(
+        (r.compacted, r.deliveries),
+        (30, 2),
+        "the old newest record and the first late one"
+    );
+    assert_eq!(count(&db, "deliveries"), 1);
+    let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(
+        matches!(
+            v,
+            Verdict::Ok {
+                size: 150,
+                compacted: 150,
+                ..
+            }
+        ),
         "{}",
         v.line()
     );
@@ -471,7 +505,8 @@ fn pruned_runs_between_kept_entries_compact_and_proofs_for_the_rest_hold() {
     let dir = temp_dir("compact-holes");
     let db = filled(&dir, 4);
     let all = leaves(&db);
-    let kept_before = block_on(db.query("SELECT seq FROM events WHERE action NOT LIKE 'job.%' ORDER BY seq", &[])).unwrap();
+    let kept_before =
+        block_on(db.query("SELECT seq FROM events WHERE action NOT LIKE 'job.%' ORDER BY seq", &[])).unwrap();
     prune(&db, "job.*=1d");
     let r = compact(&db, "job.*=1d", 7, 1000);
     assert_eq!(r.next_seq, 60);
@@ -508,19 +543,39 @@ fn compacted_ranges_cannot_hide_tampering() {
 
     // Its subtree hash edited: the signed root above it no longer matches.
     let db = build("compact-edit");
-    db.0.execute("UPDATE tree_nodes SET hash = zeroblob(32) WHERE id = ?", [key]).unwrap();
+    db.0.execute("UPDATE tree_nodes SET hash = zeroblob(32) WHERE id = ?", [key])
+        .unwrap();
     let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
-    assert!(matches!(v, Verdict::Tampered { kind: "root_mismatch", .. }), "{}", v.line());
+    assert!(
+        matches!(
+            v,
+            Verdict::Tampered {
+                kind: "root_mismatch",
+                ..
+            }
+        ),
+        "{}",
+        v.line()
+    );
 
     // Its subtree hash deleted.
     let db = build("compact-node");
     db.0.execute("DELETE FROM tree_nodes WHERE id = ?", [key]).unwrap();
-    assert_tampered(&block_on(verify_db(&db, &signer().verifier(), None)).unwrap(), Some(start), "missing");
+    assert_tampered(
+        &block_on(verify_db(&db, &signer().verifier(), None)).unwrap(),
+        Some(start),
+        "missing",
+    );
 
     // The range's record deleted: its entries are neither stored nor compacted.
     let db = build("compact-row");
-    db.0.execute("DELETE FROM compacted WHERE start = ?", [start as i64]).unwrap();
-    assert_tampered(&block_on(verify_db(&db, &signer().verifier(), None)).unwrap(), Some(start), "missing");
+    db.0.execute("DELETE FROM compacted WHERE start = ?", [start as i64])
+        .unwrap();
+    assert_tampered(
+        &block_on(verify_db(&db, &signer().verifier(), None)).unwrap(),
+        Some(start),
+        "missing",
+    );
 
     // A kept event deleted and a range claimed in its place: not aligned, or its hash wrong.
     let db = build("compact-claim");
@@ -549,5 +604,9 @@ fn compacted_ranges_cannot_hide_tampering() {
         [row],
     )
     .unwrap();
-    assert_tampered(&block_on(verify_db(&db, &signer().verifier(), None)).unwrap(), Some(row as u64), "inserted");
+    assert_tampered(
+        &block_on(verify_db(&db, &signer().verifier(), None)).unwrap(),
+        Some(row as u64),
+        "inserted",
+    );
 }

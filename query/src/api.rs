@@ -298,7 +298,9 @@ async fn compacted(db: &Db, at: u64, is_size: bool) -> Result<Option<Response<St
         Some((start, end)) => Ok(Some(error(
             StatusCode::GONE,
             "compacted",
-            format!("entries {start}..{end} were compacted: only their subtree hash remains, so no proof reaches into them"),
+            format!(
+                "entries {start}..{end} were compacted: only their subtree hash remains, so no proof reaches into them"
+            ),
         ))),
         None => Ok(None),
     }

@@ -1,11 +1,14 @@
-//! The `retention` component: scheduled work. Spin's cron trigger is a plugin the test host
-//! cannot load, so the same work is an authenticated HTTP route any scheduler can call:
+//! The `retention` component: scheduled work, as authenticated HTTP routes any scheduler can
+//! call (`pipetrail tick --every`, a CronJob; Spin's cron trigger is an optional plugin that
+//! `spin up` would then require, docs/OPERATIONS.md):
 //! - `POST /admin/tick`: signs a checkpoint when one is due and publishes the latest one to
-//!   every witness URL (so someone other than the database's admin holds it), then runs the
-//!   GitLab API reconciler when it is configured;
+//!   every witness URL (so someone other than the database's admin holds it), runs the
+//!   GitLab API reconciler when it is configured, delivers, sweeps and compacts, and lists
+//!   configuration errors;
 //! - `POST /admin/reconcile`: the reconciler alone (core/src/reconcile.rs);
 //! - `POST /admin/verify`: verifies the ledger in place and records the result;
-//! - `POST /admin/retention[?dry_run=true]`: one bounded retention sweep (also run by tick);
+//! - `POST /admin/retention[?dry_run=true]`: one bounded retention sweep, then one bounded
+//!   compaction run (also run by tick; a dry run does not compact);
 //! - `POST /admin/deliver`: sink delivery from each sink's cursor (also run by tick); in
 //!   `stream-only` mode, bodies every sink has acknowledged are then pruned.
 
@@ -184,7 +187,8 @@ async fn retention(db: &Db, dry_run: bool) -> Result<Value, DbError> {
     let compaction = match compact_days {
         Some(days) if !dry_run => {
             // Unreadable sinks: nothing counts as delivered, so nothing is compacted.
-            let delivered_below = match pipetrail_core::sinks::parse(&platform::var("sinks").await.unwrap_or_default()) {
+            let delivered_below = match pipetrail_core::sinks::parse(&platform::var("sinks").await.unwrap_or_default())
+            {
                 Ok(sinks) => pipetrail_core::sinks::delivered_below(db, &sinks).await?,
                 Err(_) => Some(0),
             };

@@ -247,8 +247,12 @@ fn a_bad_variable_is_named_on_healthz_and_in_the_log() {
         dir: dir.join("state"),
     };
     assert_eq!(
-        app.hook_with(HOOK_SECRET, "Pipeline Hook", &fixture_bytes("pipeline_hook_go-gitlab.json"))
-            .status,
+        app.hook_with(
+            HOOK_SECRET,
+            "Pipeline Hook",
+            &fixture_bytes("pipeline_hook_go-gitlab.json")
+        )
+        .status,
         200,
         "ingest is not held up by a bad sink list"
     );
@@ -275,7 +279,12 @@ fn a_bad_variable_is_named_on_healthz_and_in_the_log() {
     assert_eq!(tick.status, 200, "{}", tick.text);
     let t = tick.json();
     assert_eq!(t["config_errors"].as_array().unwrap().len(), 3, "{t}");
-    assert!(t["retention"]["error"].as_str().unwrap().starts_with("retention_policies: "));
+    assert!(
+        t["retention"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("retention_policies: ")
+    );
     assert!(t["deliver"]["error"].as_str().unwrap().starts_with("sinks: "));
     let after = app.snapshot();
     let without_checkpoints = |s: &str| {

@@ -167,7 +167,8 @@ fn pipetrail_verify_on_a_copy_clean_tampered_unreadable() {
     let (code, out, _) = verify(&copy, &key);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.starts_with("OK: 19 entries (0 pruned, 0 compacted), root ") && out.ends_with("at size 19, 3 checkpoint(s) verified"),
+        out.starts_with("OK: 19 entries (0 pruned, 0 compacted), root ")
+            && out.ends_with("at size 19, 3 checkpoint(s) verified"),
         "{out}"
     );
 

@@ -74,7 +74,10 @@ fn retention_prunes_by_policy_and_verification_still_holds() {
 
     let (ok, line) = verify(&app);
     assert!(ok, "{line}");
-    assert!(line.contains(&format!("({old_status_changes} pruned, 0 compacted)")), "{line}");
+    assert!(
+        line.contains(&format!("({old_status_changes} pruned, 0 compacted)")),
+        "{line}"
+    );
     // Nothing more to do: a second sweep prunes nothing.
     let again = admin(&app, "/admin/retention");
     assert_eq!(again["pruned"], serde_json::json!({}), "{again}");

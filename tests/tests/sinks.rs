@@ -318,17 +318,36 @@ fn stream_only_compaction_leaves_nothing_per_event_and_still_verifies() {
     assert_eq!(received_seqs(&rx).len() as u64, total, "the sink has every event");
     assert!(app.events("", ADMIN).is_empty(), "no row is left to list");
     let stats = app.get("/api/v1/stats", Some(ADMIN)).json();
-    assert_eq!((stats["events_stored"].as_u64(), stats["events_compacted"].as_u64()), (Some(total), Some(total)));
+    assert_eq!(
+        (stats["events_stored"].as_u64(), stats["events_compacted"].as_u64()),
+        (Some(total), Some(total))
+    );
     let db = app.db();
     let count = |table: &str| {
-        pipetrail_core::sql::block_on(pipetrail_core::sql::Sql::query(&db, &format!("SELECT COUNT(*) FROM {table}"), &[]))
-            .unwrap()[0][0]
+        pipetrail_core::sql::block_on(pipetrail_core::sql::Sql::query(
+            &db,
+            &format!("SELECT COUNT(*) FROM {table}"),
+            &[],
+        ))
+        .unwrap()[0][0]
             .as_i64()
             .unwrap()
     };
-    for table in ["events", "event_bodies", "pruned", "deliveries", "delivery_bodies", "pipelines", "jobs"] {
+    for table in [
+        "events",
+        "event_bodies",
+        "pruned",
+        "delivery_bodies",
+        "pipelines",
+        "jobs",
+    ] {
         assert_eq!(count(table), 0, "{table}");
     }
+    assert_eq!(
+        count("deliveries"),
+        1,
+        "only the newest record, which keeps ids from repeating"
+    );
     assert_eq!(
         count("tree_nodes") as u32,
         total.count_ones(),
@@ -357,12 +376,35 @@ fn stream_only_compaction_leaves_nothing_per_event_and_still_verifies() {
     let fresh = app.events("", ADMIN);
     assert!(!fresh.is_empty() && fresh.iter().all(|e| e["pruned"].is_null()));
     let seq = fresh[0]["seq"].as_u64().unwrap();
-    let proof = app.get(&format!("/api/v1/proof/inclusion?seq={seq}&size={}", seq + 1), Some(ADMIN));
+    let proof = app.get(
+        &format!("/api/v1/proof/inclusion?seq={seq}&size={}", seq + 1),
+        Some(ADMIN),
+    );
     assert_eq!(proof.status, 200, "{}", proof.text);
-    admin(&app, "/admin/tick");
+    // This time the scheduler is `pipetrail tick`, as a one-machine install runs it.
+    let tick = |token: &str| {
+        std::process::Command::new(support::cli())
+            .args(["tick", "--url", &app.base])
+            .env("PIPETRAIL_ADMIN_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let refused = tick("not-the-admin-token");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("answered 401"));
+    let ran = tick(ADMIN);
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let report = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        report.contains("\"compaction\":{") && !report.contains(ADMIN),
+        "{report}"
+    );
     let (ok, line) = verify(&app);
     let now_total = total + fresh.len() as u64;
-    assert!(ok && line.contains(&format!("OK: {now_total} entries (0 pruned, {now_total} compacted)")), "{line}");
+    assert!(
+        ok && line.contains(&format!("OK: {now_total} entries (0 pruned, {now_total} compacted)")),
+        "{line}"
+    );
 }
 
 /// The host process is killed (SIGKILL) in the middle of a delivery and started again: the
