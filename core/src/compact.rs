@@ -178,7 +178,7 @@ async fn compact_subtree<S: Sql>(db: &S, node: NodeRef, now: &str, report: &mut 
         &[Val::int(start), Val::int(end)],
     )
     .await?;
-    report.checkpoints += changes(db).await?;
+    report.checkpoints += db.changes().await?;
     for p in &pipelines {
         let key = [p[0].clone(), p[1].clone()];
         let left = db
@@ -197,7 +197,7 @@ async fn compact_subtree<S: Sql>(db: &S, node: NodeRef, now: &str, report: &mut 
             )
             .await?;
             if table == "pipelines" {
-                report.pipelines += changes(db).await?;
+                report.pipelines += db.changes().await?;
             }
         }
     }
@@ -255,11 +255,6 @@ async fn drop_deliveries<S: Sql>(db: &S, next_seq: u64, cutoff: &str, scan: usiz
     }
     store::put_setting(db, DELIVERY_CURSOR, &cursor.to_string()).await?;
     Ok(doomed.len() as u64)
-}
-
-async fn changes<S: Sql>(db: &S) -> Result<u64, DbError> {
-    let rows = db.query("SELECT changes()", &[]).await?;
-    Ok(rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0) as u64)
 }
 
 /// The compacted ranges, as (start, level), in order.

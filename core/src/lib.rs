@@ -21,6 +21,8 @@ pub mod merkle;
 pub mod model;
 #[cfg(feature = "native")]
 pub mod native;
+#[cfg(feature = "postgres")]
+pub mod native_pg;
 pub mod note;
 pub mod params;
 pub mod provenance;

@@ -462,12 +462,7 @@ pub async fn prune_delivered<S: Sql>(db: &S, sinks: &[Sink], now: &str) -> Resul
             &[Val::text(now), Val::Int(through)],
         )
         .await?;
-        let n = db
-            .query("SELECT changes()", &[])
-            .await?
-            .first()
-            .and_then(|r| r[0].as_i64())
-            .unwrap_or(0);
+        let n = db.changes().await?;
         db.exec("DELETE FROM event_bodies WHERE seq <= ?", &[Val::Int(through)])
             .await?;
         // The raw webhook bodies of deliveries whose events the sinks all have go too.
@@ -476,7 +471,7 @@ pub async fn prune_delivered<S: Sql>(db: &S, sinks: &[Sink], now: &str) -> Resul
             &[Val::Int(through)],
         )
         .await?;
-        Ok(n as u64)
+        Ok(n)
     }
     .await;
     store::finish(db, result).await

@@ -1,5 +1,11 @@
 //! The one seam between pipetrail's storage logic and a database: Spin's SQLite inside the
-//! components, rusqlite in the native tool and the tests. Statements are SQLite dialect.
+//! components, rusqlite in the native tool and the tests, and PostgreSQL.
+//!
+//! Statements are written once, in the SQL both databases accept (`?` placeholders,
+//! `INSERT … ON CONFLICT`, `RETURNING`). What differs is the implementation's business:
+//! a PostgreSQL `Sql` numbers the placeholders (`numbered_placeholders`), takes the
+//! writer's advisory lock for `BEGIN IMMEDIATE`, reports booleans as 0/1 and counts changed
+//! rows itself. The schema differs too (`store::migrate` picks by `dialect`).
 
 use std::future::Future;
 use std::pin::pin;
@@ -76,6 +82,55 @@ pub trait Sql {
 
     async fn exec(&self, sql: &str, params: &[Val]) -> Result<(), DbError> {
         self.query(sql, params).await.map(|_| ())
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    /// Rows inserted, changed or deleted by the last statement.
+    async fn changes(&self) -> Result<u64, DbError> {
+        let rows = self.query("SELECT changes()", &[]).await?;
+        Ok(rows.first().and_then(|r| r.first()).and_then(Val::as_i64).unwrap_or(0) as u64)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// `?` placeholders as PostgreSQL's `$1, $2, …`; a `?` inside a quoted string or
+/// identifier is left alone.
+pub fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let (mut n, mut quote) = (0, None::<char>);
+    for c in sql.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '?') => {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_numbered_outside_quotes() {
+        assert_eq!(
+            super::numbered_placeholders("SELECT '?', \"a?\" FROM t WHERE a = ? AND b IN (?, ?)"),
+            "SELECT '?', \"a?\" FROM t WHERE a = $1 AND b IN ($2, $3)"
+        );
     }
 }
 

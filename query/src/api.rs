@@ -34,7 +34,7 @@ pub async fn healthz(db: &Db) -> Reply {
         &json!({
             "status": word,
             "config_errors": problems,
-            "schema_version": store::schema_version(),
+            "schema_version": store::schema_version(db),
             "storage_mode": storage_mode().await,
             "ledger_size": size,
             "signing_key": if configured { "configured" } else { "GENERATED: try-out only; it lives in the database, so it proves nothing against the database's admin. Set the signing_key variable (pipetrail keygen)." },

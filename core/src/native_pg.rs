@@ -1,0 +1,161 @@
+//! `Sql` over a PostgreSQL connection (the `postgres` crate), for the native tool and the
+//! store conformance tests. Components reach PostgreSQL through Spin's interface instead;
+//! both follow the rules in `sql.rs`: numbered placeholders, the writer's advisory lock for
+//! `BEGIN IMMEDIATE`, booleans as 0/1, changed rows counted here.
+
+use std::cell::{Cell, RefCell};
+use std::error::Error;
+
+use bytes::BytesMut;
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+use crate::sql::{DbError, Dialect, Row, Sql, Val, numbered_placeholders};
+
+/// The advisory lock every ledger writer takes (transaction-scoped): appends are
+/// serialized by the database, whichever instance or host runs them.
+pub const WRITER_LOCK: i64 = 0x7069_7065_7472_6169; // "pipetrai"
+
+pub struct PgDb {
+    client: RefCell<postgres::Client>,
+    changes: Cell<u64>,
+}
+
+fn db_err(e: postgres::Error) -> DbError {
+    // 53100 disk_full, 53200 out_of_memory: the caller answers 503 and may retry.
+    match e.code().map(|c| c.code()) {
+        Some("53100") | Some("53200") => DbError::Full(e.to_string()),
+        _ => DbError::Other(match e.as_db_error() {
+            Some(d) => format!("{}: {}", d.code().code(), d.message()),
+            None => e.to_string(),
+        }),
+    }
+}
+
+impl PgDb {
+    pub fn connect(url: &str) -> Result<PgDb, DbError> {
+        let client = postgres::Client::connect(url, postgres::NoTls).map_err(db_err)?;
+        Ok(PgDb {
+            client: RefCell::new(client),
+            changes: Cell::new(0),
+        })
+    }
+
+    /// A connection whose tables live in `schema` (created when missing): one schema per
+    /// test, or per install sharing a database.
+    pub fn connect_in_schema(url: &str, schema: &str) -> Result<PgDb, DbError> {
+        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(DbError::Other(format!("schema {schema:?}: letters, digits and _ only")));
+        }
+        let db = PgDb::connect(url)?;
+        db.client
+            .borrow_mut()
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+            ))
+            .map_err(db_err)?;
+        Ok(db)
+    }
+}
+
+#[derive(Debug)]
+struct Param<'a>(&'a Val);
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self.0 {
+            Val::Null => Ok(IsNull::Yes),
+            Val::Int(i) => match *ty {
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                _ => i.to_sql(ty, out),
+            },
+            Val::Real(r) => r.to_sql(ty, out),
+            Val::Text(t) => t.as_str().to_sql(ty, out),
+            Val::Blob(b) => b.as_slice().to_sql(ty, out),
+        }
+    }
+
+    // The statement decides each parameter's type; `to_sql` converts or refuses.
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn value(row: &postgres::Row, i: usize) -> Result<Val, DbError> {
+    let e = |e: postgres::Error| DbError::Other(e.to_string());
+    let ty = row.columns()[i].type_().clone();
+    Ok(match ty {
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map_err(e)?
+            .map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map_err(e)?
+            .map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(e)?.map_or(Val::Null, Val::Int),
+        Type::OID => row
+            .try_get::<_, Option<u32>>(i)
+            .map_err(e)?
+            .map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)
+            .map_err(e)?
+            .map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)
+            .map_err(e)?
+            .map_or(Val::Null, |v| Val::Real(v.into())),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)
+            .map_err(e)?
+            .map_or(Val::Null, Val::Real),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map_err(e)?
+            .map_or(Val::Null, Val::Blob),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => row
+            .try_get::<_, Option<String>>(i)
+            .map_err(e)?
+            .map_or(Val::Null, Val::Text),
+        other => return Err(DbError::Other(format!("column {i}: unsupported type {other}"))),
+    })
+}
+
+impl Sql for PgDb {
+    async fn query(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
+        let mut client = self.client.borrow_mut();
+        if sql.trim() == "BEGIN IMMEDIATE" {
+            client
+                .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"))
+                .map_err(db_err)?;
+            return Ok(Vec::new());
+        }
+        let sql = numbered_placeholders(sql);
+        let params: Vec<Param> = params.iter().map(Param).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let verb = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        let writes = matches!(verb.as_str(), "INSERT" | "UPDATE" | "DELETE");
+        if writes && !sql.to_ascii_uppercase().contains("RETURNING") {
+            let n = client.execute(sql.as_str(), &refs).map_err(db_err)?;
+            self.changes.set(n);
+            return Ok(Vec::new());
+        }
+        let rows = client.query(sql.as_str(), &refs).map_err(db_err)?;
+        self.changes.set(rows.len() as u64);
+        rows.iter()
+            .map(|r| (0..r.len()).map(|i| value(r, i)).collect())
+            .collect()
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn changes(&self) -> Result<u64, DbError> {
+        Ok(self.changes.get())
+    }
+}

@@ -1,0 +1,341 @@
+//! The store conformance suite: every scenario runs on SQLite (rusqlite, as the tool and
+//! tests use it) and on PostgreSQL (the real server at 127.0.0.1:5432, each test in a schema
+//! of its own), through the same storage code. `PIPETRAIL_TEST_PG` overrides the URL.
+
+mod common;
+
+use common::{fixture, signer, temp_dir};
+use pipetrail_core::ingest::{self, Delivery, Outcome, Settings};
+use pipetrail_core::lifecycle::VariablePolicy;
+use pipetrail_core::merkle;
+use pipetrail_core::native::NativeDb;
+use pipetrail_core::native_pg::PgDb;
+use pipetrail_core::sinks::{self, Message, Transport};
+use pipetrail_core::sql::{Sql, Val, block_on};
+use pipetrail_core::store::{self, EventFilter, TokenRecord};
+use pipetrail_core::verify::{Verdict, verify_db};
+use pipetrail_core::{compact, retention};
+use serde_json::{Value, json};
+
+const T: &str = "2026-01-01T00:00:00.000Z";
+const LATER: &str = "2026-03-01T00:00:00.000Z";
+
+fn pg_url() -> String {
+    std::env::var("PIPETRAIL_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn sqlite(name: &str) -> NativeDb {
+    let db = NativeDb::open(&temp_dir(name).join("sqlite_db.db")).unwrap();
+    block_on(store::migrate(&db)).unwrap();
+    db
+}
+
+/// A schema of its own, emptied first, so a rerun starts clean.
+fn postgres(name: &str) -> PgDb {
+    let schema = format!("conformance_{name}");
+    let admin = PgDb::connect(&pg_url()).expect("PostgreSQL at 127.0.0.1:5432 (../shared/services.md)");
+    block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])).unwrap();
+    let db = PgDb::connect_in_schema(&pg_url(), &schema).unwrap();
+    block_on(store::migrate(&db)).unwrap();
+    db
+}
+
+/// One test per backend for each scenario.
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn sqlite() {
+                super::$scenario(&super::sqlite(stringify!($scenario)), stringify!($scenario));
+            }
+            #[test]
+            fn postgres() {
+                super::$scenario(&super::postgres(stringify!($scenario)), stringify!($scenario));
+            }
+        }
+    )*};
+}
+
+conformance!(
+    ingest_dedupe_and_reads,
+    proofs_checkpoints_and_verify,
+    tampering_is_named,
+    retention_and_compaction,
+    sinks_cursors_and_stream_only_pruning,
+    settings_tokens_and_outcomes,
+);
+
+fn send<S: Sql>(db: &S, body: &Value, event: &str, uuid: &str, at: &str) -> Outcome {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let policy = VariablePolicy::default();
+    let signer = signer();
+    let settings = Settings {
+        variables: &policy,
+        signer: &signer,
+        checkpoint_interval_secs: 0,
+        without_tree: false,
+    };
+    let d = Delivery {
+        body: &bytes,
+        event_header: Some(event),
+        idempotency_key: None,
+        event_uuid: Some(uuid),
+        received_at: at,
+    };
+    block_on(ingest::record_gitlab(db, &d, &settings)).unwrap()
+}
+
+/// `pipelines` copies of the Pipeline Hook fixture under new ids: 15 events each.
+fn fill<S: Sql>(db: &S, pipelines: u64) {
+    for i in 0..pipelines {
+        let mut p = fixture("pipeline_hook_go-gitlab.json");
+        p["object_attributes"]["id"] = json!(1000 + i);
+        for (k, b) in p["builds"].as_array_mut().unwrap().iter_mut().enumerate() {
+            b["id"] = json!(10_000 + i * 10 + k as u64);
+        }
+        send(db, &p, "Pipeline Hook", &format!("p{i}"), T);
+    }
+}
+
+fn count<S: Sql>(db: &S, table: &str) -> i64 {
+    block_on(db.query(&format!("SELECT COUNT(*) FROM {table}"), &[])).unwrap()[0][0]
+        .as_i64()
+        .unwrap()
+}
+
+fn events<S: Sql>(db: &S, f: &EventFilter) -> Vec<Value> {
+    block_on(store::list_events(db, f, 10_000))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.body.unwrap_or(Value::Null))
+        .collect()
+}
+
+fn leaves<S: Sql>(db: &S) -> Vec<merkle::Hash> {
+    block_on(db.query("SELECT hash FROM tree_nodes WHERE id % 64 = 0 ORDER BY id", &[]))
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_blob().unwrap().try_into().unwrap())
+        .collect()
+}
+
+fn ingest_dedupe_and_reads<S: Sql>(db: &S, _: &str) {
+    let p = fixture("pipeline_hook_go-gitlab.json");
+    assert_eq!(
+        send(db, &p, "Pipeline Hook", "u1", T),
+        Outcome::Recorded {
+            events: 15,
+            first_seq: Some(0)
+        }
+    );
+    assert_eq!(send(db, &p, "Pipeline Hook", "u1", T), Outcome::Duplicate);
+    // The same facts under another delivery id: recorded once.
+    assert!(matches!(
+        send(db, &p, "Pipeline Hook", "u2", T),
+        Outcome::Recorded { events: 0, .. }
+    ));
+    let job = fixture("job_hook_go-gitlab.json");
+    assert!(matches!(send(db, &job, "Job Hook", "u3", T), Outcome::Recorded { events, .. } if events > 0));
+
+    let all = events(db, &EventFilter::default());
+    let seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (0..all.len() as u64).collect::<Vec<_>>(),
+        "dense from 0, in order"
+    );
+    assert_eq!(block_on(store::tree_size(db)).unwrap(), all.len() as u64);
+    assert_eq!(
+        block_on(store::count_events(db, &EventFilter::default())).unwrap(),
+        all.len() as u64
+    );
+
+    let by = |f: EventFilter| events(db, &f);
+    let created = by(EventFilter {
+        action: Some("pipeline.created".into()),
+        ..Default::default()
+    });
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["actor"]["username"], "user1");
+    let of_pipeline = by(EventFilter {
+        pipeline: Some(31),
+        ..Default::default()
+    });
+    assert_eq!(of_pipeline.len(), 15);
+    let newest_first = by(EventFilter {
+        descending: true,
+        pipeline: Some(31),
+        ..Default::default()
+    });
+    assert_eq!(newest_first.first(), of_pipeline.last());
+    let page = by(EventFilter {
+        after_seq: Some(5),
+        pipeline: Some(31),
+        ..Default::default()
+    });
+    assert_eq!(page.first().unwrap()["seq"], 6);
+    let scoped_out = by(EventFilter {
+        scope: Some(vec!["no/such".into()]),
+        ..Default::default()
+    });
+    assert!(scoped_out.is_empty());
+    let home = block_on(store::pipeline_home(db, 31)).unwrap().unwrap();
+    assert_eq!(home.1, p["project"]["id"].as_u64().unwrap());
+    let ev = block_on(store::event_by_seq(db, 3)).unwrap().unwrap();
+    assert_eq!(ev.leaf_hash, leaves(db)[3]);
+    let id = ev.body.unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(block_on(store::seq_of_event_id(db, &id)).unwrap(), Some(3));
+}
+
+fn proofs_checkpoints_and_verify<S: Sql>(db: &S, _: &str) {
+    fill(db, 3);
+    let all = leaves(db);
+    assert_eq!(all.len(), 45);
+    for size in [1u64, 2, 15, 16, 17, 30, 45] {
+        let root = block_on(store::root_at(db, size)).unwrap();
+        assert_eq!(root, merkle::root_from_leaves(&all[..size as usize]));
+        for seq in (0..size).step_by(4) {
+            let proof = block_on(store::range_hashes(db, &merkle::inclusion_ranges(seq, size))).unwrap();
+            merkle::verify_inclusion(seq, size, &all[seq as usize], &proof, &root).unwrap();
+        }
+        if size > 1 {
+            let proof = block_on(store::range_hashes(db, &merkle::consistency_ranges(1, size))).unwrap();
+            merkle::verify_consistency(1, size, &all[0], &root, &proof).unwrap();
+        }
+    }
+    let cps = block_on(store::checkpoints(db)).unwrap();
+    assert_eq!(cps.iter().map(|c| c.size).collect::<Vec<_>>(), vec![15, 30, 45]);
+    let v = block_on(verify_db(db, &signer().verifier(), None)).unwrap();
+    assert!(
+        matches!(
+            v,
+            Verdict::Ok {
+                size: 45,
+                checkpoints: 3,
+                pruned: 0,
+                compacted: 0,
+                ..
+            }
+        ),
+        "{}",
+        v.line()
+    );
+}
+
+fn tampering_is_named<S: Sql>(db: &S, _: &str) {
+    fill(db, 2);
+    let body = block_on(db.query("SELECT body FROM event_bodies WHERE seq = 7", &[])).unwrap()[0][0]
+        .as_str()
+        .unwrap()
+        .replacen("\"seq\":7", "\"seq\":7,\"note\":\"edited\"", 1);
+    assert!(body.contains("edited"));
+    block_on(db.exec("UPDATE event_bodies SET body = ? WHERE seq = 7", &[Val::text(body)])).unwrap();
+    match block_on(verify_db(db, &signer().verifier(), None)).unwrap() {
+        Verdict::Tampered { seq, kind, .. } => assert_eq!((seq, kind), (Some(7), "edited")),
+        ok => panic!("{}", ok.line()),
+    }
+    block_on(db.exec("DELETE FROM events WHERE seq = 20", &[])).unwrap();
+    block_on(db.exec("DELETE FROM event_bodies WHERE seq = 7", &[])).unwrap();
+    match block_on(verify_db(db, &signer().verifier(), None)).unwrap() {
+        Verdict::Tampered { seq, kind, .. } => assert_eq!((seq, kind), (Some(7), "edited"), "no tombstone"),
+        ok => panic!("{}", ok.line()),
+    }
+}
+
+fn retention_and_compaction<S: Sql>(db: &S, _: &str) {
+    fill(db, 4);
+    let policies = retention::parse("job.*=1d, deliveries=1d, compact=7d").unwrap();
+    let dry = block_on(retention::sweep(db, &policies, LATER, true, 1000)).unwrap();
+    let jobs = *dry.pruned.get("job.*=1d").unwrap();
+    assert!(jobs > 0);
+    assert_eq!(count(db, "pruned"), 0, "a dry run changes nothing");
+    let run = block_on(retention::sweep(db, &policies, LATER, false, 1000)).unwrap();
+    assert_eq!(run.pruned, dry.pruned);
+    assert_eq!(count(db, "pruned") as u64, jobs);
+    let v = block_on(verify_db(db, &signer().verifier(), None)).unwrap();
+    assert!(
+        matches!(v, Verdict::Ok { pruned, .. } if pruned == jobs),
+        "{}",
+        v.line()
+    );
+    let opts = compact::Options {
+        now: LATER,
+        days: 7,
+        delivered_below: None,
+        stream_only: false,
+        scan: 1000,
+    };
+    let r = block_on(compact::run(db, &policies, &opts)).unwrap();
+    assert_eq!((r.compacted, r.next_seq), (jobs, 60));
+    assert_eq!(count(db, "pruned"), 0);
+    let v = block_on(verify_db(db, &signer().verifier(), None)).unwrap();
+    assert!(
+        matches!(v, Verdict::Ok { size: 60, pruned: 0, compacted, .. } if compacted == jobs),
+        "{}",
+        v.line()
+    );
+    assert_eq!(block_on(compact::count(db)).unwrap(), jobs);
+}
+
+struct Collect(std::cell::RefCell<Vec<u64>>);
+
+impl Transport for Collect {
+    async fn send(&self, messages: &[Message]) -> Result<(), String> {
+        for m in messages {
+            let Message::Http { body, .. } = m else {
+                return Err("an HTTP sink sends HTTP".into());
+            };
+            let batch: Vec<Value> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            self.0
+                .borrow_mut()
+                .extend(batch.iter().map(|e| e["seq"].as_u64().unwrap()));
+        }
+        Ok(())
+    }
+}
+
+fn sinks_cursors_and_stream_only_pruning<S: Sql>(db: &S, _: &str) {
+    fill(db, 2);
+    let list =
+        sinks::parse(r#"[{"name": "siem", "kind": "http", "url": "https://siem.example/in", "batch": 7}]"#).unwrap();
+    let got = Collect(Default::default());
+    block_on(sinks::deliver(db, &list, &got, LATER, 2)).unwrap();
+    assert_eq!(
+        *got.0.borrow(),
+        (0..14).collect::<Vec<u64>>(),
+        "two batches of 7, in order"
+    );
+    assert_eq!(block_on(sinks::delivered_below(db, &list)).unwrap(), Some(14));
+    block_on(sinks::deliver(db, &list, &got, LATER, 100)).unwrap();
+    assert_eq!(
+        *got.0.borrow(),
+        (0..30).collect::<Vec<u64>>(),
+        "resumed where it stopped"
+    );
+    assert_eq!(block_on(sinks::prune_delivered(db, &list, LATER)).unwrap(), 30);
+    assert_eq!(count(db, "event_bodies"), 0);
+    let v = block_on(verify_db(db, &signer().verifier(), None)).unwrap();
+    assert!(matches!(v, Verdict::Ok { pruned: 30, .. }), "{}", v.line());
+}
+
+fn settings_tokens_and_outcomes<S: Sql>(db: &S, _: &str) {
+    assert_eq!(block_on(store::setting(db, "k")).unwrap(), None);
+    assert_eq!(block_on(store::setting_or_insert(db, "k", "first")).unwrap(), "first");
+    assert_eq!(block_on(store::setting_or_insert(db, "k", "second")).unwrap(), "first");
+    block_on(store::put_setting(db, "k", "third")).unwrap();
+    assert_eq!(block_on(store::setting(db, "k")).unwrap().as_deref(), Some("third"));
+    let rec = TokenRecord {
+        name: "ci".into(),
+        scope: "read".into(),
+        projects: vec!["grp/app".into()],
+    };
+    block_on(store::insert_token(db, "pt_secret", &rec, T)).unwrap();
+    assert_eq!(block_on(store::find_token(db, "pt_secret")).unwrap(), Some(rec));
+    assert_eq!(block_on(store::find_token(db, "pt_other")).unwrap(), None);
+    for _ in 0..3 {
+        block_on(store::count_outcome(db, "duplicate")).unwrap();
+    }
+    block_on(store::count_outcome(db, "recorded")).unwrap();
+    let counts = block_on(store::outcome_counts(db)).unwrap();
+    assert!(counts.contains(&("duplicate".into(), 3)) && counts.contains(&("recorded".into(), 1)));
+}
