@@ -123,17 +123,6 @@ pub fn numbered_placeholders(sql: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholders_are_numbered_outside_quotes() {
-        assert_eq!(
-            super::numbered_placeholders("SELECT '?', \"a?\" FROM t WHERE a = ? AND b IN (?, ?)"),
-            "SELECT '?', \"a?\" FROM t WHERE a = $1 AND b IN ($2, $3)"
-        );
-    }
-}
-
 /// Runs a future that never waits on anything external (the rusqlite `Sql`) to completion.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(fut);
@@ -143,5 +132,16 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
             return v;
         }
         std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_numbered_outside_quotes() {
+        assert_eq!(
+            super::numbered_placeholders("SELECT '?', \"a?\" FROM t WHERE a = ? AND b IN (?, ?)"),
+            "SELECT '?', \"a?\" FROM t WHERE a = $1 AND b IN ($2, $3)"
+        );
     }
 }
