@@ -9,11 +9,7 @@ use std::error::Error;
 use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
-use crate::sql::{DbError, Dialect, Row, Sql, Val, numbered_placeholders};
-
-/// The advisory lock every ledger writer takes (transaction-scoped): appends are
-/// serialized by the database, whichever instance or host runs them.
-pub const WRITER_LOCK: i64 = 0x7069_7065_7472_6169; // "pipetrai"
+use crate::sql::{DbError, Dialect, PG_BEGIN_WRITER, Row, Sql, Val, numbered_placeholders, returns_rows};
 
 pub struct PgDb {
     client: RefCell<postgres::Client>,
@@ -129,17 +125,13 @@ impl Sql for PgDb {
     async fn query(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
         let mut client = self.client.borrow_mut();
         if sql.trim() == "BEGIN IMMEDIATE" {
-            client
-                .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"))
-                .map_err(db_err)?;
+            client.batch_execute(&PG_BEGIN_WRITER.join("; ")).map_err(db_err)?;
             return Ok(Vec::new());
         }
         let sql = numbered_placeholders(sql);
         let params: Vec<Param> = params.iter().map(Param).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let verb = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-        let writes = matches!(verb.as_str(), "INSERT" | "UPDATE" | "DELETE");
-        if writes && !sql.to_ascii_uppercase().contains("RETURNING") {
+        if !returns_rows(&sql) {
             let n = client.execute(sql.as_str(), &refs).map_err(db_err)?;
             self.changes.set(n);
             return Ok(Vec::new());

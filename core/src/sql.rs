@@ -101,6 +101,21 @@ pub enum Dialect {
     Postgres,
 }
 
+/// The transaction-scoped advisory lock every PostgreSQL ledger writer takes for
+/// `BEGIN IMMEDIATE`: appends are serialized by the database, whichever instance or host
+/// runs them, never by memory.
+pub const PG_WRITER_LOCK: i64 = 0x7069_7065_7472_6169; // "pipetrai"
+
+/// The statements a PostgreSQL `Sql` runs for `BEGIN IMMEDIATE`.
+pub const PG_BEGIN_WRITER: [&str; 2] = ["BEGIN", "SELECT pg_advisory_xact_lock(8101238451064619369)"];
+
+/// Whether a statement answers with rows (a query, or a write with `RETURNING`); a write
+/// without is run for its count of changed rows.
+pub fn returns_rows(sql: &str) -> bool {
+    let verb = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+    !matches!(verb.as_str(), "INSERT" | "UPDATE" | "DELETE") || sql.to_ascii_uppercase().contains("RETURNING")
+}
+
 /// `?` placeholders as PostgreSQL's `$1, $2, …`; a `?` inside a quoted string or
 /// identifier is left alone.
 pub fn numbered_placeholders(sql: &str) -> String {
@@ -137,6 +152,16 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_writer_lock_statement_names_the_lock() {
+        assert_eq!(
+            super::PG_BEGIN_WRITER[1],
+            format!("SELECT pg_advisory_xact_lock({})", super::PG_WRITER_LOCK)
+        );
+        assert!(super::returns_rows("SELECT 1") && super::returns_rows("INSERT INTO t VALUES (1) RETURNING id"));
+        assert!(!super::returns_rows(" DELETE FROM t"));
+    }
+
     #[test]
     fn placeholders_are_numbered_outside_quotes() {
         assert_eq!(

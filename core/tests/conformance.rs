@@ -30,14 +30,27 @@ fn sqlite(name: &str) -> NativeDb {
     db
 }
 
-/// A schema of its own, emptied first, so a rerun starts clean.
-fn postgres(name: &str) -> PgDb {
+/// A schema of its own, emptied first (a failed run leaves it to look at) and dropped
+/// when the test passes.
+fn postgres(name: &str) -> (PgDb, DropSchema) {
     let schema = format!("conformance_{name}");
     let admin = PgDb::connect(&pg_url()).expect("PostgreSQL at 127.0.0.1:5432 (../shared/services.md)");
     block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])).unwrap();
     let db = PgDb::connect_in_schema(&pg_url(), &schema).unwrap();
     block_on(store::migrate(&db)).unwrap();
-    db
+    (db, DropSchema(schema))
+}
+
+struct DropSchema(String);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        if !std::thread::panicking()
+            && let Ok(admin) = PgDb::connect(&pg_url())
+        {
+            let _ = block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0), &[]));
+        }
+    }
 }
 
 /// One test per backend for each scenario.
@@ -50,7 +63,8 @@ macro_rules! conformance {
             }
             #[test]
             fn postgres() {
-                super::$scenario(&super::postgres(stringify!($scenario)), stringify!($scenario));
+                let (db, _schema) = super::postgres(stringify!($scenario));
+                super::$scenario(&db, stringify!($scenario));
             }
         }
     )*};

@@ -1,11 +1,12 @@
-//! What every pipetrail component needs from Spin, in one place: the SQLite connection as
+//! What every pipetrail component needs from Spin, in one place: the store (SQLite or
+//! PostgreSQL) as
 //! a `pipetrail_core::sql::Sql`, variables, bounded request bodies, JSON responses, the
 //! clock, randomness and API authentication. Components stay thin routers over core.
 
 use http::{HeaderMap, Response, StatusCode};
 use pipetrail_core::encoding::ct_eq;
 use pipetrail_core::note::NoteSigner;
-use pipetrail_core::sql::{DbError, Row, Sql, Val};
+use pipetrail_core::sql::{DbError, Dialect, PG_BEGIN_WRITER, Row, Sql, Val, numbered_placeholders, returns_rows};
 use pipetrail_core::store::{self, TokenRecord};
 use serde_json::{Value, json};
 use spin_sdk::sqlite::{self, Connection};
@@ -15,13 +16,26 @@ pub use spin_sdk::http::Request;
 /// GitLab's own limit for webhook bodies.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
-pub struct Db(Connection);
+/// The store: Spin's default SQLite database, or PostgreSQL when the `database_url`
+/// variable names one (its host must be in the component's `allowed_outbound_hosts`).
+pub enum Db {
+    Sqlite(Connection),
+    Postgres {
+        conn: spin_sdk::pg::Connection,
+        changes: std::cell::Cell<u64>,
+    },
+}
 
 impl Db {
-    /// Opens Spin's default database and brings its schema up to date.
+    /// Opens the store and brings its schema up to date.
     pub async fn open() -> Result<Db, DbError> {
-        let conn = Connection::open_default().await.map_err(db_error)?;
-        let db = Db(conn);
+        let db = match var("database_url").await {
+            Some(url) => Db::Postgres {
+                conn: spin_sdk::pg::Connection::open(url).await.map_err(pg_error)?,
+                changes: std::cell::Cell::new(0),
+            },
+            None => Db::Sqlite(Connection::open_default().await.map_err(db_error)?),
+        };
         store::migrate(&db).await?;
         Ok(db)
     }
@@ -36,33 +50,138 @@ fn db_error(e: sqlite::Error) -> DbError {
     }
 }
 
+fn pg_error(e: impl Into<spin_sdk::pg::Error>) -> DbError {
+    use spin_sdk::pg::{Error, PgError, QueryError};
+    match e.into() {
+        // 53100 disk_full, 53200 out_of_memory: the caller answers 503 and may retry.
+        Error::PgError(PgError::QueryFailed(QueryError::DbError(d)))
+            if d.code.starts_with("532") || d.code == "53100" =>
+        {
+            DbError::Full(format!("{}: {}", d.code, d.message))
+        }
+        Error::PgError(PgError::QueryFailed(QueryError::DbError(d))) => {
+            DbError::Other(format!("{}: {}", d.code, d.message))
+        }
+        // Connection errors may carry the address, password included: say only what kind.
+        Error::PgError(PgError::ConnectionFailed(_)) => {
+            DbError::Other("cannot connect to the database_url database".into())
+        }
+        other => DbError::Other(other.to_string()),
+    }
+}
+
 impl Sql for Db {
     async fn query(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
-        let params = params.iter().map(|p| match p {
-            Val::Null => sqlite::Value::Null,
-            Val::Int(i) => sqlite::Value::Integer(*i),
-            Val::Real(r) => sqlite::Value::Real(*r),
-            Val::Text(s) => sqlite::Value::Text(s.clone()),
-            Val::Blob(b) => sqlite::Value::Blob(b.clone()),
-        });
-        let result = self.0.execute(sql, params).await.map_err(db_error)?;
-        let rows = result.collect().await.map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                r.values
-                    .into_iter()
-                    .map(|v| match v {
-                        sqlite::Value::Null => Val::Null,
-                        sqlite::Value::Integer(i) => Val::Int(i),
-                        sqlite::Value::Real(r) => Val::Real(r),
-                        sqlite::Value::Text(s) => Val::Text(s),
-                        sqlite::Value::Blob(b) => Val::Blob(b),
-                    })
-                    .collect()
-            })
-            .collect())
+        match self {
+            Db::Sqlite(conn) => sqlite_query(conn, sql, params).await,
+            Db::Postgres { conn, changes } => pg_query(conn, changes, sql, params).await,
+        }
     }
+
+    fn dialect(&self) -> Dialect {
+        match self {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+
+    async fn changes(&self) -> Result<u64, DbError> {
+        match self {
+            Db::Sqlite(_) => {
+                let rows = self.query("SELECT changes()", &[]).await?;
+                Ok(rows.first().and_then(|r| r.first()).and_then(Val::as_i64).unwrap_or(0) as u64)
+            }
+            Db::Postgres { changes, .. } => Ok(changes.get()),
+        }
+    }
+}
+
+async fn sqlite_query(conn: &Connection, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
+    let params = params.iter().map(|p| match p {
+        Val::Null => sqlite::Value::Null,
+        Val::Int(i) => sqlite::Value::Integer(*i),
+        Val::Real(r) => sqlite::Value::Real(*r),
+        Val::Text(s) => sqlite::Value::Text(s.clone()),
+        Val::Blob(b) => sqlite::Value::Blob(b.clone()),
+    });
+    let result = conn.execute(sql, params).await.map_err(db_error)?;
+    let rows = result.collect().await.map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            r.values
+                .into_iter()
+                .map(|v| match v {
+                    sqlite::Value::Null => Val::Null,
+                    sqlite::Value::Integer(i) => Val::Int(i),
+                    sqlite::Value::Real(r) => Val::Real(r),
+                    sqlite::Value::Text(s) => Val::Text(s),
+                    sqlite::Value::Blob(b) => Val::Blob(b),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// PostgreSQL by the rules in core's `sql.rs`: numbered placeholders, the writer's advisory
+/// lock for `BEGIN IMMEDIATE`, booleans as 0/1, changed rows counted here.
+async fn pg_query(
+    conn: &spin_sdk::pg::Connection,
+    changes: &std::cell::Cell<u64>,
+    sql: &str,
+    params: &[Val],
+) -> Result<Vec<Row>, DbError> {
+    use spin_sdk::pg::{DbValue, ParameterValue};
+    if sql.trim() == "BEGIN IMMEDIATE" {
+        for stmt in PG_BEGIN_WRITER {
+            conn.query(stmt, Vec::new())
+                .await
+                .map_err(pg_error)?
+                .collect()
+                .await
+                .map_err(pg_error)?;
+        }
+        return Ok(Vec::new());
+    }
+    let sql = numbered_placeholders(sql);
+    let params: Vec<ParameterValue> = params
+        .iter()
+        .map(|p| match p {
+            Val::Null => ParameterValue::DbNull,
+            Val::Int(i) => ParameterValue::Int64(*i),
+            Val::Real(r) => ParameterValue::Floating64(*r),
+            Val::Text(s) => ParameterValue::Str(s.clone()),
+            Val::Blob(b) => ParameterValue::Binary(b.clone()),
+        })
+        .collect();
+    if !returns_rows(&sql) {
+        changes.set(conn.execute(sql, params).await.map_err(pg_error)?);
+        return Ok(Vec::new());
+    }
+    let (_, mut stream, done) = conn.query(sql, params).await.map_err(pg_error)?.into_inner();
+    let mut out = Vec::new();
+    while let Some(row) = stream.next().await {
+        out.push(
+            row.into_iter()
+                .map(|v| match v {
+                    DbValue::DbNull => Ok(Val::Null),
+                    DbValue::Boolean(b) => Ok(Val::Int(b.into())),
+                    DbValue::Int8(i) => Ok(Val::Int(i.into())),
+                    DbValue::Int16(i) => Ok(Val::Int(i.into())),
+                    DbValue::Int32(i) => Ok(Val::Int(i.into())),
+                    DbValue::Int64(i) => Ok(Val::Int(i)),
+                    DbValue::Floating32(f) => Ok(Val::Real(f.into())),
+                    DbValue::Floating64(f) => Ok(Val::Real(f)),
+                    DbValue::Str(s) => Ok(Val::Text(s)),
+                    DbValue::Binary(b) => Ok(Val::Blob(b)),
+                    other => Err(DbError::Other(format!("unsupported column value {other:?}"))),
+                })
+                .collect::<Result<Row, DbError>>()?,
+        );
+    }
+    done.await.map_err(pg_error)?;
+    changes.set(out.len() as u64);
+    Ok(out)
 }
 
 /// A Spin variable; `None` when unset or empty (optional variables default to "").

@@ -1,5 +1,5 @@
 //! pipetrail's test host: runs the real `.wasm` components under wasmtime with the Spin
-//! interfaces they import (HTTP in and out, SQLite, variables), from the WIT files spin-sdk
+//! interfaces they import (HTTP in and out, SQLite, PostgreSQL, Redis, MQTT, variables), from the WIT files spin-sdk
 //! ships. A test harness faithful to Spin's documented behaviour, not a product.
 
 pub mod fake_gitlab;
@@ -7,6 +7,7 @@ pub mod harness;
 pub mod host;
 pub mod manifest;
 pub mod outbound;
+pub mod pg;
 pub mod spin;
 
 pub use host::{Host, serve};

@@ -193,6 +193,7 @@ pub fn outbound_allowed(patterns: &[String], scheme: &str, host: &str, port: u16
             "redis" | "rediss" => 6379,
             "mqtt" => 1883,
             "mqtts" => 8883,
+            "postgres" => 5432,
             _ => 80,
         };
         let scheme_ok = ps == "*" || ps.eq_ignore_ascii_case(scheme);

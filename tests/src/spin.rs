@@ -1,5 +1,5 @@
 //! Host side of `spin:sqlite@3.1.0` and `spin:variables@3.0.0` (Redis and MQTT are in
-//! `outbound.rs`), with Spin's semantics:
+//! `outbound.rs`, PostgreSQL in `pg.rs`), with Spin's semantics:
 //! a component may open only databases listed in its `sqlite_databases`; "default" is
 //! `<state-dir>/sqlite_db.db`; each `open` is its own connection; statements run on
 //! blocking threads; variables are those the component declares, already rendered.
@@ -18,6 +18,8 @@ wasmtime::component::bindgen!({
         "spin:sqlite/sqlite.connection": SqliteConn,
         "spin:redis/redis.connection": crate::outbound::RedisConn,
         "spin:mqtt/mqtt.connection": crate::outbound::MqttConn,
+        "spin:postgres/postgres.connection": crate::pg::PgConn,
+        "spin:postgres/postgres.connection-builder": crate::pg::PgBuilder,
     },
 });
 
@@ -40,6 +42,7 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<Ctx>) -> wasmtime:
     variables::add_to_linker::<Ctx, Spin>(linker, |c| c)?;
     spin::redis::redis::add_to_linker::<Ctx, Spin>(linker, |c| c)?;
     spin::mqtt::mqtt::add_to_linker::<Ctx, Spin>(linker, |c| c)?;
+    spin::postgres::postgres::add_to_linker::<Ctx, Spin>(linker, |c| c)?;
     Ok(())
 }
 

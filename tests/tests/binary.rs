@@ -5,8 +5,7 @@
 mod support;
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use support::*;
 
@@ -15,53 +14,13 @@ const HOOK_SECRET: &str = "SENTINEL-hook-secret-2b8";
 const ADMIN_TOKEN: &str = "SENTINEL-admin-token-4c0";
 const WRONG: &str = "SENTINEL-wrong-token-e55";
 
-struct Running {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Running {
-    build_components();
-    let log = dir.join("host.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipetrail-testhost"));
-    cmd.current_dir(root())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            dir.join("state").to_str().unwrap(),
-        ])
-        .env("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", HOOK_SECRET)
-        .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdout(Stdio::from(std::fs::File::create(dir.join("host.out")).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    // In the guard at once, so a failed start still kills and reaps the process.
-    let mut running = Running {
-        child: cmd.spawn().unwrap(),
-        base: String::new(),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let text = std::fs::read_to_string(&running.log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.starts_with("Serving http://")) {
-            running.base = line.trim_start_matches("Serving ").to_string();
-            return running;
-        }
-        assert!(Instant::now() < deadline, "host did not start: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut env = vec![
+        ("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", HOOK_SECRET),
+        ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    env.extend_from_slice(extra_env);
+    spawn_host(dir, None, &env)
 }
 
 /// `pipetrail keygen --origin audit.example.com/pipetrail --out <file>`.

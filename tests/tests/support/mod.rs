@@ -66,6 +66,15 @@ impl App {
         Self::start_with_manifest(name, extra, root().join("spin.toml"))
     }
 
+    /// As `start`, on PostgreSQL (`database_url`) in a schema of its own; also returns a
+    /// native connection to that schema for checks.
+    pub fn start_on_postgres(name: &str, extra: &[(&str, &str)]) -> (App, pipetrail_core::native_pg::PgDb) {
+        let (url, db) = pg_schema(name);
+        let mut vars: Vec<(&str, &str)> = vec![("database_url", &url)];
+        vars.extend_from_slice(extra);
+        (Self::start_with_manifest(name, &vars, manifest_on_postgres(name)), db)
+    }
+
     /// As `start`, with the retention component also allowed to reach `hosts`, as an
     /// operator adds witnesses to `allowed_outbound_hosts`.
     pub fn start_allowing(name: &str, extra: &[(&str, &str)], hosts: &[&str]) -> App {
@@ -278,6 +287,44 @@ pub fn receiver(status: u16) -> (String, std::sync::mpsc::Receiver<String>) {
 
 /// spin.toml with absolute component paths and the retention component also allowed to
 /// reach `hosts`, as an operator adds witnesses and sinks to `allowed_outbound_hosts`.
+/// Drops the schema `pg_schema(name)` made: the last step of a passing test (a failed one
+/// leaves it to look at, and the next run empties it first).
+pub fn drop_pg_schema(name: &str) {
+    use pipetrail_core::sql::Sql;
+    let base = std::env::var("PIPETRAIL_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = pipetrail_core::native_pg::PgDb::connect(&base).unwrap();
+    pipetrail_core::sql::block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS e2e_{name} CASCADE"), &[])).unwrap();
+}
+
+/// PostgreSQL for the end-to-end tests: the machine's server (`PIPETRAIL_TEST_PG`
+/// overrides), one schema per test, emptied first.
+pub fn pg_schema(name: &str) -> (String, pipetrail_core::native_pg::PgDb) {
+    use pipetrail_core::sql::Sql;
+    let base = std::env::var("PIPETRAIL_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("e2e_{name}");
+    let admin = pipetrail_core::native_pg::PgDb::connect(&base).expect("PostgreSQL at 127.0.0.1:5432");
+    pipetrail_core::sql::block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])).unwrap();
+    let db = pipetrail_core::native_pg::PgDb::connect_in_schema(&base, &schema).unwrap();
+    // libpq's `options` sets the schema for every connection the components open.
+    let sep = if base.contains('?') { '&' } else { '?' };
+    (format!("{base}{sep}options=-c%20search_path%3D{schema}"), db)
+}
+
+/// `spin.toml` with every component allowed to reach the local PostgreSQL, as an operator
+/// adds the database host when setting `database_url`.
+pub fn manifest_on_postgres(name: &str) -> PathBuf {
+    let path = manifest_allowing(name, &["postgres://127.0.0.1:5432"]);
+    let mut manifest: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (_, c) in manifest["component"].as_table_mut().unwrap().iter_mut() {
+        c.as_table_mut().unwrap().insert(
+            "allowed_outbound_hosts".into(),
+            toml::Value::Array(vec![toml::Value::String("postgres://127.0.0.1:5432".into())]),
+        );
+    }
+    std::fs::write(&path, toml::to_string(&manifest).unwrap()).unwrap();
+    path
+}
+
 pub fn manifest_allowing(name: &str, hosts: &[&str]) -> PathBuf {
     let text = std::fs::read_to_string(root().join("spin.toml")).unwrap();
     let mut manifest: toml::Table = toml::from_str(&text).unwrap();
@@ -297,4 +344,58 @@ pub fn manifest_allowing(name: &str, hosts: &[&str]) -> PathBuf {
     let path = dir.join("spin.toml");
     std::fs::write(&path, edited).unwrap();
     path
+}
+
+/// A `pipetrail-testhost` process, killed (SIGKILL) and reaped when dropped.
+pub struct Running {
+    pub child: std::process::Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the test host binary as a user would (`SPIN_VARIABLE_*` from `env`), state in
+/// `dir/state`, its log in `dir/host.log`, on a free port; waits until it serves.
+pub fn spawn_host(dir: &Path, manifest: Option<&Path>, env: &[(&str, &str)]) -> Running {
+    use std::process::{Command, Stdio};
+    build_components();
+    let log = dir.join("host.log");
+    let mut cmd = Command::new(root().join("target/release/pipetrail-testhost"));
+    cmd.current_dir(root())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ])
+        .stdout(Stdio::from(std::fs::File::create(dir.join("host.out")).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    if let Some(m) = manifest {
+        cmd.args(["--manifest", m.to_str().unwrap()]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // In the guard at once, so a failed start still kills and reaps the process.
+    let mut running = Running {
+        child: cmd.spawn().unwrap(),
+        base: String::new(),
+        log,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let text = std::fs::read_to_string(&running.log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.starts_with("Serving http://")) {
+            running.base = line.trim_start_matches("Serving ").to_string();
+            return running;
+        }
+        assert!(std::time::Instant::now() < deadline, "host did not start: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
