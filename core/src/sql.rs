@@ -107,7 +107,7 @@ pub enum Dialect {
 pub const PG_WRITER_LOCK: i64 = 0x7069_7065_7472_6169; // "pipetrai"
 
 /// The statements a PostgreSQL `Sql` runs for `BEGIN IMMEDIATE`.
-pub const PG_BEGIN_WRITER: [&str; 2] = ["BEGIN", "SELECT pg_advisory_xact_lock(8101238451064619369)"];
+pub const PG_BEGIN_WRITER: [&str; 2] = ["BEGIN", "SELECT pg_advisory_xact_lock(8100128985850208617)"];
 
 /// Whether a statement answers with rows (a query, or a write with `RETURNING`); a write
 /// without is run for its count of changed rows.

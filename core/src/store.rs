@@ -522,21 +522,30 @@ pub async fn save_projection<S: Sql>(
         )
         .await?;
     }
-    for (id, job) in &after.jobs {
-        if before.jobs.get(id) == Some(job) {
-            continue;
-        }
-        db.exec(
-            "INSERT INTO jobs (instance, job_id, pipeline_id, status, name, retried) VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (instance, job_id) DO UPDATE SET pipeline_id = excluded.pipeline_id, status = excluded.status, name = excluded.name, retried = excluded.retried",
-            &[
+    // Every changed job in one statement (a delivery changes most of its pipeline's jobs).
+    let changed: Vec<Val> = after
+        .jobs
+        .iter()
+        .filter(|(id, job)| before.jobs.get(id) != Some(job))
+        .flat_map(|(id, job)| {
+            [
                 Val::text(instance),
                 Val::int(*id),
                 Val::int(pipeline_id),
                 Val::text(&job.status),
                 Val::opt_text(job.name.as_deref()),
                 Val::Int(i64::from(job.retried)),
-            ],
+            ]
+        })
+        .collect();
+    for chunk in changed.chunks(6 * 500) {
+        let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len() / 6].join(", ");
+        db.exec(
+            &format!(
+                "INSERT INTO jobs (instance, job_id, pipeline_id, status, name, retried) VALUES {rows} \
+                 ON CONFLICT (instance, job_id) DO UPDATE SET pipeline_id = excluded.pipeline_id, status = excluded.status, name = excluded.name, retried = excluded.retried"
+            ),
+            chunk,
         )
         .await?;
     }
@@ -640,11 +649,15 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
     let mut new_nodes: Vec<(u32, u64, Hash)> = Vec::new();
     let mut new_bodies: Vec<(u64, String)> = Vec::new();
     let mut seq = size;
+    // Which of these facts are stored already: one query for the lot, not one per event.
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let known = stored_sources(db, &ids).await?;
+    let mut new_rows: Vec<Val> = Vec::new();
     for ev in events {
         if out.iter().any(|(e, _): &(Event, Hash)| e.id == ev.id) {
             continue;
         }
-        let mut ev = match stored_source(db, &ev.id).await? {
+        let mut ev = match known.get(&ev.id).cloned() {
             None => ev,
             // The same fact from the same source is a repeat; from another, it is evidence.
             Some(source) if source == ev.evidence.source => continue,
@@ -660,26 +673,22 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
         ev.seq = seq;
         let body = String::from_utf8(ev.canonical_bytes()).expect("canonical JSON is UTF-8");
         let leaf = merkle::leaf_hash(body.as_bytes());
-        db.exec(
-            "INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, project_path, pipeline_id, job_id, actor_username, trigger, ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            &[
-                Val::int(seq),
-                Val::text(&ev.id),
-                Val::text(&ev.action),
-                Val::text(&ev.occurred_at),
-                Val::text(&ev.recorded_at),
-                Val::text(&ev.forge.kind),
-                Val::text(&ev.forge.instance),
-                Val::int(ev.project.id),
-                Val::opt_text(ev.project.path.as_deref()),
-                Val::opt_int(ev.pipeline.as_ref().map(|p| p.id)),
-                Val::opt_int(ev.job.as_ref().map(|j| j.id)),
-                Val::opt_text(ev.actor.username.as_deref()),
-                Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.trigger.as_deref())),
-                Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.git_ref.as_deref())),
-            ],
-        )
-        .await?;
+        new_rows.extend([
+            Val::int(seq),
+            Val::text(&ev.id),
+            Val::text(&ev.action),
+            Val::text(&ev.occurred_at),
+            Val::text(&ev.recorded_at),
+            Val::text(&ev.forge.kind),
+            Val::text(&ev.forge.instance),
+            Val::int(ev.project.id),
+            Val::opt_text(ev.project.path.as_deref()),
+            Val::opt_int(ev.pipeline.as_ref().map(|p| p.id)),
+            Val::opt_int(ev.job.as_ref().map(|j| j.id)),
+            Val::opt_text(ev.actor.username.as_deref()),
+            Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.trigger.as_deref())),
+            Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.git_ref.as_deref())),
+        ]);
         new_bodies.push((seq, body));
         if !tree {
             out.push((ev, leaf));
@@ -700,9 +709,29 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
         out.push((ev, leaf));
         seq += 1;
     }
+    insert_rows(db, &new_rows).await?;
     insert_bodies(db, &new_bodies).await?;
     insert_nodes(db, &new_nodes).await?;
     Ok(out)
+}
+
+const EVENT_COLUMNS: usize = 14;
+
+/// The events' indexed rows, many to a statement (14 parameters a row; SQLite allows
+/// 32766 a statement, PostgreSQL 65535).
+async fn insert_rows<S: Sql>(db: &S, values: &[Val]) -> Result<()> {
+    for chunk in values.chunks(EVENT_COLUMNS * 200) {
+        let row = format!("({})", vec!["?"; EVENT_COLUMNS].join(", "));
+        let rows = vec![row.as_str(); chunk.len() / EVENT_COLUMNS].join(", ");
+        db.exec(
+            &format!(
+                "INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, project_path, pipeline_id, job_id, actor_username, trigger, ref) VALUES {rows}"
+            ),
+            chunk,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn insert_bodies<S: Sql>(db: &S, bodies: &[(u64, String)]) -> Result<()> {
@@ -716,6 +745,29 @@ async fn insert_bodies<S: Sql>(db: &S, bodies: &[(u64, String)]) -> Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// The evidence source of each of `ids` that is stored, `""` when its body was pruned.
+async fn stored_sources<S: Sql>(db: &S, ids: &[&str]) -> Result<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let params: Vec<Val> = chunk.iter().map(|id| Val::text(*id)).collect();
+        let rows = db
+            .query(
+                &format!("SELECT e.id, b.body FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq WHERE e.id IN ({marks})"),
+                &params,
+            )
+            .await?;
+        for r in &rows {
+            let source = text_at(r, 1)
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["evidence"]["source"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.insert(text_at(r, 0).unwrap_or_default(), source);
+        }
+    }
+    Ok(out)
 }
 
 /// The evidence source of the stored event `id`, `Some("")` when its body was pruned.

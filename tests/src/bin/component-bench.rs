@@ -3,6 +3,10 @@
 //! `bench-without-tree`, built here into its own target directory, never shipped).
 //!
 //! cargo run --release -p pipetrail-testhost --bin component-bench -- --pipelines 300 --rounds 3
+//!
+//! With `--stores`: the same ingest on Spin's SQLite and on PostgreSQL (`database_url`, the
+//! machine's server), beside the plain approach a user would otherwise build: one
+//! `INSERT` of each delivery's JSON into PostgreSQL, from a native client.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,10 +23,20 @@ struct Args {
     /// Rounds; medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Compare stores instead: SQLite, PostgreSQL, and a plain INSERT per delivery.
+    #[arg(long)]
+    stores: bool,
 }
 
-/// spin.toml with absolute sources, the ingest component optionally swapped.
+const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// spin.toml with absolute sources, the ingest component optionally swapped, every
+/// component optionally allowed to reach the local PostgreSQL.
 fn manifest(dir: &Path, ingest: Option<&Path>) -> anyhow::Result<PathBuf> {
+    manifest_with(dir, ingest, false)
+}
+
+fn manifest_with(dir: &Path, ingest: Option<&Path>, postgres: bool) -> anyhow::Result<PathBuf> {
     let root = harness::workspace_root();
     let mut m: toml::Table = toml::from_str(&std::fs::read_to_string(root.join("spin.toml"))?)?;
     let components = m["component"].as_table_mut().context("components")?;
@@ -33,6 +47,10 @@ fn manifest(dir: &Path, ingest: Option<&Path>) -> anyhow::Result<PathBuf> {
             _ => root.join(c["source"].as_str().context("source")?),
         };
         c.insert("source".into(), toml::Value::String(source.display().to_string()));
+        if postgres {
+            let host = toml::Value::String("postgres://127.0.0.1:5432".into());
+            c.insert("allowed_outbound_hosts".into(), toml::Value::Array(vec![host]));
+        }
     }
     let path = dir.join("spin.toml");
     std::fs::write(&path, toml::to_string(&m)?)?;
@@ -40,11 +58,23 @@ fn manifest(dir: &Path, ingest: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
+    run_with(manifest, state, deliveries, None)
+}
+
+fn run_with(
+    manifest: &Path,
+    state: &Path,
+    deliveries: &[(String, Vec<u8>)],
+    database_url: Option<&str>,
+) -> anyhow::Result<f64> {
     let _ = std::fs::remove_dir_all(state);
-    let vars = vec![
+    let mut vars = vec![
         ("gitlab_webhook_secret".into(), "bench".into()),
         ("admin_token".into(), "bench-admin".into()),
     ];
+    if let Some(url) = database_url {
+        vars.push(("database_url".into(), url.to_string()));
+    }
     let host = harness::spawn(manifest, state, vars)?;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let url = format!("http://{}/hooks/gitlab", host.addr);
@@ -63,9 +93,102 @@ fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> 
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// A fresh schema on the local PostgreSQL; returns the URL that puts connections in it.
+fn fresh_schema(schema: &str) -> anyhow::Result<String> {
+    use pipetrail_core::sql::{Sql, block_on};
+    let admin = pipetrail_core::native_pg::PgDb::connect(PG).map_err(|e| anyhow::anyhow!("{e}"))?;
+    block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[]))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    block_on(admin.exec(&format!("CREATE SCHEMA {schema}"), &[])).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format!("{PG}?options=-c%20search_path%3D{schema}"))
+}
+
+/// The plain approach: one autocommitted `INSERT` of each delivery's JSON (deduplicated on
+/// its delivery id, as any webhook receiver must), from a native client.
+fn plain_insert(deliveries: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
+    use pipetrail_core::sql::{Sql, Val, block_on};
+    let e = |e: pipetrail_core::sql::DbError| anyhow::anyhow!("{e}");
+    let url = fresh_schema("bench_plain")?;
+    let db = pipetrail_core::native_pg::PgDb::connect(&url).map_err(e)?;
+    block_on(db.exec(
+        "CREATE TABLE deliveries (id BIGSERIAL PRIMARY KEY, delivery_key TEXT UNIQUE NOT NULL, received_at TIMESTAMPTZ NOT NULL DEFAULT now(), body JSONB NOT NULL)",
+        &[],
+    ))
+    .map_err(e)?;
+    let start = Instant::now();
+    for (id, body) in deliveries {
+        block_on(db.exec(
+            "INSERT INTO deliveries (delivery_key, body) VALUES (?, CAST(? AS TEXT)::jsonb) ON CONFLICT (delivery_key) DO NOTHING",
+            &[Val::text(id), Val::text(String::from_utf8_lossy(body))],
+        ))
+        .map_err(e)?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn compare_stores(args: &Args) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("pipetrail-store-bench-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sqlite"))?;
+    std::fs::create_dir_all(dir.join("pg"))?;
+    let sqlite = manifest_with(&dir.join("sqlite"), None, false)?;
+    let pg = manifest_with(&dir.join("pg"), None, true)?;
+    let deliveries = pipetrail_core::generate::pipeline_deliveries(7, args.pipelines);
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for round in 0..args.rounds.max(1) {
+        // Rotate the order, so warm-up and drift favour none.
+        for k in 0..3 {
+            let which = (k + round) % 3;
+            let s = match which {
+                0 => run_with(&sqlite, &dir.join("sqlite/state"), &deliveries, None)?,
+                1 => {
+                    let url = fresh_schema("bench_components")?;
+                    run_with(&pg, &dir.join("pg/state"), &deliveries, Some(&url))?
+                }
+                _ => plain_insert(&deliveries)?,
+            };
+            eprintln!(
+                "round {round}: {} {s:.3} s",
+                ["pipetrail on SQLite", "pipetrail on PostgreSQL", "plain INSERT"][which]
+            );
+            times[which].push(s);
+        }
+    }
+    let ratio = |a: usize, b: usize| median(times[a].iter().zip(&times[b]).map(|(x, y)| y / x).collect());
+    let n = deliveries.len() as f64;
+    let [s, p, plain] = times.clone().map(median);
+    println!(
+        "| measurement ({} deliveries, sequential, durable commit) | time | deliveries/s |",
+        deliveries.len()
+    );
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| pipetrail on Spin's SQLite (components, loopback HTTP) | {s:.3} s | {:.0} |",
+        n / s
+    );
+    println!(
+        "| pipetrail on PostgreSQL (components, loopback HTTP) | {p:.3} s | {:.0} |",
+        n / p
+    );
+    println!(
+        "| plain INSERT of the JSON into PostgreSQL (native client, no HTTP) | {plain:.3} s | {:.0} |",
+        n / plain
+    );
+    println!(
+        "\npipetrail on PostgreSQL runs at {:.2}× the plain INSERT's rate, on SQLite at {:.2}× (medians of per-round ratios).",
+        ratio(1, 2),
+        ratio(0, 2)
+    );
+    let _ = fresh_schema("bench_components");
+    let _ = fresh_schema("bench_plain");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     harness::build_components(&[])?;
+    if args.stores {
+        return compare_stores(&args);
+    }
     let baseline_dir = "target/bench-without-tree";
     harness::cargo(&[
         "build",
