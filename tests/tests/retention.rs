@@ -12,17 +12,6 @@ fn admin(app: &App, path: &str) -> serde_json::Value {
     r.json()
 }
 
-fn verify(app: &App) -> (bool, String) {
-    let key = app.get("/api/v1/key", Some(ADMIN)).text;
-    let copy = support::temp_dir("retention-verify").join("copy.db");
-    app.copy_db(&copy);
-    let out = std::process::Command::new(support::cli())
-        .args(["verify", "--db", copy.to_str().unwrap(), "--key", key.trim()])
-        .output()
-        .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 #[test]
 fn retention_prunes_by_policy_and_verification_still_holds() {
     let policies = "pipeline.*=forever, *.canceled=forever, job.status_changed=90d, deliveries=30d";
@@ -72,7 +61,7 @@ fn retention_prunes_by_policy_and_verification_still_holds() {
     let p = app.get("/api/v1/pipelines/gitlab/31", Some(ADMIN)).json();
     assert_eq!(p["triggered_by"]["actor"]["username"], "user1");
 
-    let (ok, line) = verify(&app);
+    let (ok, line) = app.verify();
     assert!(ok, "{line}");
     assert!(
         line.contains(&format!("({old_status_changes} pruned, 0 compacted)")),
@@ -95,7 +84,7 @@ fn retention_prunes_by_policy_and_verification_still_holds() {
         .unwrap();
     conn.execute("DELETE FROM event_bodies WHERE seq = ?", [victim])
         .unwrap();
-    let (ok, line) = verify(&app);
+    let (ok, line) = app.verify();
     assert!(!ok);
     assert!(
         line.contains(&format!("seq {victim}")) && line.contains("without a retention tombstone"),

@@ -278,18 +278,8 @@ fn stream_only_mode_keeps_bodies_only_until_every_sink_has_them() {
         page.text.contains("This install is streaming-only"),
         "the UI says so plainly"
     );
-    let key = app.get("/api/v1/key", Some(ADMIN)).text;
-    let copy = support::temp_dir("stream-only").join("copy.db");
-    app.copy_db(&copy);
-    let out = std::process::Command::new(support::cli())
-        .args(["verify", "--db", copy.to_str().unwrap(), "--key", key.trim()])
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success() && line.contains(&format!("({total} pruned, 0 compacted)")),
-        "{line}"
-    );
+    let (ok, line) = app.verify();
+    assert!(ok && line.contains(&format!("({total} pruned, 0 compacted)")), "{line}");
     // New events are kept until delivered.
     fill_more(&app);
     assert!(app.events("", ADMIN).iter().any(|e| e["pruned"].is_null()));
@@ -358,17 +348,7 @@ fn stream_only_compaction_leaves_nothing_per_event_and_still_verifies() {
     assert_eq!(gone.status, 410, "{}", gone.text);
     assert_eq!(gone.json()["error"], "compacted");
 
-    let verify = |app: &App| {
-        let key = app.get("/api/v1/key", Some(ADMIN)).text;
-        let copy = support::temp_dir("stream-compact").join("copy.db");
-        app.copy_db(&copy);
-        let out = std::process::Command::new(support::cli())
-            .args(["verify", "--db", copy.to_str().unwrap(), "--key", key.trim()])
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
-    };
-    let (ok, line) = verify(&app);
+    let (ok, line) = app.verify();
     assert!(ok && line.contains(&format!("(0 pruned, {total} compacted)")), "{line}");
 
     // The ledger goes on: new events are kept until delivered, then compacted too.
@@ -399,7 +379,7 @@ fn stream_only_compaction_leaves_nothing_per_event_and_still_verifies() {
         report.contains("\"compaction\":{") && !report.contains(ADMIN),
         "{report}"
     );
-    let (ok, line) = verify(&app);
+    let (ok, line) = app.verify();
     let now_total = total + fresh.len() as u64;
     assert!(
         ok && line.contains(&format!("OK: {now_total} entries (0 pruned, {now_total} compacted)")),

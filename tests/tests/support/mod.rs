@@ -197,6 +197,19 @@ impl App {
     }
 
     /// Every stored row that a request may change (not the outcome counters), as text.
+    /// `pipetrail verify` on a copy of the database, with the app's own verifier key:
+    /// (passed, the line it printed).
+    pub fn verify(&self) -> (bool, String) {
+        let key = self.get("/api/v1/key", Some(ADMIN)).text;
+        let copy = temp_dir("verify-copy").join("copy.db");
+        self.copy_db(&copy);
+        let out = std::process::Command::new(cli())
+            .args(["verify", "--db", copy.to_str().unwrap(), "--key", key.trim()])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
     pub fn snapshot(&self) -> String {
         pipetrail_core::native::dump_tables(&self.db()).unwrap()
     }
