@@ -39,8 +39,15 @@ enum Command {
     /// Example: pipetrail verify --db copy-of-sqlite_db.db --key "$(curl -s -H "Authorization: Bearer $T" http://127.0.0.1:3000/api/v1/key)"
     Verify {
         /// A copy of the SQLite database (Spin's .spin/sqlite_db.db). Opened read-only.
-        #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+        #[arg(long, required_unless_present_any = ["bundle", "postgres"], conflicts_with_all = ["bundle", "postgres"])]
         db: Option<PathBuf>,
+        /// Verify the PostgreSQL ledger (`database_url`) in place, in read-only transactions.
+        /// Its URL (it may hold a password) comes from --database-url-file (0600) or
+        /// PIPETRAIL_DATABASE_URL, never the command line.
+        #[arg(long, conflicts_with = "bundle")]
+        postgres: bool,
+        #[arg(long, requires = "postgres")]
+        database_url_file: Option<PathBuf>,
         /// An export bundle (`pipetrail export`): checked without any database.
         #[arg(long)]
         bundle: Option<PathBuf>,
@@ -267,6 +274,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Verify {
             db,
+            postgres,
+            database_url_file,
             bundle,
             key,
             checkpoint,
@@ -282,17 +291,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     BundleVerdict::Unreadable(_) => ExitCode::from(2),
                 });
             }
-            let db = db.expect("clap requires --db without --bundle");
             let external = match checkpoint {
                 Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
                 None => None,
             };
-            if !db.is_file() {
-                bail!("{} is not a file", db.display());
-            }
-            let conn = NativeDb::open_read_only(&db).context("opening the database")?;
-            let verdict =
-                block_on(verify::verify_db(&conn, &key, external.as_deref())).context("reading the database")?;
+            let verdict = if postgres {
+                let url = secret(
+                    database_url_file.as_deref(),
+                    "PIPETRAIL_DATABASE_URL",
+                    "--database-url-file",
+                )?;
+                // Never the URL in an error: it may hold the password.
+                let conn = pipetrail_core::native_pg::PgDb::connect(&url)
+                    .map_err(|_| anyhow::anyhow!("cannot connect to the PostgreSQL database"))?;
+                block_on(pipetrail_core::sql::Sql::exec(
+                    &conn,
+                    "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+                    &[],
+                ))
+                .context("making the session read-only")?;
+                block_on(verify::verify_db(&conn, &key, external.as_deref())).context("reading the database")?
+            } else {
+                let db = db.expect("clap requires --db without --bundle or --postgres");
+                if !db.is_file() {
+                    bail!("{} is not a file", db.display());
+                }
+                let conn = NativeDb::open_read_only(&db).context("opening the database")?;
+                block_on(verify::verify_db(&conn, &key, external.as_deref())).context("reading the database")?
+            };
             println!("{}", verdict.line());
             Ok(match verdict {
                 Verdict::Ok { .. } => ExitCode::SUCCESS,

@@ -196,6 +196,33 @@ fn three_hosts_share_one_ledger_and_survive_a_kill() {
         "{}",
         v.line()
     );
+    // `pipetrail verify --postgres` reads the same ledger in place, read-only; the URL
+    // comes from the environment, never argv.
+    let key = ureq::get(&format!("{survivor}/api/v1/key"))
+        .header("Authorization", &format!("Bearer {ADMIN}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let cli_verify = || {
+        std::process::Command::new(cli())
+            .args(["verify", "--postgres", "--key", key.trim()])
+            .env("PIPETRAIL_DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    let out = cli_verify();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && line.starts_with(&format!("OK: {total} entries")),
+        "{line}"
+    );
+    block_on(db.exec("DELETE FROM event_bodies WHERE seq = 5", &[])).unwrap();
+    let out = cli_verify();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{line}");
+    assert!(line.starts_with("TAMPERED: first bad seq 5: edited"), "{line}");
     drop(hosts);
     drop(db);
     drop_pg_schema("three_hosts");
