@@ -721,7 +721,7 @@ const EVENT_COLUMNS: usize = 14;
 /// 32766 a statement, PostgreSQL 65535).
 async fn insert_rows<S: Sql>(db: &S, values: &[Val]) -> Result<()> {
     for chunk in values.chunks(EVENT_COLUMNS * 200) {
-        let row = format!("({})", vec!["?"; EVENT_COLUMNS].join(", "));
+        let row = format!("({})", ["?"; EVENT_COLUMNS].join(", "));
         let rows = vec![row.as_str(); chunk.len() / EVENT_COLUMNS].join(", ");
         db.exec(
             &format!(

@@ -77,6 +77,7 @@ conformance!(
     retention_and_compaction,
     sinks_cursors_and_stream_only_pruning,
     settings_tokens_and_outcomes,
+    monthly_partitions,
 );
 
 fn send<S: Sql>(db: &S, body: &Value, event: &str, uuid: &str, at: &str) -> Outcome {
@@ -352,4 +353,35 @@ fn settings_tokens_and_outcomes<S: Sql>(db: &S, _: &str) {
     block_on(store::count_outcome(db, "recorded")).unwrap();
     let counts = block_on(store::outcome_counts(db)).unwrap();
     assert!(counts.contains(&("duplicate".into(), 3)) && counts.contains(&("recorded".into(), 1)));
+}
+
+/// PostgreSQL keeps events in monthly partitions made ahead of time (the tick calls this);
+/// SQLite has none, and the call is a no-op there.
+fn monthly_partitions<S: Sql>(db: &S, _: &str) {
+    block_on(store::ensure_partitions(db, "2026-12-20T00:00:00.000Z")).unwrap();
+    block_on(store::ensure_partitions(db, "2026-12-20T00:00:00.000Z")).unwrap();
+    send(
+        db,
+        &fixture("pipeline_hook_go-gitlab.json"),
+        "Pipeline Hook",
+        "dec",
+        "2027-01-02T00:00:00.000Z",
+    );
+    assert_eq!(count(db, "events"), 15);
+    if db.dialect() == pipetrail_core::sql::Dialect::Postgres {
+        for month in ["202612", "202701", "202702"] {
+            let found = block_on(db.query(
+                "SELECT COUNT(*) FROM pg_class WHERE relname = ? AND relnamespace = current_schema()::regnamespace",
+                &[Val::text(format!("events_{month}"))],
+            ))
+            .unwrap();
+            assert_eq!(found[0][0], Val::Int(1), "events_{month}");
+        }
+        assert_eq!(
+            count(db, "ONLY events_202701"),
+            15,
+            "January's rows are in January's partition"
+        );
+        assert_eq!(count(db, "ONLY events_default"), 0);
+    }
 }

@@ -3,8 +3,8 @@
 //! `spin up` would then require, docs/OPERATIONS.md):
 //! - `POST /admin/tick`: signs a checkpoint when one is due and publishes the latest one to
 //!   every witness URL (so someone other than the database's admin holds it), runs the
-//!   GitLab API reconciler when it is configured, delivers, sweeps and compacts, and lists
-//!   configuration errors;
+//!   GitLab API reconciler when it is configured, delivers, sweeps and compacts, adds
+//!   PostgreSQL's coming monthly partitions, and lists configuration errors;
 //! - `POST /admin/reconcile`: the reconciler alone (core/src/reconcile.rs);
 //! - `POST /admin/verify`: verifies the ledger in place and records the result;
 //! - `POST /admin/retention[?dry_run=true]`: one bounded retention sweep, then one bounded
@@ -232,6 +232,8 @@ async fn verify(db: &Db) -> Result<Value, DbError> {
 }
 
 async fn tick(db: &Db) -> Result<Value, DbError> {
+    // PostgreSQL: next months' partitions exist before their first row arrives.
+    store::ensure_partitions(db, &platform::now()).await?;
     let (signer, _) = platform::signer(db).await?;
     db.exec("BEGIN IMMEDIATE", &[]).await?;
     let signed = store::maybe_checkpoint(db, &signer, &platform::now(), 0).await;
