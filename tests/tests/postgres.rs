@@ -15,7 +15,8 @@ fn rows(db: &PgDb, sql: &str) -> i64 {
     block_on(db.query(sql, &[])).unwrap()[0][0].as_i64().unwrap()
 }
 
-fn verifier(app_base: &str) -> pipetrail_core::note::NoteVerifier {
+/// The app's verifier key, as `GET /api/v1/key` serves it.
+fn key(app_base: &str) -> String {
     let key = ureq::get(&format!("{app_base}/api/v1/key"))
         .header("Authorization", &format!("Bearer {ADMIN}"))
         .call()
@@ -23,7 +24,11 @@ fn verifier(app_base: &str) -> pipetrail_core::note::NoteVerifier {
         .body_mut()
         .read_to_string()
         .unwrap();
-    pipetrail_core::note::NoteVerifier::parse(key.trim()).unwrap()
+    key.trim().to_string()
+}
+
+fn verifier(app_base: &str) -> pipetrail_core::note::NoteVerifier {
+    pipetrail_core::note::NoteVerifier::parse(&key(app_base)).unwrap()
 }
 
 #[test]
@@ -198,16 +203,10 @@ fn three_hosts_share_one_ledger_and_survive_a_kill() {
     );
     // `pipetrail verify --postgres` reads the same ledger in place, read-only; the URL
     // comes from the environment, never argv.
-    let key = ureq::get(&format!("{survivor}/api/v1/key"))
-        .header("Authorization", &format!("Bearer {ADMIN}"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let key = key(survivor);
     let cli_verify = || {
         std::process::Command::new(cli())
-            .args(["verify", "--postgres", "--key", key.trim()])
+            .args(["verify", "--postgres", "--key", &key])
             .env("PIPETRAIL_DATABASE_URL", &url)
             .output()
             .unwrap()
