@@ -56,7 +56,7 @@ fn the_native_benchmarks_run() {
 
 #[test]
 fn the_component_benchmarks_run() {
-    let out = run(bin("component-bench").args(["--pipelines", "2", "--rounds", "1", "--stores"]));
+    let out = run(bin("component-bench").args(["--pipelines", "2", "--rounds", "1", "--stores", "--clients", "2"]));
     assert!(out.contains("plain INSERT") && out.contains("PostgreSQL"), "{out}");
     // The tree's cost: builds the ingest component without the tree into its own target
     // directory first (a few minutes the first time).

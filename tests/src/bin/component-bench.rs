@@ -26,6 +26,9 @@ struct Args {
     /// Compare stores instead: SQLite, PostgreSQL, and a plain INSERT per delivery.
     #[arg(long)]
     stores: bool,
+    /// With --stores: clients sending at once, each its share of the deliveries in order.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
 }
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -58,7 +61,35 @@ fn manifest_with(dir: &Path, ingest: Option<&Path>, postgres: bool) -> anyhow::R
 }
 
 fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
-    run_with(manifest, state, deliveries, None)
+    run_with(manifest, state, deliveries, None, 1)
+}
+
+/// Runs `send` over `clients` threads, client k taking deliveries k, k + clients, …;
+/// returns the wall time.
+fn spread(
+    deliveries: &[(String, Vec<u8>)],
+    clients: usize,
+    send: impl Fn(&str, &[u8]) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<f64> {
+    let clients = clients.max(1);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
+            .map(|k| {
+                let send = &send;
+                scope.spawn(move || {
+                    for (id, body) in deliveries.iter().skip(k).step_by(clients) {
+                        send(id, body)?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("a client panicked"))?)
+    })?;
+    Ok(start.elapsed().as_secs_f64())
 }
 
 fn run_with(
@@ -66,6 +97,7 @@ fn run_with(
     state: &Path,
     deliveries: &[(String, Vec<u8>)],
     database_url: Option<&str>,
+    clients: usize,
 ) -> anyhow::Result<f64> {
     let _ = std::fs::remove_dir_all(state);
     let mut vars = vec![
@@ -80,17 +112,16 @@ fn run_with(
     let url = format!("http://{}/hooks/gitlab", host.addr);
     // One request first, untimed: the first instantiation warms caches.
     let _ = agent.get(&format!("http://{}/healthz", host.addr)).call();
-    let start = Instant::now();
-    for (id, body) in deliveries {
+    spread(deliveries, clients, |id, body| {
         let res = agent
             .post(&url)
             .header("X-Gitlab-Token", "bench")
             .header("X-Gitlab-Event", "Pipeline Hook")
             .header("X-Gitlab-Event-UUID", id)
-            .send(&body[..])?;
+            .send(body)?;
         ensure!(res.status() == 200, "delivery {id} answered {}", res.status());
-    }
-    Ok(start.elapsed().as_secs_f64())
+        Ok(())
+    })
 }
 
 /// A fresh schema on the local PostgreSQL; returns the URL that puts connections in it.
@@ -105,7 +136,7 @@ fn fresh_schema(schema: &str) -> anyhow::Result<String> {
 
 /// The plain approach: one autocommitted `INSERT` of each delivery's JSON (deduplicated on
 /// its delivery id, as any webhook receiver must), from a native client.
-fn plain_insert(deliveries: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
+fn plain_insert(deliveries: &[(String, Vec<u8>)], clients: usize) -> anyhow::Result<f64> {
     use pipetrail_core::sql::{Sql, Val, block_on};
     let e = |e: pipetrail_core::sql::DbError| anyhow::anyhow!("{e}");
     let url = fresh_schema("bench_plain")?;
@@ -115,15 +146,32 @@ fn plain_insert(deliveries: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
         &[],
     ))
     .map_err(e)?;
-    let start = Instant::now();
-    for (id, body) in deliveries {
-        block_on(db.exec(
+    // A connection per client, as a web handler's pool would give each request.
+    let conns = (0..clients.max(1))
+        .map(|_| {
+            pipetrail_core::native_pg::PgDb::connect(&url)
+                .map_err(e)
+                .map(std::sync::Mutex::new)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    spread(deliveries, clients, |id, body| {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % conns.len();
+        let conn = conns[i]
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a connection is poisoned"))?;
+        block_on(conn.exec(
             "INSERT INTO deliveries (delivery_key, body) VALUES (?, CAST(? AS TEXT)::jsonb) ON CONFLICT (delivery_key) DO NOTHING",
             &[Val::text(id), Val::text(String::from_utf8_lossy(body))],
         ))
-        .map_err(e)?;
-    }
-    Ok(start.elapsed().as_secs_f64())
+        .map_err(e)
+    })
+}
+
+fn drop_schema(schema: &str) -> anyhow::Result<()> {
+    use pipetrail_core::sql::{Sql, block_on};
+    let admin = pipetrail_core::native_pg::PgDb::connect(PG).map_err(|e| anyhow::anyhow!("{e}"))?;
+    block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn compare_stores(args: &Args) -> anyhow::Result<()> {
@@ -139,12 +187,12 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
         for k in 0..3 {
             let which = (k + round) % 3;
             let s = match which {
-                0 => run_with(&sqlite, &dir.join("sqlite/state"), &deliveries, None)?,
+                0 => run_with(&sqlite, &dir.join("sqlite/state"), &deliveries, None, args.clients)?,
                 1 => {
                     let url = fresh_schema("bench_components")?;
-                    run_with(&pg, &dir.join("pg/state"), &deliveries, Some(&url))?
+                    run_with(&pg, &dir.join("pg/state"), &deliveries, Some(&url), args.clients)?
                 }
-                _ => plain_insert(&deliveries)?,
+                _ => plain_insert(&deliveries, args.clients)?,
             };
             eprintln!(
                 "round {round}: {} {s:.3} s",
@@ -157,8 +205,9 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
     let n = deliveries.len() as f64;
     let [s, p, plain] = times.clone().map(median);
     println!(
-        "| measurement ({} deliveries, sequential, durable commit) | time | deliveries/s |",
-        deliveries.len()
+        "| measurement ({} deliveries, {} client(s) at once, durable commit) | time | deliveries/s |",
+        deliveries.len(),
+        args.clients.max(1)
     );
     println!("| --- | ---: | ---: |");
     println!(
@@ -178,8 +227,8 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
         ratio(1, 2),
         ratio(0, 2)
     );
-    let _ = fresh_schema("bench_components");
-    let _ = fresh_schema("bench_plain");
+    drop_schema("bench_components")?;
+    drop_schema("bench_plain")?;
     Ok(())
 }
 
