@@ -605,11 +605,7 @@ fn tick(endpoint: &str, admin: &str) -> bool {
         .timeout_global(Some(std::time::Duration::from_secs(300)))
         .build()
         .send_empty();
-    let stamp = pipetrail_core::time::from_unix_millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    );
+    let stamp = pipetrail_core::time::now();
     match res {
         Ok(mut r) => {
             let status = r.status().as_u16();

@@ -249,7 +249,7 @@ async fn drop_deliveries<S: Sql>(db: &S, next_seq: u64, cutoff: &str, scan: usiz
         cursor = id;
     }
     for chunk in doomed.chunks(400) {
-        let marks = vec!["?"; chunk.len()].join(", ");
+        let marks = crate::sql::marks(chunk.len());
         db.exec(
             &format!("DELETE FROM delivery_bodies WHERE delivery IN ({marks})"),
             chunk,

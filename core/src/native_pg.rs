@@ -9,7 +9,9 @@ use std::error::Error;
 use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
-use crate::sql::{DbError, Dialect, PG_BEGIN_WRITER, Row, Sql, Val, numbered_placeholders, returns_rows};
+use crate::sql::{
+    DbError, Dialect, PG_BEGIN_WRITER, Row, Sql, Val, numbered_placeholders, pg_code_is_full, returns_rows,
+};
 
 pub struct PgDb {
     client: RefCell<postgres::Client>,
@@ -17,13 +19,10 @@ pub struct PgDb {
 }
 
 fn db_err(e: postgres::Error) -> DbError {
-    // 53100 disk_full, 53200 out_of_memory: the caller answers 503 and may retry.
-    match e.code().map(|c| c.code()) {
-        Some("53100") | Some("53200") => DbError::Full(e.to_string()),
-        _ => DbError::Other(match e.as_db_error() {
-            Some(d) => format!("{}: {}", d.code().code(), d.message()),
-            None => e.to_string(),
-        }),
+    match e.as_db_error() {
+        Some(d) if pg_code_is_full(d.code().code()) => DbError::Full(format!("{}: {}", d.code().code(), d.message())),
+        Some(d) => DbError::Other(format!("{}: {}", d.code().code(), d.message())),
+        None => DbError::Other(e.to_string()),
     }
 }
 

@@ -200,11 +200,11 @@ pub async fn sweep<S: Sql>(
             return Ok(());
         }
         for chunk in doomed.chunks(400) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = crate::sql::marks(chunk.len());
             let seqs: Vec<Val> = chunk.iter().map(|(s, _)| Val::Int(*s)).collect();
             db.exec(&format!("DELETE FROM event_bodies WHERE seq IN ({marks})"), &seqs)
                 .await?;
-            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let rows = crate::sql::value_rows(3, chunk.len());
             let params: Vec<Val> = chunk
                 .iter()
                 .flat_map(|(s, p)| [Val::Int(*s), Val::text(*p), Val::text(now)])

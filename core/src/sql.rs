@@ -90,9 +90,20 @@ pub trait Sql {
 
     /// Rows inserted, changed or deleted by the last statement.
     async fn changes(&self) -> Result<u64, DbError> {
-        let rows = self.query("SELECT changes()", &[]).await?;
-        Ok(rows.first().and_then(|r| r.first()).and_then(Val::as_i64).unwrap_or(0) as u64)
+        sqlite_changes(self).await
     }
+}
+
+/// SQLite's count of rows the last statement changed, asked of the connection itself.
+pub async fn sqlite_changes<S: Sql + ?Sized>(db: &S) -> Result<u64, DbError> {
+    let rows = db.query("SELECT changes()", &[]).await?;
+    Ok(rows.first().and_then(|r| r.first()).and_then(Val::as_i64).unwrap_or(0) as u64)
+}
+
+/// PostgreSQL error codes that mean "out of room": disk_full and out_of_memory. The caller
+/// answers 503 and may retry, as for a full SQLite database.
+pub fn pg_code_is_full(code: &str) -> bool {
+    matches!(code, "53100" | "53200")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +125,16 @@ pub const PG_BEGIN_WRITER: [&str; 2] = ["BEGIN", "SELECT pg_advisory_xact_lock(8
 pub fn returns_rows(sql: &str) -> bool {
     let verb = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
     !matches!(verb.as_str(), "INSERT" | "UPDATE" | "DELETE") || sql.to_ascii_uppercase().contains("RETURNING")
+}
+
+/// `n` placeholders for an `IN (…)` list: `?, ?, ?`.
+pub fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// Placeholders for a multi-row `VALUES` of `columns` each: `(?, ?), (?, ?)`.
+pub fn value_rows(columns: usize, rows: usize) -> String {
+    vec![format!("({})", marks(columns)); rows].join(", ")
 }
 
 /// `?` placeholders as PostgreSQL's `$1, $2, …`; a `?` inside a quoted string or
@@ -160,6 +181,13 @@ mod tests {
         );
         assert!(super::returns_rows("SELECT 1") && super::returns_rows("INSERT INTO t VALUES (1) RETURNING id"));
         assert!(!super::returns_rows(" DELETE FROM t"));
+    }
+
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(super::marks(3), "?, ?, ?");
+        assert_eq!(super::value_rows(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(super::value_rows(2, 0), "");
     }
 
     #[test]

@@ -303,11 +303,7 @@ pub async fn migrate<S: Sql>(db: &S) -> Result<()> {
     db.exec("BEGIN IMMEDIATE", &[]).await?;
     let result = async {
         let current = current_version(db).await?;
-        let now = crate::time::from_unix_millis(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        );
+        let now = crate::time::now();
         for (i, sql) in steps.iter().enumerate().skip(current) {
             for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 db.exec(stmt, &[]).await?;
@@ -539,7 +535,7 @@ pub async fn save_projection<S: Sql>(
         })
         .collect();
     for chunk in changed.chunks(6 * 500) {
-        let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len() / 6].join(", ");
+        let rows = crate::sql::value_rows(6, chunk.len() / 6);
         db.exec(
             &format!(
                 "INSERT INTO jobs (instance, job_id, pipeline_id, status, name, retried) VALUES {rows} \
@@ -567,7 +563,7 @@ pub async fn nodes<S: Sql>(db: &S, refs: &[merkle::NodeRef]) -> Result<Vec<Hash>
     let mut out = Vec::with_capacity(refs.len());
     // One statement for the lot: the refs of a root or proof are O(log n).
     for chunk in refs.chunks(500) {
-        let marks = vec!["?"; chunk.len()].join(", ");
+        let marks = crate::sql::marks(chunk.len());
         let params: Vec<Val> = chunk.iter().map(|&r| Val::Int(merkle::node_key(r))).collect();
         let rows = db
             .query(
@@ -664,7 +660,7 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
             Some(_) => {
                 let fact_id = ev.id.clone();
                 let c = crate::merge::confirmation(ev, &fact_id);
-                if stored_source(db, &c.id).await?.is_some() || out.iter().any(|(e, _)| e.id == c.id) {
+                if stored_sources(db, &[&c.id]).await?.contains_key(&c.id) || out.iter().any(|(e, _)| e.id == c.id) {
                     continue;
                 }
                 c
@@ -721,8 +717,7 @@ const EVENT_COLUMNS: usize = 14;
 /// 32766 a statement, PostgreSQL 65535).
 async fn insert_rows<S: Sql>(db: &S, values: &[Val]) -> Result<()> {
     for chunk in values.chunks(EVENT_COLUMNS * 200) {
-        let row = format!("({})", ["?"; EVENT_COLUMNS].join(", "));
-        let rows = vec![row.as_str(); chunk.len() / EVENT_COLUMNS].join(", ");
+        let rows = crate::sql::value_rows(EVENT_COLUMNS, chunk.len() / EVENT_COLUMNS);
         db.exec(
             &format!(
                 "INSERT INTO events (seq, id, action, occurred_at, recorded_at, forge, instance, project_id, project_path, pipeline_id, job_id, actor_username, trigger, ref) VALUES {rows}"
@@ -736,7 +731,7 @@ async fn insert_rows<S: Sql>(db: &S, values: &[Val]) -> Result<()> {
 
 async fn insert_bodies<S: Sql>(db: &S, bodies: &[(u64, String)]) -> Result<()> {
     for chunk in bodies.chunks(500) {
-        let rows = vec!["(?, ?)"; chunk.len()].join(", ");
+        let rows = crate::sql::value_rows(2, chunk.len());
         let params: Vec<Val> = chunk
             .iter()
             .flat_map(|(seq, body)| [Val::int(*seq), Val::text(body)])
@@ -751,7 +746,7 @@ async fn insert_bodies<S: Sql>(db: &S, bodies: &[(u64, String)]) -> Result<()> {
 async fn stored_sources<S: Sql>(db: &S, ids: &[&str]) -> Result<std::collections::HashMap<String, String>> {
     let mut out = std::collections::HashMap::new();
     for chunk in ids.chunks(500) {
-        let marks = vec!["?"; chunk.len()].join(", ");
+        let marks = crate::sql::marks(chunk.len());
         let params: Vec<Val> = chunk.iter().map(|id| Val::text(*id)).collect();
         let rows = db
             .query(
@@ -770,26 +765,10 @@ async fn stored_sources<S: Sql>(db: &S, ids: &[&str]) -> Result<std::collections
     Ok(out)
 }
 
-/// The evidence source of the stored event `id`, `Some("")` when its body was pruned.
-async fn stored_source<S: Sql>(db: &S, id: &str) -> Result<Option<String>> {
-    let rows = db
-        .query(
-            "SELECT b.body FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq WHERE e.id = ?",
-            &[Val::text(id)],
-        )
-        .await?;
-    Ok(rows.first().map(|r| {
-        text_at(r, 0)
-            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["evidence"]["source"].as_str().map(str::to_string))
-            .unwrap_or_default()
-    }))
-}
-
 async fn insert_nodes<S: Sql>(db: &S, nodes: &[(u32, u64, Hash)]) -> Result<()> {
     // 2 parameters a row; SQLite allows 32766 per statement.
     for chunk in nodes.chunks(1000) {
-        let rows = vec!["(?, ?)"; chunk.len()].join(", ");
+        let rows = crate::sql::value_rows(2, chunk.len());
         let params: Vec<Val> = chunk
             .iter()
             .flat_map(|(l, i, h)| [Val::Int(merkle::node_key((*l, *i))), Val::Blob(h.to_vec())])

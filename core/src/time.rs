@@ -42,6 +42,14 @@ pub fn from_unix_millis(ms: i64) -> String {
     format(Utc.timestamp_millis_opt(ms).single().unwrap_or_default())
 }
 
+/// The current time, as every stored timestamp is written (WASI's clock in the components).
+pub fn now() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    from_unix_millis(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

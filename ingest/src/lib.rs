@@ -122,7 +122,7 @@ async fn gitlab(req: Request) -> Result<Response<String>, Refusal> {
         allowlist: platform::var_list("variables_allowlist").await,
         hmac_key: platform::var("variables_hmac_key").await.map(String::into_bytes),
     };
-    let received_at = platform::now();
+    let received_at = pipetrail_core::time::now();
     let delivery = Delivery {
         body: &body,
         event_header: event.as_deref(),
@@ -147,7 +147,7 @@ async fn gitlab_audit(req: Request) -> Result<Response<String>, Refusal> {
     let body = body(&db, req).await?;
     let (signer, interval) = ledger(&db).await?;
     let settings = Settings::without_variables(&signer, interval);
-    match ingest::record_audit(&db, &body, &platform::now(), &settings)
+    match ingest::record_audit(&db, &body, &pipetrail_core::time::now(), &settings)
         .await
         .map_err(failed)?
     {
@@ -176,7 +176,7 @@ async fn gitlab_logs(req: Request) -> Result<Response<String>, Refusal> {
     let body = body(&db, req).await?;
     let (signer, interval) = ledger(&db).await?;
     let settings = Settings::without_variables(&signer, interval);
-    let b = ingest::record_logs(&db, &body, &instance, &platform::now(), &settings)
+    let b = ingest::record_logs(&db, &body, &instance, &pipetrail_core::time::now(), &settings)
         .await
         .map_err(failed)?;
     Ok(json(
@@ -201,7 +201,7 @@ async fn gitlab_api(req: Request) -> Result<Response<String>, Refusal> {
     let body = body(&db, req).await?;
     let (signer, interval) = ledger(&db).await?;
     let settings = Settings::without_variables(&signer, interval);
-    let outcome = ingest::record_api(&db, &body, &platform::now(), &settings)
+    let outcome = ingest::record_api(&db, &body, &pipetrail_core::time::now(), &settings)
         .await
         .map_err(failed)?;
     Ok(answered(outcome))

@@ -1,7 +1,6 @@
 //! What every pipetrail component needs from Spin, in one place: the store (SQLite or
-//! PostgreSQL) as
-//! a `pipetrail_core::sql::Sql`, variables, bounded request bodies, JSON responses, the
-//! clock, randomness and API authentication. Components stay thin routers over core.
+//! PostgreSQL) as a `pipetrail_core::sql::Sql`, variables, bounded request bodies, JSON
+//! responses, randomness and API authentication. Components stay thin routers over core.
 
 use http::{HeaderMap, Response, StatusCode};
 use pipetrail_core::encoding::ct_eq;
@@ -53,9 +52,8 @@ fn db_error(e: sqlite::Error) -> DbError {
 fn pg_error(e: impl Into<spin_sdk::pg::Error>) -> DbError {
     use spin_sdk::pg::{Error, PgError, QueryError};
     match e.into() {
-        // 53100 disk_full, 53200 out_of_memory: the caller answers 503 and may retry.
         Error::PgError(PgError::QueryFailed(QueryError::DbError(d)))
-            if d.code.starts_with("532") || d.code == "53100" =>
+            if pipetrail_core::sql::pg_code_is_full(&d.code) =>
         {
             DbError::Full(format!("{}: {}", d.code, d.message))
         }
@@ -87,10 +85,7 @@ impl Sql for Db {
 
     async fn changes(&self) -> Result<u64, DbError> {
         match self {
-            Db::Sqlite(_) => {
-                let rows = self.query("SELECT changes()", &[]).await?;
-                Ok(rows.first().and_then(|r| r.first()).and_then(Val::as_i64).unwrap_or(0) as u64)
-            }
+            Db::Sqlite(_) => pipetrail_core::sql::sqlite_changes(self).await,
             Db::Postgres { changes, .. } => Ok(changes.get()),
         }
     }
@@ -225,14 +220,6 @@ pub async fn config_problems() -> Vec<String> {
 pub async fn storage_mode() -> pipetrail_core::config::StorageMode {
     pipetrail_core::config::StorageMode::parse(var("storage_mode").await.as_deref())
         .unwrap_or(pipetrail_core::config::StorageMode::Store)
-}
-
-pub fn now() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    pipetrail_core::time::from_unix_millis(ms)
 }
 
 pub fn random_bytes(n: u64) -> Vec<u8> {

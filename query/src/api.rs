@@ -185,7 +185,7 @@ pub async fn create_token(db: &Db, caller: &Caller, req: Request) -> Reply {
         Err(m) => return Ok(error(StatusCode::BAD_REQUEST, "invalid_request", m)),
     };
     let token = format!("ptk_{}", pipetrail_core::encoding::hex(&platform::random_bytes(32)));
-    store::insert_token(db, &token, &rec, &platform::now()).await?;
+    store::insert_token(db, &token, &rec, &pipetrail_core::time::now()).await?;
     Ok(json(
         StatusCode::CREATED,
         &json!({"token": token, "name": rec.name, "scope": rec.scope, "projects": rec.projects, "note": "shown once; only its hash is stored"}),

@@ -145,7 +145,7 @@ async fn deliver(db: &Db) -> Result<Value, DbError> {
         .await
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let now = platform::now();
+    let now = pipetrail_core::time::now();
     let report = pipetrail_core::sinks::deliver(db, &sinks, &Outbound, &now, batches).await?;
     for d in &report {
         if let Some(e) = &d.error {
@@ -182,7 +182,7 @@ async fn retention(db: &Db, dry_run: bool) -> Result<Value, DbError> {
         .await
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let now = platform::now();
+    let now = pipetrail_core::time::now();
     let r = pipetrail_core::retention::sweep(db, &policies, &now, dry_run, max).await?;
     let compaction = match compact_days {
         Some(days) if !dry_run => {
@@ -224,7 +224,7 @@ const DEFAULT_COMPACT_DAYS: u32 = 7;
 async fn verify(db: &Db) -> Result<Value, DbError> {
     let (signer, _) = platform::signer(db).await?;
     let verdict = pipetrail_core::verify::verify_db(db, &signer.verifier(), None).await?;
-    let now = platform::now();
+    let now = pipetrail_core::time::now();
     let line = verdict.line();
     store::put_setting(db, "last_verified_at", &now).await?;
     store::put_setting(db, "last_verified_result", &line).await?;
@@ -233,10 +233,10 @@ async fn verify(db: &Db) -> Result<Value, DbError> {
 
 async fn tick(db: &Db) -> Result<Value, DbError> {
     // PostgreSQL: next months' partitions exist before their first row arrives.
-    store::ensure_partitions(db, &platform::now()).await?;
+    store::ensure_partitions(db, &pipetrail_core::time::now()).await?;
     let (signer, _) = platform::signer(db).await?;
     db.exec("BEGIN IMMEDIATE", &[]).await?;
-    let signed = store::maybe_checkpoint(db, &signer, &platform::now(), 0).await;
+    let signed = store::maybe_checkpoint(db, &signer, &pipetrail_core::time::now(), 0).await;
     let signed = store::finish(db, signed).await?;
     let mut witnesses = Vec::new();
     if let Some(cp) = store::latest_checkpoint(db).await? {
@@ -299,7 +299,7 @@ async fn reconcile(db: &Db) -> Result<Option<Value>, DbError> {
     };
     let (signer, interval) = platform::ledger_settings(db).await?;
     let settings = Settings::without_variables(&signer, interval);
-    let report = reconcile::run(db, &GitlabApi { token }, &cfg, &platform::now(), &settings).await?;
+    let report = reconcile::run(db, &GitlabApi { token }, &cfg, &pipetrail_core::time::now(), &settings).await?;
     if let Some(e) = &report.error {
         eprintln!("pipetrail: reconciler: {e}");
     }
