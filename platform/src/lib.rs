@@ -215,6 +215,22 @@ pub async fn config_problems() -> Vec<String> {
     problems
 }
 
+/// A count variable (`retention_scan_per_run`, …): its default when unset, an error naming
+/// it when it does not parse, so the work it sizes is skipped rather than run at a guess.
+pub async fn count_var(name: &str, default: u64) -> Result<u64, String> {
+    match var(name).await {
+        None => Ok(default),
+        Some(v) => pipetrail_core::config::check(name, &v)
+            .and_then(|()| v.trim().parse().map_err(|_| format!("{v:?}: expected a whole number")))
+            .map_err(|e| format!("{name}: {e}")),
+    }
+}
+
+/// The `sinks` variable, parsed; an error names it.
+pub async fn sinks() -> Result<Vec<pipetrail_core::sinks::Sink>, String> {
+    pipetrail_core::sinks::parse(&var("sinks").await.unwrap_or_default()).map_err(|e| format!("sinks: {e}"))
+}
+
 /// The `storage_mode` variable; a bad value is reported by `config_problems`, and is read
 /// as `store` here, so nothing is pruned on the strength of a typo.
 pub async fn storage_mode() -> pipetrail_core::config::StorageMode {

@@ -134,17 +134,17 @@ impl Transport for Outbound {
 /// Delivers to every sink from its cursor; in `stream-only` mode, then prunes what all of
 /// them have.
 async fn deliver(db: &Db) -> Result<Value, DbError> {
-    let sinks = match pipetrail_core::sinks::parse(&platform::var("sinks").await.unwrap_or_default()) {
+    let sinks = match platform::sinks().await {
         Ok(s) => s,
-        Err(e) => return Ok(json!({"error": format!("sinks: {e}")})),
+        Err(e) => return Ok(json!({"error": e})),
     };
     if sinks.is_empty() {
         return Ok(json!({"skipped": "no sinks are configured"}));
     }
-    let batches = platform::var("sink_batches_per_run")
-        .await
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let batches = match platform::count_var("sink_batches_per_run", 50).await {
+        Ok(n) => n as usize,
+        Err(e) => return Ok(json!({"error": e})),
+    };
     let now = pipetrail_core::time::now();
     let report = pipetrail_core::sinks::deliver(db, &sinks, &Outbound, &now, batches).await?;
     for d in &report {
@@ -178,17 +178,16 @@ async fn retention(db: &Db, dry_run: bool) -> Result<Value, DbError> {
     if policies.events.is_empty() && policies.delivery_days.is_none() && compact_days.is_none() {
         return Ok(json!({"skipped": "retention_policies is empty: everything is kept"}));
     }
-    let max = platform::var("retention_scan_per_run")
-        .await
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let max = match platform::count_var("retention_scan_per_run", 20_000).await {
+        Ok(n) => n as usize,
+        Err(e) => return Ok(json!({"error": e, "pruned": {}})),
+    };
     let now = pipetrail_core::time::now();
     let r = pipetrail_core::retention::sweep(db, &policies, &now, dry_run, max).await?;
     let compaction = match compact_days {
         Some(days) if !dry_run => {
             // Unreadable sinks: nothing counts as delivered, so nothing is compacted.
-            let delivered_below = match pipetrail_core::sinks::parse(&platform::var("sinks").await.unwrap_or_default())
-            {
+            let delivered_below = match platform::sinks().await {
                 Ok(sinks) => pipetrail_core::sinks::delivered_below(db, &sinks).await?,
                 Err(_) => Some(0),
             };
@@ -280,6 +279,14 @@ async fn reconcile(db: &Db) -> Result<Option<Value>, DbError> {
     ) else {
         return Ok(None);
     };
+    // A bad project list, count or start time: say so and fetch nothing.
+    for name in ["gitlab_api_projects", "reconcile_since"] {
+        if let Some(v) = platform::var(name).await
+            && let Err(e) = pipetrail_core::config::check(name, &v)
+        {
+            return Ok(Some(json!({"error": format!("{name}: {e}")})));
+        }
+    }
     let projects: Vec<u64> = platform::var_list("gitlab_api_projects")
         .await
         .iter()
@@ -288,13 +295,14 @@ async fn reconcile(db: &Db) -> Result<Option<Value>, DbError> {
     if projects.is_empty() {
         return Ok(None);
     }
+    let max_requests = match platform::count_var("reconcile_max_requests", 50).await {
+        Ok(n) => n as usize,
+        Err(e) => return Ok(Some(json!({"error": e}))),
+    };
     let cfg = Config {
         api_url,
         projects,
-        max_requests: platform::var("reconcile_max_requests")
-            .await
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(50),
+        max_requests,
         since: platform::var("reconcile_since").await,
     };
     let (signer, interval) = platform::ledger_settings(db).await?;

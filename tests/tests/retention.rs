@@ -114,6 +114,28 @@ fn a_bad_policy_prunes_nothing_and_says_why() {
         health.json()["config_errors"][0],
         "retention_policies: \"job.status_changed=ninety\": the age must be like 90d (days, at least 1) or forever"
     );
+    // A bad count is not run at a guess: nothing is pruned, and it is named.
+    let app = App::start(
+        "retention-bad-count",
+        &[("retention_policies", "*=1d"), ("retention_scan_per_run", "lots")],
+    );
+    assert_eq!(
+        app.hook(
+            "Pipeline Hook",
+            Some("c0"),
+            &fixture_bytes("pipeline_hook_go-gitlab.json")
+        )
+        .status,
+        200
+    );
+    let snapshot = app.snapshot();
+    let r = admin(&app, "/admin/retention");
+    assert!(
+        r["error"].as_str().unwrap().starts_with("retention_scan_per_run: "),
+        "{r}"
+    );
+    assert_eq!(app.snapshot(), snapshot);
+    assert_eq!(app.get("/healthz", None).status, 503);
     let off = App::start("retention-off", &[]);
     assert!(admin(&off, "/admin/retention")["skipped"].is_string());
 }
