@@ -264,8 +264,16 @@ async fn drop_deliveries<S: Sql>(db: &S, next_seq: u64, cutoff: &str, scan: usiz
 
 /// The compacted ranges, as (start, level), in order.
 pub async fn ranges<S: Sql>(db: &S) -> Result<Vec<(u64, u32)>, DbError> {
+    ranges_after(db, None, i64::MAX).await
+}
+
+/// Up to `limit` compacted ranges starting after `after`, in order: a page of them.
+pub async fn ranges_after<S: Sql>(db: &S, after: Option<u64>, limit: i64) -> Result<Vec<(u64, u32)>, DbError> {
     let rows = db
-        .query("SELECT start, level FROM compacted ORDER BY start", &[])
+        .query(
+            "SELECT start, level FROM compacted WHERE start > ? ORDER BY start LIMIT ?",
+            &[after.map_or(Val::Int(-1), Val::int), Val::Int(limit)],
+        )
         .await?;
     Ok(rows
         .iter()

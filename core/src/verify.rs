@@ -107,7 +107,7 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
 
     // 2. Leaves and bodies, in seq order; a compacted range counts as its subtree hash.
     let leaf_count = crate::store::tree_size(db).await?;
-    let mut ranges = crate::compact::ranges(db).await?.into_iter().peekable();
+    let mut ranges = Ranges::default();
     let mut frontier = Frontier::default();
     let (mut pruned, mut compacted) = (0u64, 0u64);
     let mut next_cp = 0usize;
@@ -138,7 +138,7 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
     };
     loop {
         // Compacted ranges starting here, before any row.
-        while let Some(&(start, level)) = ranges.peek() {
+        while let Some((start, level)) = ranges.peek(db).await? {
             if start != expected {
                 break;
             }
@@ -193,7 +193,7 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
         }
         // Rows up to the next compacted range only: with ranges between most entries (a
         // policy keeping one action in four), reading a full chunk per range was quadratic.
-        let upper = ranges.peek().map_or(i64::MAX, |&(start, _)| start as i64);
+        let upper = ranges.peek(db).await?.map_or(i64::MAX, |(start, _)| start as i64);
         let rows: Vec<Row> = db
             .query(
                 "SELECT e.seq, b.body FROM events e LEFT JOIN event_bodies b ON b.seq = e.seq WHERE e.seq >= ? AND e.seq < ? ORDER BY e.seq LIMIT ?",
@@ -207,9 +207,9 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
             })
             .collect();
         let Some(last) = rows.last().map(|r| r.seq) else {
-            match ranges.peek() {
+            match ranges.peek(db).await? {
                 // Nothing stored before the next range, and it does not start here.
-                Some(&(start, _)) => return Ok(gap_or_overlap(expected, start)),
+                Some((start, _)) => return Ok(gap_or_overlap(expected, start)),
                 None => break,
             }
         };
@@ -294,6 +294,31 @@ pub async fn verify_db<S: Sql>(db: &S, key: &NoteVerifier, external: Option<&str
         pruned,
         compacted,
     })
+}
+
+/// The compacted ranges in order, read a page at a time so memory stays bounded however
+/// many there are (a policy keeping one action in four leaves a range between most rows).
+#[derive(Default)]
+struct Ranges {
+    page: std::collections::VecDeque<(u64, u32)>,
+    after: Option<u64>,
+    done: bool,
+}
+
+impl Ranges {
+    async fn peek<S: Sql>(&mut self, db: &S) -> Result<Option<(u64, u32)>, DbError> {
+        if self.page.is_empty() && !self.done {
+            let page = crate::compact::ranges_after(db, self.after, CHUNK).await?;
+            self.done = page.len() < CHUNK as usize;
+            self.after = page.last().map(|r| r.0).or(self.after);
+            self.page.extend(page);
+        }
+        Ok(self.page.front().copied())
+    }
+
+    fn next(&mut self) {
+        self.page.pop_front();
+    }
 }
 
 /// A compacted range that does not start where the stored entries end.
