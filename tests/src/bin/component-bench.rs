@@ -6,7 +6,8 @@
 //!
 //! With `--stores`: the same ingest on Spin's SQLite and on PostgreSQL (`database_url`, the
 //! machine's server), beside the plain approach a user would otherwise build: one
-//! `INSERT` of each delivery's JSON into PostgreSQL, from a native client.
+//! `INSERT` of each delivery's JSON into PostgreSQL, from a native client; `--clients N`
+//! sends N at once.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
