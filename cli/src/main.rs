@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 mod bench;
+mod demo;
 mod gitlab;
 mod shiplogs;
 use clap::{Parser, Subcommand};
@@ -169,6 +170,35 @@ enum Command {
         /// Seconds between runs; without it, run once and exit (1 when the run failed).
         #[arg(long)]
         every: Option<u64>,
+    },
+    /// Send generated GitLab traffic to a running app, as GitLab would: Pipeline and Job
+    /// Hooks (pipelines of 5-50 jobs on shared, group and project runners, with retries,
+    /// manual plays, cancels, repeats and out-of-order arrivals) and, given the audit-stream
+    /// token, pipeline deletions. The same seed sends the same traffic.
+    ///
+    /// The webhook secret comes from --secret-file or PIPETRAIL_WEBHOOK_SECRET; the audit
+    /// stream token from --audit-token-file or PIPETRAIL_AUDIT_STREAM_TOKEN (optional).
+    /// Exit 0: all sent; 1: the app refused a delivery (sending stops there); 2: it could
+    /// not run.
+    ///
+    /// Example: PIPETRAIL_WEBHOOK_SECRET=change-me pipetrail demo --url http://127.0.0.1:3000 --pipelines 50
+    Demo {
+        /// The app's base URL.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 50)]
+        pipelines: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Distinct projects and users the traffic spreads over.
+        #[arg(long, default_value_t = 50)]
+        projects: u64,
+        #[arg(long, default_value_t = 40)]
+        users: u64,
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        #[arg(long)]
+        audit_token_file: Option<PathBuf>,
     },
     /// GitLab: import history, install webhooks.
     Gitlab {
@@ -421,6 +451,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     None => return Ok(ExitCode::from(1)),
                 }
             }
+        }
+        Command::Demo {
+            url,
+            pipelines,
+            seed,
+            projects,
+            users,
+            secret_file,
+            audit_token_file,
+        } => {
+            let webhook_secret = secret(secret_file.as_deref(), "PIPETRAIL_WEBHOOK_SECRET", "--secret-file")?;
+            let audit_token = match (&audit_token_file, std::env::var("PIPETRAIL_AUDIT_STREAM_TOKEN")) {
+                (None, Err(_)) => None,
+                _ => Some(secret(
+                    audit_token_file.as_deref(),
+                    "PIPETRAIL_AUDIT_STREAM_TOKEN",
+                    "--audit-token-file",
+                )?),
+            };
+            let sent = demo::run(&demo::Demo {
+                url,
+                webhook_secret,
+                audit_token,
+                seed,
+                pipelines,
+                mix: pipetrail_core::generate::Mix {
+                    projects: projects.max(1),
+                    users: users.max(1),
+                    ..Default::default()
+                },
+            })?;
+            Ok(if sent { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Gitlab {
             command:

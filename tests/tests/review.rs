@@ -500,3 +500,53 @@ fn the_ui_works_in_a_browser() {
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{name}");
     }
 }
+
+/// `pipetrail demo` fills an empty app the way GitLab would: every delivery accepted, a
+/// deletion through the audit stream, pages for the pipelines it made, a ledger that
+/// verifies. A wrong secret stops it at the first delivery with nothing stored.
+#[test]
+fn demo_fills_the_app_with_generated_traffic() {
+    let app = App::start("demo", &[("gitlab_audit_stream_tokens", STREAM)]);
+    let demo = |secret: &str| {
+        std::process::Command::new(support::cli())
+            .args(["demo", "--url", &app.base, "--pipelines", "8", "--seed", "32"])
+            .env("PIPETRAIL_WEBHOOK_SECRET", secret)
+            .env("PIPETRAIL_AUDIT_STREAM_TOKEN", STREAM)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(app.get("/healthz", None).status, 200);
+    let before = app.snapshot();
+    let refused = demo("not-the-secret");
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("answered 401") && !err.contains("not-the-secret"), "{err}");
+    assert_eq!(app.snapshot(), before);
+
+    let ran = demo(support::SECRET);
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let out = String::from_utf8_lossy(&ran.stdout);
+    let events = app.events("", ADMIN);
+    assert!(
+        out.contains("deliveries of 8 pipelines") && out.contains(&format!("; {} events recorded", events.len())),
+        "{out}"
+    );
+    let actions: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();
+    for a in [
+        "pipeline.created",
+        "job.created",
+        "job.status_changed",
+        "pipeline.deleted",
+    ] {
+        assert!(actions.contains(a), "no {a} in {actions:?}");
+    }
+    let pipeline = events[0]["pipeline"]["id"].as_u64().unwrap();
+    let page = app.get(&format!("/api/v1/pipelines/gitlab/{pipeline}"), Some(ADMIN));
+    assert_eq!(page.status, 200, "{}", page.text);
+    // Sent again (same seed), every delivery is a repeat: nothing new is recorded.
+    let again = demo(support::SECRET);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("; 0 events recorded"));
+    assert_eq!(app.events("", ADMIN).len(), events.len());
+    let (ok, line) = app.verify();
+    assert!(ok, "{line}");
+}
