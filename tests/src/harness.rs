@@ -95,6 +95,69 @@ pub fn spawn(manifest: &Path, state_dir: &Path, vars: Vec<(String, String)>) -> 
     })
 }
 
+/// A `pipetrail-testhost` process, killed (SIGKILL) and reaped when dropped.
+pub struct Running {
+    pub child: std::process::Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Running {
+    /// The most resident memory the process has had (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the test host binary (built by `cargo build --release`) as a user would
+/// (`SPIN_VARIABLE_*` from `env`), state in `dir/state`, its log in `dir/host.log`, on a
+/// free port; waits until it serves.
+pub fn spawn_process(dir: &Path, manifest: Option<&Path>, env: &[(&str, &str)]) -> anyhow::Result<Running> {
+    use std::process::{Command, Stdio};
+    let root = workspace_root();
+    let log = dir.join("host.log");
+    let mut cmd = Command::new(root.join("target/release/pipetrail-testhost"));
+    cmd.current_dir(&root)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stdout(Stdio::from(std::fs::File::create(dir.join("host.out"))?))
+        .stderr(Stdio::from(std::fs::File::create(&log)?));
+    if let Some(m) = manifest {
+        cmd.arg("--manifest").arg(m);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // In the guard at once, so a failed start still kills and reaps the process.
+    let mut running = Running {
+        child: cmd.spawn().context("starting target/release/pipetrail-testhost")?,
+        base: String::new(),
+        log,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let text = std::fs::read_to_string(&running.log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.starts_with("Serving http://")) {
+            running.base = line.trim_start_matches("Serving ").to_string();
+            return Ok(running);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "host did not start: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The median of a benchmark's samples (the middle one; the upper middle of an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

@@ -56,8 +56,27 @@ fn the_native_benchmarks_run() {
 
 #[test]
 fn the_component_benchmarks_run() {
-    let out = run(bin("component-bench").args(["--pipelines", "2", "--rounds", "1", "--stores", "--clients", "2"]));
-    assert!(out.contains("plain INSERT") && out.contains("PostgreSQL"), "{out}");
+    let out = run(bin("component-bench").args([
+        "--pipelines",
+        "2",
+        "--rounds",
+        "1",
+        "--stores",
+        "--clients",
+        "2",
+        "--hosts",
+        "2",
+    ]));
+    for line in [
+        "| plain INSERT",
+        "| empty component answering 200",
+        "| pipetrail's core natively",
+        "through 2 host process(es)",
+        "| pipetrail on PostgreSQL (tables, indexes, TOAST) |",
+        "peak RSS of a host process",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
     // The tree's cost: builds the ingest component without the tree into its own target
     // directory first (a few minutes the first time).
     let out = run(bin("component-bench").args(["--pipelines", "2", "--rounds", "1"]));

@@ -4,16 +4,21 @@
 //!
 //! cargo run --release -p pipetrail-testhost --bin component-bench -- --pipelines 300 --rounds 3
 //!
-//! With `--stores`: the same ingest on Spin's SQLite and on PostgreSQL (`database_url`, the
-//! machine's server), beside the plain approach a user would otherwise build: one
-//! `INSERT` of each delivery's JSON into PostgreSQL, from a native client; `--clients N`
-//! sends N at once.
+//! With `--stores`: the generator's full mix (Pipeline and Job Hooks, audit events,
+//! repeats, reordering) on Spin's SQLite and on PostgreSQL (`database_url`, the machine's
+//! server), each through real test-host processes, beside three baselines measured in the
+//! same rounds: the plain approach a user would otherwise build (one `INSERT` of each
+//! delivery's JSON into PostgreSQL, from a native client), an empty component on the same
+//! host (the runtime's floor), and pipetrail's core natively (no HTTP, no WebAssembly).
+//! Then the bytes each store holds per delivery and per event, and the hosts' peak RSS.
+//! `--clients N` sends N at once; `--hosts N` serves the PostgreSQL app from N processes.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
 use clap::Parser;
+use pipetrail_core::generate::{self, Delivery, Kind, Mix};
 use pipetrail_testhost::harness::{self, median};
 
 #[derive(Parser)]
@@ -30,6 +35,10 @@ struct Args {
     /// With --stores: clients sending at once, each its share of the deliveries in order.
     #[arg(long, default_value_t = 1)]
     clients: usize,
+    /// With --stores: test-host processes serving the PostgreSQL app (client k sends to
+    /// host k mod N), as several nodes share one database.
+    #[arg(long, default_value_t = 1)]
+    hosts: usize,
 }
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -61,16 +70,12 @@ fn manifest_with(dir: &Path, ingest: Option<&Path>, postgres: bool) -> anyhow::R
     Ok(path)
 }
 
-fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
-    run_with(manifest, state, deliveries, None, 1)
-}
-
-/// Runs `send` over `clients` threads, client k taking deliveries k, k + clients, …;
-/// returns the wall time.
-fn spread(
-    deliveries: &[(String, Vec<u8>)],
+/// Runs `send` over `clients` threads, client k taking items k, k + clients, …; returns
+/// the wall time.
+fn spread<T: Sync>(
+    items: &[T],
     clients: usize,
-    send: impl Fn(&str, &[u8]) -> anyhow::Result<()> + Sync,
+    send: impl Fn(usize, &T) -> anyhow::Result<()> + Sync,
 ) -> anyhow::Result<f64> {
     let clients = clients.max(1);
     let start = Instant::now();
@@ -79,8 +84,8 @@ fn spread(
             .map(|k| {
                 let send = &send;
                 scope.spawn(move || {
-                    for (id, body) in deliveries.iter().skip(k).step_by(clients) {
-                        send(id, body)?;
+                    for item in items.iter().skip(k).step_by(clients) {
+                        send(k, item)?;
                     }
                     anyhow::Ok(())
                 })
@@ -93,27 +98,19 @@ fn spread(
     Ok(start.elapsed().as_secs_f64())
 }
 
-fn run_with(
-    manifest: &Path,
-    state: &Path,
-    deliveries: &[(String, Vec<u8>)],
-    database_url: Option<&str>,
-    clients: usize,
-) -> anyhow::Result<f64> {
+/// The generator's Pipeline Hooks through one in-process host, one after another.
+fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
     let _ = std::fs::remove_dir_all(state);
-    let mut vars = vec![
+    let vars = vec![
         ("gitlab_webhook_secret".into(), "bench".into()),
         ("admin_token".into(), "bench-admin".into()),
     ];
-    if let Some(url) = database_url {
-        vars.push(("database_url".into(), url.to_string()));
-    }
     let host = harness::spawn(manifest, state, vars)?;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let url = format!("http://{}/hooks/gitlab", host.addr);
     // One request first, untimed: the first instantiation warms caches.
     let _ = agent.get(&format!("http://{}/healthz", host.addr)).call();
-    spread(deliveries, clients, |id, body| {
+    spread(deliveries, 1, |_, (id, body)| {
         let res = agent
             .post(&url)
             .header("X-Gitlab-Token", "bench")
@@ -135,9 +132,30 @@ fn fresh_schema(schema: &str) -> anyhow::Result<String> {
     Ok(format!("{PG}?options=-c%20search_path%3D{schema}"))
 }
 
+/// Bytes the tables (with their indexes and TOAST) of `schema` take on PostgreSQL.
+fn schema_bytes(schema: &str) -> anyhow::Result<u64> {
+    use pipetrail_core::sql::{Sql, Val, block_on};
+    let admin = pipetrail_core::native_pg::PgDb::connect(PG).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rows = block_on(admin.query(
+        "SELECT CAST(COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS BIGINT) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'",
+        &[Val::text(schema)],
+    ))
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(rows[0][0].as_i64().unwrap_or(0) as u64)
+}
+
+fn pg_count(schema: &str, table: &str) -> anyhow::Result<u64> {
+    use pipetrail_core::sql::{Sql, block_on};
+    let admin = pipetrail_core::native_pg::PgDb::connect(PG).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rows = block_on(admin.query(&format!("SELECT COUNT(*) FROM {schema}.{table}"), &[]))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(rows[0][0].as_i64().unwrap_or(0) as u64)
+}
+
 /// The plain approach: one autocommitted `INSERT` of each delivery's JSON (deduplicated on
 /// its delivery id, as any webhook receiver must), from a native client.
-fn plain_insert(deliveries: &[(String, Vec<u8>)], clients: usize) -> anyhow::Result<f64> {
+fn plain_insert(deliveries: &[Delivery], clients: usize) -> anyhow::Result<f64> {
     use pipetrail_core::sql::{Sql, Val, block_on};
     let e = |e: pipetrail_core::sql::DbError| anyhow::anyhow!("{e}");
     let url = fresh_schema("bench_plain")?;
@@ -155,18 +173,81 @@ fn plain_insert(deliveries: &[(String, Vec<u8>)], clients: usize) -> anyhow::Res
                 .map(std::sync::Mutex::new)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    spread(deliveries, clients, |id, body| {
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % conns.len();
-        let conn = conns[i]
+    spread(deliveries, clients, |k, d| {
+        let conn = conns[k % conns.len()]
             .lock()
             .map_err(|_| anyhow::anyhow!("a connection is poisoned"))?;
         block_on(conn.exec(
             "INSERT INTO deliveries (delivery_key, body) VALUES (?, CAST(? AS TEXT)::jsonb) ON CONFLICT (delivery_key) DO NOTHING",
-            &[Val::text(id), Val::text(String::from_utf8_lossy(body))],
+            &[Val::text(&d.id), Val::text(String::from_utf8_lossy(&d.body))],
         ))
         .map_err(e)
     })
+}
+
+/// The core's ingest natively (parse, normalize, append; no HTTP, no WebAssembly) on a
+/// SQLite file, one connection per client: what the components would cost without their
+/// runtime.
+fn native(deliveries: &[Delivery], clients: usize, path: &Path) -> anyhow::Result<f64> {
+    use pipetrail_core::ingest::{self, Settings};
+    use pipetrail_core::native::NativeDb;
+    use pipetrail_core::sql::block_on;
+    let e = |e: pipetrail_core::sql::DbError| anyhow::anyhow!("{e}");
+    remove_database(path);
+    let db = NativeDb::open(path).map_err(e)?;
+    block_on(pipetrail_core::store::migrate(&db)).map_err(e)?;
+    let signer = pipetrail_core::note::NoteSigner::from_seed("bench.example/log", [9; 32])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = pipetrail_core::lifecycle::VariablePolicy::default();
+    let conns = (0..clients.max(1))
+        .map(|_| NativeDb::open(path).map_err(e).map(std::sync::Mutex::new))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    spread(deliveries, clients, |k, d| {
+        let db = conns[k % conns.len()]
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a connection is poisoned"))?;
+        let at = pipetrail_core::time::now();
+        let settings = Settings {
+            variables: &policy,
+            signer: &signer,
+            checkpoint_interval_secs: 10,
+            without_tree: false,
+        };
+        match d.kind {
+            Kind::AuditEvent => block_on(ingest::record_audit(&*db, &d.body, &at, &settings)).map(|_| ()),
+            kind => {
+                let delivery = ingest::Delivery {
+                    body: &d.body,
+                    event_header: kind.event_header(),
+                    idempotency_key: None,
+                    event_uuid: Some(&d.id),
+                    received_at: &at,
+                };
+                block_on(ingest::record_gitlab(&*db, &delivery, &settings)).map(|_| ())
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("delivery {}: {e:?}", d.id))
+    })
+}
+
+/// A database file with its WAL and shared-memory files.
+fn remove_database(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+fn database_bytes(path: &Path) -> u64 {
+    ["", "-wal"]
+        .iter()
+        .map(|suffix| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+        })
+        .sum()
 }
 
 fn drop_schema(schema: &str) -> anyhow::Result<()> {
@@ -175,61 +256,227 @@ fn drop_schema(schema: &str) -> anyhow::Result<()> {
     block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// A manifest whose one component answers every route from the empty baseline component.
+fn empty_manifest(dir: &Path) -> anyhow::Result<PathBuf> {
+    let wasm = harness::workspace_root().join("target/wasm32-wasip2/release/pipetrail_bench_empty.wasm");
+    let path = dir.join("spin.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "spin_manifest_version = 2\n[application]\nname = \"empty\"\n\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"empty\"\n\n[component.empty]\nsource = {:?}\n",
+            wasm.display().to_string()
+        ),
+    )?;
+    Ok(path)
+}
+
+/// What one run through host processes left behind.
+struct HostRun {
+    seconds: f64,
+    peak_rss: Vec<u64>,
+}
+
+/// Sends every delivery through `hosts` test-host processes (client k to host k mod hosts).
+fn through_hosts(
+    manifest: &Path,
+    dir: &Path,
+    deliveries: &[Delivery],
+    database_url: Option<&str>,
+    clients: usize,
+    hosts: usize,
+) -> anyhow::Result<HostRun> {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut env = vec![
+        ("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", "bench"),
+        ("SPIN_VARIABLE_ADMIN_TOKEN", "bench-admin"),
+        ("SPIN_VARIABLE_GITLAB_AUDIT_STREAM_TOKENS", "bench-stream"),
+    ];
+    if let Some(url) = database_url {
+        env.push(("SPIN_VARIABLE_DATABASE_URL", url));
+    }
+    let running = (0..hosts.max(1))
+        .map(|i| {
+            let d = dir.join(format!("host{i}"));
+            std::fs::create_dir_all(&d)?;
+            // Hosts of one SQLite app share one state directory (one database file).
+            let r = harness::spawn_process(&d, Some(manifest), &env)?;
+            Ok(r)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    // One request per host first, untimed: the first instantiation warms caches.
+    for r in &running {
+        let _ = agent.get(&format!("{}/healthz", r.base)).call();
+    }
+    let seconds = spread(deliveries, clients, |k, d| {
+        let base = &running[k % running.len()].base;
+        let req = agent.post(&format!("{base}{}", d.kind.path()));
+        let req = match d.kind.event_header() {
+            Some(event) => req
+                .header("X-Gitlab-Token", "bench")
+                .header("X-Gitlab-Event", event)
+                .header("X-Gitlab-Event-UUID", &d.id),
+            None => req.header("X-Gitlab-Event-Streaming-Token", "bench-stream"),
+        };
+        let res = req.send(&d.body[..])?;
+        ensure!(res.status() == 200, "delivery {} answered {}", d.id, res.status());
+        Ok(())
+    })?;
+    Ok(HostRun {
+        seconds,
+        peak_rss: running.iter().filter_map(harness::Running::peak_rss).collect(),
+    })
+}
+
 fn compare_stores(args: &Args) -> anyhow::Result<()> {
+    harness::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "pipetrail-testhost",
+        "--bin",
+        "pipetrail-testhost",
+    ])?;
+    harness::cargo(&[
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "-p",
+        "pipetrail-bench-empty",
+    ])?;
     let dir = std::env::temp_dir().join(format!("pipetrail-store-bench-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("sqlite"))?;
-    std::fs::create_dir_all(dir.join("pg"))?;
+    for sub in ["sqlite", "pg", "empty"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
     let sqlite = manifest_with(&dir.join("sqlite"), None, false)?;
     let pg = manifest_with(&dir.join("pg"), None, true)?;
-    let deliveries = pipetrail_core::generate::pipeline_deliveries(7, args.pipelines);
-    let mut times: [Vec<f64>; 3] = Default::default();
+    let empty = empty_manifest(&dir.join("empty"))?;
+    let deliveries = generate::traffic(7, 0..args.pipelines, Mix::default());
+    let raw: u64 = deliveries.iter().map(|d| d.body.len() as u64).sum();
+    let hosts = args.hosts.max(1);
+    const NAMES: [&str; 5] = [
+        "pipetrail on Spin's SQLite (components, loopback HTTP)",
+        "pipetrail on PostgreSQL (components, loopback HTTP)",
+        "plain INSERT of the JSON into PostgreSQL (native client, no HTTP)",
+        "empty component answering 200 (same host, loopback HTTP)",
+        "pipetrail's core natively on SQLite (no HTTP, no WebAssembly)",
+    ];
+    let mut times: [Vec<f64>; 5] = Default::default();
+    let (mut rss_sqlite, mut rss_pg, mut rss_empty) = (0u64, 0u64, 0u64);
     for round in 0..args.rounds.max(1) {
         // Rotate the order, so warm-up and drift favour none.
-        for k in 0..3 {
-            let which = (k + round) % 3;
+        for k in 0..5 {
+            let which = (k + round) % 5;
             let s = match which {
-                0 => run_with(&sqlite, &dir.join("sqlite/state"), &deliveries, None, args.clients)?,
+                0 => {
+                    // One SQLite file: one host process (SQLite is one machine's store).
+                    let r = through_hosts(&sqlite, &dir.join("sqlite/run"), &deliveries, None, args.clients, 1)?;
+                    rss_sqlite = rss_sqlite.max(r.peak_rss.iter().copied().max().unwrap_or(0));
+                    r.seconds
+                }
                 1 => {
                     let url = fresh_schema("bench_components")?;
-                    run_with(&pg, &dir.join("pg/state"), &deliveries, Some(&url), args.clients)?
+                    let r = through_hosts(&pg, &dir.join("pg/run"), &deliveries, Some(&url), args.clients, hosts)?;
+                    rss_pg = rss_pg.max(r.peak_rss.iter().copied().max().unwrap_or(0));
+                    r.seconds
                 }
-                _ => plain_insert(&deliveries, args.clients)?,
+                2 => plain_insert(&deliveries, args.clients)?,
+                3 => {
+                    let r = through_hosts(&empty, &dir.join("empty/run"), &deliveries, None, args.clients, 1)?;
+                    rss_empty = rss_empty.max(r.peak_rss.iter().copied().max().unwrap_or(0));
+                    r.seconds
+                }
+                _ => native(&deliveries, args.clients, &dir.join("native.db"))?,
             };
-            eprintln!(
-                "round {round}: {} {s:.3} s",
-                ["pipetrail on SQLite", "pipetrail on PostgreSQL", "plain INSERT"][which]
-            );
+            eprintln!("round {round}: {} {s:.3} s", NAMES[which]);
             times[which].push(s);
         }
     }
     let ratio = |a: usize, b: usize| median(times[a].iter().zip(&times[b]).map(|(x, y)| y / x).collect());
     let n = deliveries.len() as f64;
-    let [s, p, plain] = times.clone().map(median);
+    let medians = times.clone().map(median);
+    let kinds = |k: Kind| deliveries.iter().filter(|d| d.kind == k).count();
     println!(
-        "| measurement ({} deliveries, {} client(s) at once, durable commit) | time | deliveries/s |",
+        "{} deliveries ({} Pipeline Hooks, {} Job Hooks, {} audit events; {:.1} MB) of {} generated pipelines; {} client(s) at once; pipetrail on PostgreSQL through {hosts} host process(es)\n",
         deliveries.len(),
+        kinds(Kind::PipelineHook),
+        kinds(Kind::JobHook),
+        kinds(Kind::AuditEvent),
+        raw as f64 / 1e6,
+        args.pipelines,
         args.clients.max(1)
     );
+    println!("| measurement (durable commit) | time | deliveries/s |");
     println!("| --- | ---: | ---: |");
+    for (name, s) in NAMES.iter().zip(medians) {
+        println!("| {name} | {s:.3} s | {:.0} |", n / s);
+    }
+    println!("\nmedians of per-round ratios:");
+    println!("- pipetrail on SQLite / plain INSERT: {:.2}×", ratio(0, 2));
+    println!("- pipetrail on PostgreSQL / plain INSERT: {:.2}×", ratio(1, 2));
     println!(
-        "| pipetrail on Spin's SQLite (components, loopback HTTP) | {s:.3} s | {:.0} |",
-        n / s
+        "- pipetrail on SQLite / empty component: {:.2}× (goal ≥ 0.5×)",
+        ratio(0, 3)
     );
+    println!("- pipetrail on PostgreSQL / empty component: {:.2}×", ratio(1, 3));
+    println!("- components on SQLite / core natively on SQLite: {:.2}×", ratio(0, 4));
+
+    // Storage, from the last round's stores.
+    let sqlite_db = dir.join("sqlite/run/host0/state/sqlite_db.db");
+    let sqlite_bytes = database_bytes(&sqlite_db);
+    let sqlite_events = {
+        use pipetrail_core::sql::{Sql, block_on};
+        let db = pipetrail_core::native::NativeDb::open_read_only(&sqlite_db).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rows = block_on(db.query("SELECT COUNT(*) FROM events", &[])).map_err(|e| anyhow::anyhow!("{e}"))?;
+        rows[0][0].as_i64().unwrap_or(0) as u64
+    };
+    let pg_bytes = schema_bytes("bench_components")?;
+    let pg_events = pg_count("bench_components", "events")?;
+    let plain_bytes = schema_bytes("bench_plain")?;
     println!(
-        "| pipetrail on PostgreSQL (components, loopback HTTP) | {p:.3} s | {:.0} |",
-        n / p
+        "\n| storage ({} deliveries, {:.1} MB of raw bodies) | bytes | per delivery | per event | ÷ raw bytes |",
+        deliveries.len(),
+        raw as f64 / 1e6
     );
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, bytes, events) in [
+        (
+            "pipetrail on SQLite (database + WAL)",
+            sqlite_bytes,
+            Some(sqlite_events),
+        ),
+        (
+            "pipetrail on PostgreSQL (tables, indexes, TOAST)",
+            pg_bytes,
+            Some(pg_events),
+        ),
+        ("plain INSERT, JSONB (table, indexes, TOAST)", plain_bytes, None),
+    ] {
+        println!(
+            "| {name} | {bytes} | {:.0} | {} | {:.2}× |",
+            bytes as f64 / n,
+            events.map_or("-".into(), |e| format!(
+                "{:.0} ({e} events)",
+                bytes as f64 / e.max(1) as f64
+            )),
+            bytes as f64 / raw as f64
+        );
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "| plain INSERT of the JSON into PostgreSQL (native client, no HTTP) | {plain:.3} s | {:.0} |",
-        n / plain
-    );
-    println!(
-        "\npipetrail on PostgreSQL runs at {:.2}× the plain INSERT's rate, on SQLite at {:.2}× (medians of per-round ratios).",
-        ratio(1, 2),
-        ratio(0, 2)
+        "\npeak RSS of a host process under this load: SQLite {:.0} MiB, PostgreSQL {:.0} MiB, empty component {:.0} MiB",
+        mib(rss_sqlite),
+        mib(rss_pg),
+        mib(rss_empty)
     );
     drop_schema("bench_components")?;
     drop_schema("bench_plain")?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use pipetrail_core::native::NativeDb;
 use pipetrail_core::note::NoteSigner;
 use pipetrail_core::sql::{Sql, block_on};
 use pipetrail_core::{generate, store};
-use pipetrail_testhost::harness::{self, median};
+use pipetrail_testhost::harness;
 use pipetrail_testhost::host;
 
 #[derive(Parser)]
@@ -26,8 +26,9 @@ struct Args {
     /// Pipelines to generate (about 35 events each).
     #[arg(long, default_value_t = 3000)]
     pipelines: u64,
-    /// Timed requests per route; medians are reported.
-    #[arg(long, default_value_t = 7)]
+    /// Timed requests per route (each for another pipeline, actor or project); p50 and p99
+    /// are reported.
+    #[arg(long, default_value_t = 200)]
     repeat: usize,
     /// Keep the database here (reused when it already holds the same number of pipelines).
     #[arg(long)]
@@ -113,52 +114,84 @@ fn main() -> anyhow::Result<()> {
         );
         Ok((start.elapsed().as_secs_f64() * 1000.0, body.len()))
     };
-    // A middle pipeline and one of its jobs, for the pages that show one.
-    let pipeline = 1_000_000 + args.pipelines / 2;
-    let job = pipeline * 100 + 1;
-    let routes: Vec<(&str, String)> = vec![
-        ("baseline: /healthz", "/healthz".into()),
-        ("audit log page, newest 100", "/ui".into()),
-        ("audit log page, one actor", "/ui?actor=carol".into()),
-        ("audit log page, one action", "/ui?action=job.created".into()),
-        ("audit log page, one project", "/ui?project=group%2Fapp-120".into()),
-        ("pipeline page", format!("/ui/pipelines/gitlab/{pipeline}")),
-        ("job page", format!("/ui/jobs/gitlab/{job}")),
-        ("actor page", "/ui/actors/dave".into()),
-        ("ledger page", "/ui/ledger".into()),
-        ("GET /api/v1/events?limit=100", "/api/v1/events?limit=100".into()),
+    // Each repetition asks for another pipeline, job, actor and project, so the figures are
+    // not one cached page's.
+    let pipelines = args.pipelines.max(1);
+    let pipeline = move |i: usize| 1_000_000 + (pipelines / 2 + i as u64 * 7919) % pipelines;
+    let job = move |i: usize| pipeline(i) * 100 + 1;
+    let actor = |i: usize| ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"][i % 8];
+    let project = |i: usize| 100 + i % 50;
+    // The generator's pipelines start 37 s apart from 2026-01-01: the last 30 days of them.
+    let since = pipetrail_core::time::from_unix_millis((1_767_225_600 + pipelines as i64 * 37 - 30 * 86_400) * 1000);
+    type Route<'a> = (&'static str, Box<dyn Fn(usize) -> String + 'a>);
+    let routes: Vec<Route> = vec![
+        ("baseline: /healthz", Box::new(|_| "/healthz".into())),
+        ("audit log page, newest 100", Box::new(|_| "/ui".into())),
         (
-            "GET /api/v1/pipelines/gitlab/{id}",
-            format!("/api/v1/pipelines/gitlab/{pipeline}"),
+            "audit log page, one actor",
+            Box::new(|i| format!("/ui?actor={}", actor(i))),
         ),
-        ("GET /api/v4/audit_events (X-Total)", "/api/v4/audit_events".into()),
+        (
+            "audit log page, one action",
+            Box::new(|_| "/ui?action=job.created".into()),
+        ),
+        (
+            "audit log page, one project",
+            Box::new(|i| format!("/ui?project=group%2Fapp-{}", project(i))),
+        ),
+        (
+            "pipeline page",
+            Box::new(|i| format!("/ui/pipelines/gitlab/{}", pipeline(i))),
+        ),
+        ("job page", Box::new(|i| format!("/ui/jobs/gitlab/{}", job(i)))),
+        ("actor page", Box::new(|i| format!("/ui/actors/{}", actor(i)))),
+        ("ledger page", Box::new(|_| "/ui/ledger".into())),
+        (
+            "GET /api/v1/events?limit=100",
+            Box::new(|_| "/api/v1/events?limit=100".into()),
+        ),
+        (
+            "GET /api/v1/pipelines/gitlab/{id} (provenance summary)",
+            Box::new(|i| format!("/api/v1/pipelines/gitlab/{}", pipeline(i))),
+        ),
+        (
+            "GET /api/v1/events: an actor's last 30 days, first page",
+            Box::new(|i| format!("/api/v1/events?actor={}&since={since}&limit=100", actor(i))),
+        ),
+        (
+            "GET /api/v4/audit_events (X-Total)",
+            Box::new(|_| "/api/v4/audit_events".into()),
+        ),
         (
             "GET /api/v4/projects/:id/audit_events",
-            "/api/v4/projects/120/audit_events".into(),
+            Box::new(|i| format!("/api/v4/projects/{}/audit_events", project(i))),
         ),
         (
             "GET /api/v4/audit_events keyset",
-            "/api/v4/audit_events?pagination=keyset&order_by=id&sort=desc".into(),
+            Box::new(|_| "/api/v4/audit_events?pagination=keyset&order_by=id&sort=desc".into()),
         ),
     ];
     println!(
-        "{events} events ({:.0} MB database) from {} generated pipelines; medians of {} requests\n",
+        "{events} events ({:.0} MB database) from {} generated pipelines; {} requests per route, one at a time\n",
         size as f64 / 1e6,
         args.pipelines,
         args.repeat
     );
-    println!("| request | median ms | ratio to /healthz |\n| --- | ---: | ---: |");
+    println!("| request | p50 ms | p99 ms | p50 ratio to /healthz |\n| --- | ---: | ---: | ---: |");
     let _ = get("/healthz")?; // warm-up: compiled component, page cache
     let mut baseline = 0.0;
     for (name, path) in &routes {
-        let times: Vec<f64> = (0..args.repeat)
-            .map(|_| get(path).map(|(ms, _)| ms))
+        let mut times: Vec<f64> = (0..args.repeat)
+            .map(|i| get(&path(i)).map(|(ms, _)| ms))
             .collect::<anyhow::Result<_>>()?;
-        let m = median(times);
+        times.sort_by(|a, b| a.total_cmp(b));
+        // Nearest rank: the smallest sample at or above the fraction of all of them.
+        let rank = |q: f64| times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+        let (p50, p99) = (rank(0.5), rank(0.99));
         if baseline == 0.0 {
-            baseline = m;
+            baseline = p50;
         }
-        println!("| {name} | {m:.1} | {:.1}× |", m / baseline);
+        println!("| {name} | {p50:.1} | {p99:.1} | {:.1}× |", p50 / baseline);
     }
     // Export memory: everything against a few events, same component, same run.
     let (small_ms, small_bytes) = get("/api/v1/export?format=csv&pipeline=1000000")?;
@@ -179,8 +212,9 @@ fn main() -> anyhow::Result<()> {
         mid_peak as f64 / 1048576.0
     );
     println!(
-        "| all {events} events | {all_bytes} | {:.1} | {:.1} MiB (×{:.2} of one project's) |",
+        "| all {events} events | {all_bytes} | {:.1} ({:.0} rows/s) | {:.1} MiB (×{:.2} of one project's) |",
         all_ms / 1000.0,
+        events as f64 / (all_ms / 1000.0),
         all_peak as f64 / 1048576.0,
         all_peak as f64 / mid_peak as f64
     );

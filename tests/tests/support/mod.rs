@@ -359,56 +359,11 @@ pub fn manifest_allowing(name: &str, hosts: &[&str]) -> PathBuf {
     path
 }
 
-/// A `pipetrail-testhost` process, killed (SIGKILL) and reaped when dropped.
-pub struct Running {
-    pub child: std::process::Child,
-    pub base: String,
-    pub log: PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use pipetrail_testhost::harness::Running;
 
 /// Starts the test host binary as a user would (`SPIN_VARIABLE_*` from `env`), state in
 /// `dir/state`, its log in `dir/host.log`, on a free port; waits until it serves.
 pub fn spawn_host(dir: &Path, manifest: Option<&Path>, env: &[(&str, &str)]) -> Running {
-    use std::process::{Command, Stdio};
     build_components();
-    let log = dir.join("host.log");
-    let mut cmd = Command::new(root().join("target/release/pipetrail-testhost"));
-    cmd.current_dir(root())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            dir.join("state").to_str().unwrap(),
-        ])
-        .stdout(Stdio::from(std::fs::File::create(dir.join("host.out")).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
-    if let Some(m) = manifest {
-        cmd.args(["--manifest", m.to_str().unwrap()]);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // In the guard at once, so a failed start still kills and reaps the process.
-    let mut running = Running {
-        child: cmd.spawn().unwrap(),
-        base: String::new(),
-        log,
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    loop {
-        let text = std::fs::read_to_string(&running.log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.starts_with("Serving http://")) {
-            running.base = line.trim_start_matches("Serving ").to_string();
-            return running;
-        }
-        assert!(std::time::Instant::now() < deadline, "host did not start: {text}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    pipetrail_testhost::harness::spawn_process(dir, manifest, env).unwrap()
 }
