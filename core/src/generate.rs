@@ -300,7 +300,8 @@ fn plan(seed: u64, p: u64, mix: &Mix) -> Run {
     let retry = (3..11).contains(&fate);
     let fails = (11..17).contains(&fate);
     let manual = rng.below(100) < 15;
-    let pipeline_id = 1_000_000 + p;
+    // Seeds have ids of their own: two demos with different seeds make different pipelines.
+    let pipeline_id = 1_000_000 + (seed % 1000) * 100_000_000 + p;
     let mut jobs = Vec::new();
     let mut t = 5;
     let mut failed_for_good = false;

@@ -54,7 +54,7 @@ pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ParamError> {
 /// The filters `GET /api/v1/events` accepts (also listed in the README).
 pub const EVENT_FILTERS: &[&str] = &[
     "forge", "project", "pipeline", "job", "actor", "action", "trigger", "ref", "source", "since", "until", "cursor",
-    "limit",
+    "limit", "order",
 ];
 
 pub const DEFAULT_LIMIT: usize = 100;
@@ -117,6 +117,11 @@ pub fn event_filter_up_to(pairs: &[(String, String)], max_limit: usize) -> Resul
                 }
             }
             "cursor" => f.after_seq = Some(parse_u64(k, v)?),
+            "order" => match v.as_str() {
+                "asc" => f.descending = false,
+                "desc" => f.descending = true,
+                _ => return Err(ParamError::new(k, "expected asc or desc")),
+            },
             "limit" => {
                 limit = v
                     .parse::<usize>()
@@ -126,6 +131,10 @@ pub fn event_filter_up_to(pairs: &[(String, String)], max_limit: usize) -> Resul
             }
             _ => unreachable!("checked against EVENT_FILTERS"),
         }
+    }
+    // Newest first, the cursor (the last seq of the previous page) bounds from above.
+    if f.descending {
+        f.before_seq = f.after_seq.take();
     }
     if let (Some(a), Some(b)) = (&f.since, &f.until)
         && a >= b
@@ -153,6 +162,10 @@ mod tests {
         assert_eq!(f.actor.as_deref(), Some("user1"));
         assert_eq!(f.since.as_deref(), Some("2016-08-12T00:00:00.000Z"));
         assert_eq!((limit, f.after_seq), (5, Some(7)));
+        let (f, _) = event_filter(&pairs("cursor=7&order=desc")).unwrap();
+        assert_eq!((f.descending, f.after_seq, f.before_seq), (true, None, Some(7)));
+        let (f, _) = event_filter(&pairs("order=asc")).unwrap();
+        assert!(!f.descending);
     }
 
     #[test]
@@ -169,6 +182,7 @@ mod tests {
             ("actor=a&actor=b", "actor"),
             ("forge=svn", "forge"),
             ("actor=", "actor"),
+            ("order=newest", "order"),
         ] {
             assert_eq!(event_filter(&pairs(q)).unwrap_err().param, param, "{q}");
         }

@@ -47,6 +47,7 @@ const EVENT_FILTERS: &[(&str, &str)] = &[
     ("until", "RFC 3339; exclusive"),
     ("cursor", "next_cursor of the previous page"),
     ("limit", "page size, 1-1000 (default 100)"),
+    ("order", "asc (oldest first, the default) or desc (newest first)"),
 ];
 
 const EXPORT_PARAMS: &[(&str, &str)] = &[

@@ -1053,12 +1053,23 @@ fn filter_sql(f: &EventFilter) -> Option<(String, Vec<Val>)> {
         cond.push("json_extract(b.body, '$.evidence.source') = ?".into());
         params.push(Val::text(v));
     }
+    // With an equality filter, its (column, seq) index read in seq order answers a page
+    // after a few rows; the time index would read every event in the window first and sort
+    // them (an actor's last 30 days took 250 ms at 10 million events). `|| ''` keeps the
+    // planner, SQLite's and PostgreSQL's alike, off the time index in that case.
+    let narrowed =
+        f.project.is_some() || f.pipeline.is_some() || f.job.is_some() || f.actor.is_some() || f.action.is_some();
+    let time = if narrowed {
+        "e.occurred_at || ''"
+    } else {
+        "e.occurred_at"
+    };
     if let Some(v) = &f.since {
-        cond.push("e.occurred_at >= ?".into());
+        cond.push(format!("{time} >= ?"));
         params.push(Val::text(v));
     }
     if let Some(v) = &f.until {
-        cond.push("e.occurred_at < ?".into());
+        cond.push(format!("{time} < ?"));
         params.push(Val::text(v));
     }
     if let Some(v) = f.after_seq {

@@ -433,6 +433,12 @@ pub async fn bundle_export(db: &Db, caller: &Caller, pairs: &[(String, String)])
         ),
         Err(e) => return Ok(bad_param(&e)),
     };
+    if filter.descending {
+        return Ok(bad_param(&params::ParamError::new(
+            "order",
+            "a bundle is oldest first (its proofs are checked in ledger order)",
+        )));
+    }
     filter.scope = caller.scope();
     let Some(cp) = store::latest_checkpoint(db).await? else {
         return Ok(error(

@@ -86,7 +86,12 @@ impl Body for EventStream {
                 }
             };
             if page.len() == PAGE {
-                filter.after_seq = page.last().map(|e| e.seq);
+                let last = page.last().map(|e| e.seq);
+                if filter.descending {
+                    filter.before_seq = last;
+                } else {
+                    filter.after_seq = last;
+                }
                 this.next = Some((db, filter));
             }
             let text: String = page

@@ -194,6 +194,38 @@ fn provenance_and_filters() {
         }
     }
     assert_eq!(seqs, (0..33).collect::<Vec<u64>>());
+    // Newest first, with a window: the same keyset paging, downwards.
+    let mut newest = Vec::new();
+    let mut path = "/api/v1/events?limit=5&order=desc&actor=user1&since=2016-01-01T00:00:00Z".to_string();
+    loop {
+        let v = app.get(&path, Some(ADMIN)).json();
+        newest.extend(
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap()),
+        );
+        match v["next_cursor"].as_str() {
+            Some(c) => {
+                path = format!("/api/v1/events?limit=5&order=desc&actor=user1&since=2016-01-01T00:00:00Z&cursor={c}")
+            }
+            None => break,
+        }
+    }
+    let mut oldest: Vec<u64> = app
+        .events("actor=user1&since=2016-01-01T00:00:00Z", ADMIN)
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    oldest.reverse();
+    assert!(newest.len() > 5, "{newest:?}");
+    assert_eq!(newest, oldest);
+    let bundle = app.get("/api/v1/export?format=bundle&order=desc", Some(ADMIN));
+    assert_eq!(
+        (bundle.status, bundle.json()["parameter"].clone()),
+        (400, "order".into())
+    );
 
     // Bad parameters: 400 naming the parameter.
     for (q, param) in [
@@ -201,6 +233,7 @@ fn provenance_and_filters() {
         ("pipline=31", "pipline"),
         ("since=last-week", "since"),
         ("cursor=x", "cursor"),
+        ("order=newest", "order"),
     ] {
         let r = app.get(&format!("/api/v1/events?{q}"), Some(ADMIN));
         assert_eq!(r.status, 400, "{q}");

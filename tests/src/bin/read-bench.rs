@@ -155,8 +155,8 @@ fn main() -> anyhow::Result<()> {
             Box::new(|i| format!("/api/v1/pipelines/gitlab/{}", pipeline(i))),
         ),
         (
-            "GET /api/v1/events: an actor's last 30 days, first page",
-            Box::new(|i| format!("/api/v1/events?actor={}&since={since}&limit=100", actor(i))),
+            "GET /api/v1/events: an actor's last 30 days, newest first, first page",
+            Box::new(|i| format!("/api/v1/events?actor={}&since={since}&order=desc&limit=100", actor(i))),
         ),
         (
             "GET /api/v4/audit_events (X-Total)",
