@@ -176,43 +176,29 @@ fn provenance_and_filters() {
         .collect();
     assert_eq!(jan.len(), 3, "{jan:?}");
     assert_eq!(count("forge=gitlab"), 33);
-    // Keyset paging: pages of 7 cover everything once, in order.
-    let mut seqs = Vec::new();
-    let mut path = "/api/v1/events?limit=7".to_string();
-    loop {
-        let v = app.get(&path, Some(ADMIN)).json();
-        seqs.extend(
-            v["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["seq"].as_u64().unwrap()),
-        );
-        match v["next_cursor"].as_str() {
-            Some(c) => path = format!("/api/v1/events?limit=7&cursor={c}"),
-            None => break,
-        }
-    }
-    assert_eq!(seqs, (0..33).collect::<Vec<u64>>());
-    // Newest first, with a window: the same keyset paging, downwards.
-    let mut newest = Vec::new();
-    let mut path = "/api/v1/events?limit=5&order=desc&actor=user1&since=2016-01-01T00:00:00Z".to_string();
-    loop {
-        let v = app.get(&path, Some(ADMIN)).json();
-        newest.extend(
-            v["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["seq"].as_u64().unwrap()),
-        );
-        match v["next_cursor"].as_str() {
-            Some(c) => {
-                path = format!("/api/v1/events?limit=5&order=desc&actor=user1&since=2016-01-01T00:00:00Z&cursor={c}")
+    // Keyset paging: every page's next_cursor, followed to the end; the seqs in order.
+    let paged = |query: &str| {
+        let mut seqs = Vec::new();
+        let mut path = format!("/api/v1/events?{query}");
+        loop {
+            let v = app.get(&path, Some(ADMIN)).json();
+            seqs.extend(
+                v["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["seq"].as_u64().unwrap()),
+            );
+            match v["next_cursor"].as_str() {
+                Some(c) => path = format!("/api/v1/events?{query}&cursor={c}"),
+                None => return seqs,
             }
-            None => break,
         }
-    }
+    };
+    // Pages of 7 cover everything once, in order.
+    assert_eq!(paged("limit=7"), (0..33).collect::<Vec<u64>>());
+    // Newest first, with a window: the same keyset paging, downwards.
+    let newest = paged("limit=5&order=desc&actor=user1&since=2016-01-01T00:00:00Z");
     let mut oldest: Vec<u64> = app
         .events("actor=user1&since=2016-01-01T00:00:00Z", ADMIN)
         .iter()

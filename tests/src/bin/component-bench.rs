@@ -341,14 +341,7 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
         "--bin",
         "pipetrail-testhost",
     ])?;
-    harness::cargo(&[
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "-p",
-        "pipetrail-bench-empty",
-    ])?;
+    harness::build_components(&["-p", "pipetrail-bench-empty"])?;
     let dir = std::env::temp_dir().join(format!("pipetrail-store-bench-{}", std::process::id()));
     for sub in ["sqlite", "pg", "empty"] {
         std::fs::create_dir_all(dir.join(sub))?;
