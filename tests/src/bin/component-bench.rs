@@ -298,9 +298,9 @@ fn through_hosts(
         .map(|i| {
             let d = dir.join(format!("host{i}"));
             std::fs::create_dir_all(&d)?;
-            // Hosts of one SQLite app share one state directory (one database file).
-            let r = harness::spawn_process(&d, Some(manifest), &env)?;
-            Ok(r)
+            // Each process its own state directory: only PostgreSQL is shared between them
+            // (the SQLite variant runs one process, its database one machine's file).
+            harness::spawn_process(&d, Some(manifest), &env)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
