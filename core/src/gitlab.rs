@@ -375,14 +375,16 @@ fn opt_runner(v: &Value, path: &str) -> Result<Option<Runner>> {
         description: opt_str(r, &format!("{path}.description"), "description")?,
         kind,
         tags,
+        group_id: None,
+        group_name: None,
     }))
 }
 
-fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     v.as_object().and_then(|o| o.get(name))
 }
 
-fn type_name(v: &Value) -> &'static str {
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -397,11 +399,11 @@ fn req_str(v: &Value, name: &str) -> Result<String> {
     req_str_at(v, name, name)
 }
 
-fn req_str_at(v: &Value, path: &str, name: &str) -> Result<String> {
+pub(crate) fn req_str_at(v: &Value, path: &str, name: &str) -> Result<String> {
     opt_str(v, path, name)?.ok_or_else(|| ParseError(format!("{path}: required field is missing")))
 }
 
-fn opt_str(v: &Value, path: &str, name: &str) -> Result<Option<String>> {
+pub(crate) fn opt_str(v: &Value, path: &str, name: &str) -> Result<Option<String>> {
     match field(v, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -412,11 +414,11 @@ fn opt_str(v: &Value, path: &str, name: &str) -> Result<Option<String>> {
     }
 }
 
-fn req_u64(v: &Value, path: &str, name: &str) -> Result<u64> {
+pub(crate) fn req_u64(v: &Value, path: &str, name: &str) -> Result<u64> {
     opt_u64(v, path, name)?.ok_or_else(|| ParseError(format!("{path}: required field is missing")))
 }
 
-fn opt_u64(v: &Value, path: &str, name: &str) -> Result<Option<u64>> {
+pub(crate) fn opt_u64(v: &Value, path: &str, name: &str) -> Result<Option<u64>> {
     match field(v, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
@@ -441,7 +443,7 @@ fn opt_f64(v: &Value, path: &str, name: &str) -> Result<Option<f64>> {
     }
 }
 
-fn opt_bool(v: &Value, path: &str, name: &str) -> Result<Option<bool>> {
+pub(crate) fn opt_bool(v: &Value, path: &str, name: &str) -> Result<Option<bool>> {
     match field(v, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -452,12 +454,12 @@ fn opt_bool(v: &Value, path: &str, name: &str) -> Result<Option<bool>> {
     }
 }
 
-fn opt_time(v: &Value, path: &str, name: &str) -> Result<Option<String>> {
+pub(crate) fn opt_time(v: &Value, path: &str, name: &str) -> Result<Option<String>> {
     match opt_str(v, path, name)? {
         None => Ok(None),
         Some(s) => time::normalize(&s)
             .map(Some)
-            .ok_or_else(|| ParseError(format!("{path}: not a time GitLab sends: {s:?}"))),
+            .ok_or_else(|| ParseError(format!("{path}: not a time the forge sends: {s:?}"))),
     }
 }
 
@@ -502,7 +504,7 @@ mod tests {
             ),
             (
                 r#"{"object_kind":"build","build_id":4,"build_status":"x","pipeline_id":1,"project_id":1,"build_created_at":"soon"}"#,
-                "build_created_at: not a time GitLab sends: \"soon\"",
+                "build_created_at: not a time the forge sends: \"soon\"",
             ),
             (r#"{"object_kind":"issue"}"#, "object_kind: unsupported value \"issue\""),
             (r#"[]"#, "body must be a JSON object"),

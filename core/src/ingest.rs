@@ -5,6 +5,7 @@
 
 use crate::encoding::{hex, sha256};
 use crate::gitlab::{self, Hook};
+use crate::{github, github_lifecycle};
 use crate::lifecycle::{self, Context, VariablePolicy};
 use crate::model::Evidence;
 use crate::note::NoteSigner;
@@ -107,7 +108,7 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
         remote_ip: None,
     };
     let snapshot = Snapshot {
-        hook: &hook,
+        hook: Decoded::Gitlab(&hook),
         instance: &instance,
         pipeline_id,
         key: &key,
@@ -139,13 +140,109 @@ pub async fn record_pipeline_hook<S: Sql>(
 
 /// A decoded snapshot of one pipeline (a webhook delivery, or what the API showed).
 struct Snapshot<'a> {
-    hook: &'a Hook,
+    hook: Decoded<'a>,
     instance: &'a str,
     pipeline_id: u64,
     key: &'a str,
     kind: &'a str,
     evidence: &'a Evidence,
     redacted_body: Option<String>,
+}
+
+/// What one delivery decoded to, for the differ of its forge.
+#[derive(Clone, Copy)]
+enum Decoded<'a> {
+    Gitlab(&'a Hook),
+    GithubRun(&'a github::Run),
+    GithubJob(&'a github::RunJob),
+}
+
+impl Decoded<'_> {
+    fn forge(&self) -> &'static str {
+        match self {
+            Decoded::Gitlab(_) => "gitlab",
+            _ => "github",
+        }
+    }
+}
+
+/// One GitHub webhook delivery, its signature already checked.
+pub struct GithubDelivery<'a> {
+    pub body: &'a [u8],
+    /// `X-GitHub-Event`.
+    pub event: &'a str,
+    /// `X-GitHub-Delivery`: a GUID GitHub keeps when it redelivers.
+    pub delivery_id: Option<&'a str>,
+    pub received_at: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GithubOutcome {
+    Recorded(Outcome),
+    /// `ping`, sent when the webhook is created: answered, nothing recorded.
+    Ping { zen: Option<String> },
+    /// An event pipetrail does not record: acknowledged and counted.
+    Ignored(String),
+}
+
+/// A `workflow_run` or `workflow_job` delivery, end to end, as `record_gitlab` does a
+/// GitLab one; `ping` and other events are answered without touching the ledger.
+pub async fn record_github<S: Sql>(
+    db: &S,
+    d: &GithubDelivery<'_>,
+    settings: &Settings<'_>,
+) -> Result<GithubOutcome, IngestError> {
+    let hook = match github::parse(d.body, d.event) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = store::count_outcome(db, "invalid").await;
+            return Err(IngestError::Invalid(e.0));
+        }
+    };
+    let (decoded, instance, run_id) = match &hook {
+        github::Hook::Run(r) => (Decoded::GithubRun(r), r.instance.as_str(), r.id),
+        github::Hook::Job(j) => (Decoded::GithubJob(j), j.instance.as_str(), j.run_id),
+        github::Hook::Ping { zen, .. } => {
+            store::count_outcome(db, "ping").await?;
+            return Ok(GithubOutcome::Ping { zen: zen.clone() });
+        }
+        github::Hook::Other(event) => {
+            store::count_outcome(db, "ignored").await?;
+            return Ok(GithubOutcome::Ignored(event.clone()));
+        }
+    };
+    if i64::try_from(run_id).is_err() {
+        let _ = store::count_outcome(db, "invalid").await;
+        return Err(IngestError::Invalid("run id exceeds the signed 64-bit range".into()));
+    }
+    let guid = d
+        .delivery_id
+        .map(|g| g.trim().chars().take(200).collect::<String>())
+        .filter(|g| !g.is_empty());
+    let payload_sha256 = hex(&sha256(d.body));
+    let key = match &guid {
+        Some(g) => format!("github:{g}"),
+        None => format!("sha256:{payload_sha256}"),
+    };
+    let evidence = Evidence {
+        source: "github.webhook".into(),
+        delivery_id: guid,
+        payload_sha256,
+        remote_ip: None,
+    };
+    let snapshot = Snapshot {
+        hook: decoded,
+        instance,
+        pipeline_id: run_id,
+        key: &key,
+        kind: d.event,
+        evidence: &evidence,
+        // GitHub's workflow payloads carry no variable values; the body is kept as sent.
+        redacted_body: std::str::from_utf8(d.body).ok().map(str::to_string),
+    };
+    record_snapshot(db, &snapshot, d.received_at, settings)
+        .await
+        .map(GithubOutcome::Recorded)
 }
 
 async fn record_snapshot<S: Sql>(
@@ -166,7 +263,11 @@ async fn record_snapshot<S: Sql>(
             evidence: s.evidence,
             variables: settings.variables,
         };
-        let (mut events, after) = lifecycle::diff(s.hook, &before, &ctx);
+        let (mut events, after) = match s.hook {
+            Decoded::Gitlab(h) => lifecycle::diff(h, &before, &ctx),
+            Decoded::GithubRun(r) => github_lifecycle::diff_run(r, &before, &ctx),
+            Decoded::GithubJob(j) => github_lifecycle::diff_job(j, &before, &ctx),
+        };
         if s.evidence.source == "gitlab.api" {
             // The API's `user` is the triggerer as the webhook's is; the claim rests on the API.
             for ev in &mut events {
@@ -180,7 +281,7 @@ async fn record_snapshot<S: Sql>(
         } else {
             store::append(db, events).await?
         };
-        store::save_projection(db, s.instance, s.pipeline_id, &before, &after).await?;
+        store::save_projection(db, s.hook.forge(), s.instance, s.pipeline_id, &before, &after).await?;
         let first_seq = stored.first().map(|(e, _)| e.seq);
         store::insert_delivery(
             db,
@@ -243,7 +344,7 @@ pub async fn record_api<S: Sql>(
         remote_ip: None,
     };
     let snapshot = Snapshot {
-        hook: &hook,
+        hook: Decoded::Gitlab(&hook),
         instance: &p.instance,
         pipeline_id: p.id,
         key: &key,

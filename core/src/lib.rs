@@ -11,6 +11,8 @@ pub mod config;
 pub mod encoding;
 pub mod export;
 pub mod generate;
+pub mod github;
+pub mod github_lifecycle;
 pub mod gitlab;
 pub mod gitlab_api;
 pub mod gitlab_compat;

@@ -442,6 +442,7 @@ impl Differ<'_> {
             duration: j.duration,
             queued_duration: j.queued_duration,
             environment: j.environment.clone(),
+            ..Default::default()
         });
         // Job events carry the pipeline's identity, not its changing status.
         if let Some(p) = ev.pipeline.as_mut() {
@@ -507,7 +508,7 @@ fn moves_forward(cur: Option<&str>, new: &str) -> bool {
 
 /// A status change: when, from what to what, and by whom. Nobody acts in most (the runner
 /// and scheduler move statuses); a cancel has an actor the webhook does not name.
-fn status_change(mut ev: Event, from: Option<String>, to: &str, at: String) -> Event {
+pub(crate) fn status_change(mut ev: Event, from: Option<String>, to: &str, at: String) -> Event {
     ev.occurred_at = at;
     ev.actor = if to == "canceled" {
         unknown(CANCEL_NOTE)

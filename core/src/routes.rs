@@ -110,6 +110,15 @@ pub const ROUTES: &[Route] = &[
     route!(
         "ingest",
         "POST",
+        "/hooks/github",
+        Auth::Secret("X-Hub-Signature-256"),
+        "application/json",
+        &[],
+        "GitHub workflow_run and workflow_job webhooks (HMAC-signed body)"
+    ),
+    route!(
+        "ingest",
+        "POST",
         "/ingest/gitlab-logs",
         Auth::Secret("Authorization"),
         "application/json",

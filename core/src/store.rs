@@ -154,6 +154,9 @@ const MIGRATIONS: &[&str] = &[
         compacted_at TEXT NOT NULL
     );
     "#,
+    // 6: which forge a projected pipeline belongs to, so a GitLab pipeline id named by a log
+    // line or an audit event is never looked up among GitHub runs.
+    "ALTER TABLE pipelines ADD COLUMN forge TEXT NOT NULL DEFAULT 'gitlab';",
 ];
 
 /// The same schema for PostgreSQL, from its first version: every integer is BIGINT (the
@@ -239,7 +242,10 @@ const PG_MIGRATIONS: &[&str] = &[r#"
         PRIMARY KEY (instance, pipeline_id)
     );
     CREATE TABLE sink_cursors (name TEXT PRIMARY KEY, after_seq BIGINT NOT NULL, failures BIGINT NOT NULL, wait_until TEXT, last_error TEXT)
-"#];
+"#,
+    // 2: as SQLite's 6.
+    "ALTER TABLE pipelines ADD COLUMN forge TEXT NOT NULL DEFAULT 'gitlab';",
+];
 
 fn migrations(dialect: Dialect) -> &'static [&'static str] {
     match dialect {
@@ -455,7 +461,7 @@ pub async fn load_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64) -
 pub async fn pipeline_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::audit::PipelineHome>> {
     let rows = db
         .query(
-            "SELECT instance, project_id, project_path FROM pipelines WHERE pipeline_id = ? LIMIT 2",
+            "SELECT instance, project_id, project_path FROM pipelines WHERE pipeline_id = ? AND forge = 'gitlab' LIMIT 2",
             &[Val::int(id)],
         )
         .await?;
@@ -474,7 +480,7 @@ pub async fn pipeline_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::audi
 pub async fn job_home<S: Sql>(db: &S, id: u64) -> Result<Option<(String, u64, u64, Option<String>)>> {
     let rows = db
         .query(
-            "SELECT j.instance, j.pipeline_id, p.project_id, p.project_path FROM jobs j LEFT JOIN pipelines p ON p.instance = j.instance AND p.pipeline_id = j.pipeline_id WHERE j.job_id = ? LIMIT 2",
+            "SELECT j.instance, j.pipeline_id, p.project_id, p.project_path FROM jobs j LEFT JOIN pipelines p ON p.instance = j.instance AND p.pipeline_id = j.pipeline_id WHERE j.job_id = ? AND COALESCE(p.forge, 'gitlab') = 'gitlab' LIMIT 2",
             &[Val::int(id)],
         )
         .await?;
@@ -491,6 +497,7 @@ pub async fn job_home<S: Sql>(db: &S, id: u64) -> Result<Option<(String, u64, u6
 
 pub async fn save_projection<S: Sql>(
     db: &S,
+    forge: &str,
     instance: &str,
     pipeline_id: u64,
     before: &Projection,
@@ -500,7 +507,7 @@ pub async fn save_projection<S: Sql>(
         && before.pipeline.as_ref() != Some(p)
     {
         db.exec(
-            "INSERT INTO pipelines (instance, pipeline_id, project_id, project_path, status, attempt, iid, ref, sha, source, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+            "INSERT INTO pipelines (instance, pipeline_id, project_id, project_path, status, attempt, iid, ref, sha, source, trigger, forge) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (instance, pipeline_id) DO UPDATE SET project_id = excluded.project_id, project_path = excluded.project_path, status = excluded.status, attempt = excluded.attempt, iid = excluded.iid, ref = excluded.ref, sha = excluded.sha, source = excluded.source, trigger = excluded.trigger",
             &[
                 Val::text(instance),
@@ -514,6 +521,7 @@ pub async fn save_projection<S: Sql>(
                 Val::opt_text(p.sha.as_deref()),
                 Val::opt_text(p.source.as_deref()),
                 Val::opt_text(p.trigger.as_deref()),
+                Val::text(forge),
             ],
         )
         .await?;

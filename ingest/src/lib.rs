@@ -4,7 +4,8 @@
 
 use http::{Response, StatusCode};
 use pipetrail_core::encoding::ct_eq;
-use pipetrail_core::ingest::{self, Delivery, IngestError, Outcome, Settings};
+use pipetrail_core::github;
+use pipetrail_core::ingest::{self, Delivery, GithubDelivery, GithubOutcome, IngestError, Outcome, Settings};
 use pipetrail_core::lifecycle::VariablePolicy;
 use pipetrail_core::note::NoteSigner;
 use pipetrail_core::routes::{self, Found};
@@ -24,6 +25,7 @@ async fn handle(req: Request) -> Response<String> {
     let result = match route {
         "/hooks/gitlab" => gitlab(req).await,
         "/hooks/gitlab/audit" => gitlab_audit(req).await,
+        "/hooks/github" => github(req).await,
         "/ingest/gitlab-logs" => gitlab_logs(req).await,
         _ => gitlab_api(req).await,
     };
@@ -138,6 +140,42 @@ async fn gitlab(req: Request) -> Result<Response<String>, Refusal> {
     };
     let outcome = ingest::record_gitlab(&db, &delivery, &settings).await.map_err(failed)?;
     Ok(answered(outcome))
+}
+
+/// GitHub webhooks: the body's HMAC-SHA256 under `github_webhook_secret` must be the
+/// `X-Hub-Signature-256` GitHub sends, so the body is read (bounded) before anything else.
+async fn github(req: Request) -> Result<Response<String>, Refusal> {
+    let db = Db::open().await.map_err(|e| platform::db_failure(&e))?;
+    let event = header(req.headers(), "x-github-event").unwrap_or("").to_string();
+    let guid = header(req.headers(), "x-github-delivery").map(str::to_string);
+    let signature = header(req.headers(), "x-hub-signature-256").map(str::to_string);
+    let body = body(&db, req).await?;
+    let secrets = platform::var_list("github_webhook_secret").await;
+    if !github::signature_valid(&secrets, &body, signature.as_deref()) {
+        let _ = store::count_outcome(&db, "unauthorized").await;
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong X-Hub-Signature-256",
+        ));
+    }
+    let (signer, interval) = ledger(&db).await?;
+    let settings = Settings::without_variables(&signer, interval);
+    let received_at = pipetrail_core::time::now();
+    let delivery = GithubDelivery {
+        body: &body,
+        event: &event,
+        delivery_id: guid.as_deref(),
+        received_at: &received_at,
+    };
+    Ok(match ingest::record_github(&db, &delivery, &settings).await.map_err(failed)? {
+        GithubOutcome::Recorded(outcome) => answered(outcome),
+        GithubOutcome::Ping { zen } => json(StatusCode::OK, &json!({"status": "pong", "zen": zen})),
+        GithubOutcome::Ignored(event) => json(
+            StatusCode::ACCEPTED,
+            &json!({"status": "ignored", "reason": format!("{event} is not recorded")}),
+        ),
+    })
 }
 
 /// GitLab audit-event streaming (Ultimate): `X-Gitlab-Event-Streaming-Token`, a JSON object
