@@ -116,7 +116,10 @@ pub enum Hook {
     Run(Box<Run>),
     Job(Box<RunJob>),
     /// Sent once when the webhook is created.
-    Ping { hook_id: Option<u64>, zen: Option<String> },
+    Ping {
+        hook_id: Option<u64>,
+        zen: Option<String>,
+    },
     /// An event pipetrail does not record (`push`, `issues`, ...).
     Other(String),
 }
@@ -136,8 +139,7 @@ pub fn parse(body: &[u8], event: &str) -> Result<Hook> {
         .map_err(|e| ParseError(format!("body is not valid UTF-8 (byte {})", e.valid_up_to())))?;
     let json = match text.strip_prefix("payload=") {
         Some(form) => std::borrow::Cow::Owned(
-            crate::params::percent_decode(form)
-                .ok_or_else(|| ParseError("payload: malformed form encoding".into()))?,
+            crate::params::percent_decode(form).ok_or_else(|| ParseError("payload: malformed form encoding".into()))?,
         ),
         None => std::borrow::Cow::Borrowed(text),
     };
@@ -199,7 +201,10 @@ fn repository(v: &Value) -> Result<Repository> {
 fn object<'a>(v: &'a Value, name: &str) -> Result<&'a Value> {
     match field(v, name) {
         Some(o) if o.is_object() => Ok(o),
-        Some(other) => Err(ParseError(format!("{name}: expected an object, got {}", type_name(other)))),
+        Some(other) => Err(ParseError(format!(
+            "{name}: expected an object, got {}",
+            type_name(other)
+        ))),
         None => Err(ParseError(format!("{name}: required object is missing"))),
     }
 }
@@ -213,7 +218,10 @@ fn opt_user(v: &Value, path: &str, name: &str) -> Result<Option<User>> {
             bot: opt_str(u, &format!("{path}.type"), "type")?.as_deref() == Some("Bot"),
         })),
         Some(Value::Null) | None => Ok(None),
-        Some(other) => Err(ParseError(format!("{path}: expected an object, got {}", type_name(other)))),
+        Some(other) => Err(ParseError(format!(
+            "{path}: expected an object, got {}",
+            type_name(other)
+        ))),
     }
 }
 
@@ -243,19 +251,34 @@ fn parse_run(v: &Value) -> Result<Run> {
             Some(pr) if pr.is_object() => Some(MergeRequest {
                 id: req_u64(pr, &p("pull_requests[0].id"), "id")?,
                 iid: opt_u64(pr, &p("pull_requests[0].number"), "number")?,
-                source_branch: field(pr, "head").and_then(|h| field(h, "ref")).and_then(Value::as_str).map(str::to_string),
-                target_branch: field(pr, "base").and_then(|b| field(b, "ref")).and_then(Value::as_str).map(str::to_string),
+                source_branch: field(pr, "head")
+                    .and_then(|h| field(h, "ref"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                target_branch: field(pr, "base")
+                    .and_then(|b| field(b, "ref"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 url: opt_str(pr, &p("pull_requests[0].url"), "url")?,
             }),
             Some(_) => return Err(ParseError(format!("{}: expected an object", p("pull_requests[0]")))),
             None => None,
         },
         None | Some(Value::Null) => None,
-        Some(other) => return Err(ParseError(format!("{}: expected an array, got {}", p("pull_requests"), type_name(other)))),
+        Some(other) => {
+            return Err(ParseError(format!(
+                "{}: expected an array, got {}",
+                p("pull_requests"),
+                type_name(other)
+            )));
+        }
     };
     let attempt = opt_u64(r, &p("run_attempt"), "run_attempt")?.unwrap_or(1);
     if attempt == 0 || attempt > u64::from(u32::MAX) {
-        return Err(ParseError(format!("{}: expected an attempt from 1, got {attempt}", p("run_attempt"))));
+        return Err(ParseError(format!(
+            "{}: expected an attempt from 1, got {attempt}",
+            p("run_attempt")
+        )));
     }
     Ok(Run {
         instance: instance_of(repo.html_url.as_deref()),
@@ -301,7 +324,13 @@ fn parse_job(v: &Value) -> Result<RunJob> {
             }
         }
         None | Some(Value::Null) => {}
-        Some(other) => return Err(ParseError(format!("{}: expected an array, got {}", p("labels"), type_name(other)))),
+        Some(other) => {
+            return Err(ParseError(format!(
+                "{}: expected an array, got {}",
+                p("labels"),
+                type_name(other)
+            )));
+        }
     }
     let mut steps = Vec::new();
     match field(j, "steps") {
@@ -322,7 +351,13 @@ fn parse_job(v: &Value) -> Result<RunJob> {
             }
         }
         None | Some(Value::Null) => {}
-        Some(other) => return Err(ParseError(format!("{}: expected an array, got {}", p("steps"), type_name(other)))),
+        Some(other) => {
+            return Err(ParseError(format!(
+                "{}: expected an array, got {}",
+                p("steps"),
+                type_name(other)
+            )));
+        }
     }
     Ok(RunJob {
         instance: instance_of(repo.html_url.as_deref()),

@@ -12,7 +12,7 @@
 //!   had is that job's retry, keyed as GitLab's (`job|<earlier id>|retried`).
 
 use crate::github::{Run, RunJob, User};
-use crate::lifecycle::{Context, JobState, PipelineState, Projection, event_id, status_change};
+use crate::lifecycle::{Context, JobState, PipelineState, Projection, event_id, status_change, unknown};
 use crate::model::*;
 
 pub const CANCEL_NOTE: &str = "GitHub's webhook does not say who canceled; GitHub's audit log can";
@@ -22,7 +22,10 @@ pub const CANCEL_NOTE: &str = "GitHub's webhook does not say who canceled; GitHu
 pub fn normalize_trigger(event: &str) -> &'static str {
     match event {
         "push" => "push",
-        "pull_request" | "pull_request_target" | "pull_request_review" | "pull_request_review_comment"
+        "pull_request"
+        | "pull_request_target"
+        | "pull_request_review"
+        | "pull_request_review_comment"
         | "merge_group" => "merge_request",
         "schedule" => "schedule",
         "workflow_dispatch" => "manual",
@@ -118,7 +121,11 @@ pub fn diff_run(run: &Run, before: &Projection, ctx: &Context) -> (Vec<Event>, P
             .clone()
             .or(run.updated_at.clone())
             .unwrap_or_else(now);
-        match run.triggering_actor.as_ref().filter(|u| u.id.is_some() || u.login.is_some()) {
+        match run
+            .triggering_actor
+            .as_ref()
+            .filter(|u| u.id.is_some() || u.login.is_some())
+        {
             Some(u) => {
                 ev.actor = actor(u, "user");
                 ev.attribution = "webhook_triggerer".into();
@@ -134,7 +141,10 @@ pub fn diff_run(run: &Run, before: &Projection, ctx: &Context) -> (Vec<Event>, P
         status: cur.clone(),
         attempt: attempt.max(known_attempt),
         iid: None,
-        git_ref: run.head_branch.clone().or(prev.as_ref().and_then(|p| p.git_ref.clone())),
+        git_ref: run
+            .head_branch
+            .clone()
+            .or(prev.as_ref().and_then(|p| p.git_ref.clone())),
         sha: run.head_sha.clone().or(prev.as_ref().and_then(|p| p.sha.clone())),
         source: run.event.clone().or(prev.as_ref().and_then(|p| p.source.clone())),
         trigger: trigger.or(prev.as_ref().and_then(|p| p.trigger.clone())),
@@ -369,13 +379,5 @@ fn actor(u: &User, kind: &str) -> Actor {
         name: u.name.clone(),
         kind: if u.bot { "bot".into() } else { kind.into() },
         note: None,
-    }
-}
-
-fn unknown(why: &str) -> Actor {
-    Actor {
-        kind: "unknown".into(),
-        note: Some(why.into()),
-        ..Default::default()
     }
 }

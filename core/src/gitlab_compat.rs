@@ -21,7 +21,11 @@ pub fn audit_event(ev: &Value) -> Value {
         None => action.replace('.', "_"),
     };
     let project_id = ev["project"]["id"].as_u64().unwrap_or(0);
-    let (entity_id, entity_type) = if project_id > 0 {
+    let github = ev["forge"]["kind"] == "github";
+    let (entity_id, entity_type) = if github {
+        // Not a GitLab entity: its own type, so GitLab tools never take it for a project.
+        (json!(project_id), "GitHub::Repository".to_string())
+    } else if project_id > 0 {
         (json!(project_id), "Project".to_string())
     } else {
         (
@@ -39,11 +43,12 @@ pub fn audit_event(ev: &Value) -> Value {
             audit["target_details"].clone(),
         )
     } else if ev["job"].is_object() {
-        (ev["job"]["id"].clone(), json!("Ci::Build"), ev["job"]["name"].clone())
+        let kind = if github { "GitHub::WorkflowJob" } else { "Ci::Build" };
+        (ev["job"]["id"].clone(), json!(kind), ev["job"]["name"].clone())
     } else if ev["pipeline"].is_object() {
         (
             ev["pipeline"]["id"].clone(),
-            json!("Ci::Pipeline"),
+            json!(if github { "GitHub::WorkflowRun" } else { "Ci::Pipeline" }),
             json!(ev["pipeline"]["id"].as_u64().map(|id| id.to_string())),
         )
     } else {
@@ -96,13 +101,20 @@ fn message(ev: &Value) -> String {
     let pipeline = ev["pipeline"]["id"].as_u64();
     let job = ev["job"]["id"].as_u64();
     let job_name = ev["job"]["name"].as_str().unwrap_or("job");
+    let run = if ev["forge"]["kind"] == "github" {
+        "workflow run"
+    } else {
+        "pipeline"
+    };
     let what = match (action, pipeline, job) {
-        ("pipeline.created", Some(p), _) => format!("Triggered pipeline {p}"),
-        ("pipeline.canceled", Some(p), _) => format!("Canceled pipeline {p}"),
-        ("pipeline.retried", Some(p), _) => format!("Retried pipeline {p}"),
-        ("pipeline.deleted", Some(p), _) => format!("Deleted pipeline {p}"),
+        ("pipeline.created", Some(p), _) => format!("Triggered {run} {p}"),
+        ("pipeline.canceled", Some(p), _) => format!("Canceled {run} {p}"),
+        ("pipeline.retried", Some(p), _) => format!("Retried {run} {p}"),
+        ("pipeline.deleted", Some(p), _) => format!("Deleted {run} {p}"),
         ("pipeline.status_changed", Some(p), _) => format!(
-            "Pipeline {p} {}",
+            "{}{} {p} {}",
+            run[..1].to_uppercase(),
+            &run[1..],
             ev["change"]["to"].as_str().unwrap_or("changed status")
         ),
         ("job.created", _, Some(j)) => format!("Created job {job_name} ({j})"),

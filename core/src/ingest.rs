@@ -5,12 +5,12 @@
 
 use crate::encoding::{hex, sha256};
 use crate::gitlab::{self, Hook};
-use crate::{github, github_lifecycle};
 use crate::lifecycle::{self, Context, VariablePolicy};
 use crate::model::Evidence;
 use crate::note::NoteSigner;
 use crate::sql::{DbError, Sql};
 use crate::store::{self, DeliveryRecord};
+use crate::{github, github_lifecycle};
 
 pub struct Delivery<'a> {
     pub body: &'a [u8],
@@ -180,7 +180,9 @@ pub struct GithubDelivery<'a> {
 pub enum GithubOutcome {
     Recorded(Outcome),
     /// `ping`, sent when the webhook is created: answered, nothing recorded.
-    Ping { zen: Option<String> },
+    Ping {
+        zen: Option<String>,
+    },
     /// An event pipetrail does not record: acknowledged and counted.
     Ignored(String),
 }

@@ -567,7 +567,7 @@ fn user_actor(u: &UserRef, kind: &str) -> Actor {
     }
 }
 
-fn unknown(why: &str) -> Actor {
+pub(crate) fn unknown(why: &str) -> Actor {
     Actor {
         kind: "unknown".into(),
         note: Some(why.into()),

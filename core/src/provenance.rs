@@ -55,6 +55,8 @@ pub fn summarize(events: &[Value]) -> Option<Value> {
     let (mut retries, mut plays, mut cancels, mut deletions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut variables = Value::Null;
     let mut confirmations: Confirmations = HashMap::new();
+    // GitHub runs have attempts; a late report about an earlier one is history, not state.
+    let mut latest_attempt = 0u64;
     for ev in events {
         if ev["action"] == EVIDENCE_ADDED
             && let Some(fact) = ev["refers_to"].as_str()
@@ -71,8 +73,16 @@ pub fn summarize(events: &[Value]) -> Option<Value> {
         // A fact first learnt from a log line has no status change; a later webhook or API
         // report of it does.
         let change = change_of(ev, &confirmations);
+        let attempt = ev["pipeline"]["run_attempt"].as_u64().unwrap_or(0);
+        let current = attempt >= latest_attempt;
+        if attempt > latest_attempt {
+            // A new attempt has not ended yet, whatever the last one did.
+            latest_attempt = attempt;
+            pipeline.remove("conclusion");
+            pipeline.remove("finished_at");
+        }
         // Later snapshots fill in what earlier ones lacked; identity fields never change.
-        if let Some(p) = ev["pipeline"].as_object() {
+        if let Some(p) = ev["pipeline"].as_object().filter(|_| current) {
             for (k, v) in p {
                 if k != "status" && !v.is_null() {
                     pipeline.insert(k.clone(), v.clone());
@@ -146,7 +156,9 @@ pub fn summarize(events: &[Value]) -> Option<Value> {
             _ => {}
         }
         if change.is_object() {
-            status = change["to"].clone();
+            if current {
+                status = change["to"].clone();
+            }
             history.push(json!({"from": change["from"], "to": change["to"], "at": ev["occurred_at"], "seq": ev["seq"], "action": action}));
         }
     }

@@ -164,7 +164,8 @@ const MIGRATIONS: &[&str] = &[
 /// `recorded_at` (ISO text, so a month is a text range; `ensure_partitions` adds months).
 /// Partitioning puts `recorded_at` in every unique key, so an event id is unique by the
 /// append's own check under the writer's lock, not by an index.
-const PG_MIGRATIONS: &[&str] = &[r#"
+const PG_MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE events (
         seq BIGINT NOT NULL,
         id TEXT NOT NULL,
@@ -1015,6 +1016,21 @@ fn project_condition(value: &str, params: &mut Vec<Val>) -> String {
     }
 }
 
+/// Whether a token scoped to `scope` may see event `ev` (an API event object): the rule
+/// `filter_sql` applies in SQL, for code that holds one event.
+pub fn scope_covers(scope: &[String], ev: &serde_json::Value) -> bool {
+    let forge = ev["forge"]["kind"].as_str().unwrap_or("gitlab");
+    let id = ev["project"]["id"].as_u64().map(|i| i.to_string());
+    let path = ev["project"]["path"].as_str();
+    scope.iter().any(|entry| {
+        let (f, p) = match entry.strip_prefix("github:") {
+            Some(repo) => ("github", repo),
+            None => ("gitlab", entry.as_str()),
+        };
+        f == forge && (id.as_deref() == Some(p) || path == Some(p))
+    })
+}
+
 /// The WHERE clause and its parameters for a filter; `None` when nothing can match (a token
 /// scoped to no project).
 fn filter_sql(f: &EventFilter) -> Option<(String, Vec<Val>)> {
@@ -1092,9 +1108,17 @@ fn filter_sql(f: &EventFilter) -> Option<(String, Vec<Val>)> {
         if scope.is_empty() {
             return None;
         }
+        // A scope entry is a GitLab project (id or path) unless it says `github:` (a GitHub
+        // repository): the same number or path on the other forge is another project.
         let ors: Vec<String> = scope
             .iter()
-            .map(|p| format!("e.{}", project_condition(p, &mut params)))
+            .map(|p| {
+                let (forge, p) = match p.strip_prefix("github:") {
+                    Some(repo) => ("github", repo),
+                    None => ("gitlab", p.as_str()),
+                };
+                format!("(e.forge = '{forge}' AND e.{})", project_condition(p, &mut params))
+            })
             .collect();
         cond.push(format!("({})", ors.join(" OR ")));
     }

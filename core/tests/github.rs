@@ -70,7 +70,10 @@ fn github_documented_signature_vector() {
         assert!(!signature_valid(&secret, b"Hello, World!", bad), "{bad:?}");
     }
     assert!(!signature_valid(&secret, b"Hello, World?", Some(good)));
-    assert!(!signature_valid(&[], b"Hello, World!", Some(good)), "no secret: nothing verifies");
+    assert!(
+        !signature_valid(&[], b"Hello, World!", Some(good)),
+        "no secret: nothing verifies"
+    );
     assert!(!signature_valid(&["".into()], b"Hello, World!", Some(good)));
 }
 
@@ -89,13 +92,22 @@ fn every_workflow_run_example_decodes_field_by_field() {
         assert_eq!(r.repository.id, x["repository"]["id"].as_u64().unwrap());
         assert_eq!(r.repository.full_name.as_deref(), x["repository"]["full_name"].as_str());
         assert_eq!(r.instance, "github.com");
-        let name = w["name"].as_str().filter(|n| !n.is_empty()).or(x["workflow"]["name"].as_str());
+        let name = w["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .or(x["workflow"]["name"].as_str());
         assert_eq!(r.name.as_deref(), name);
         assert_eq!(r.workflow_id, w["workflow_id"].as_u64());
-        assert_eq!(r.workflow_path.as_deref(), w["path"].as_str().or(x["workflow"]["path"].as_str()));
+        assert_eq!(
+            r.workflow_path.as_deref(),
+            w["path"].as_str().or(x["workflow"]["path"].as_str())
+        );
         assert_eq!(r.event.as_deref(), w["event"].as_str());
         assert_eq!(r.conclusion.as_deref(), w["conclusion"].as_str());
-        assert_eq!(r.status, status_of(w["status"].as_str().unwrap(), w["conclusion"].as_str()));
+        assert_eq!(
+            r.status,
+            status_of(w["status"].as_str().unwrap(), w["conclusion"].as_str())
+        );
         assert_eq!(r.head_branch.as_deref(), w["head_branch"].as_str());
         assert_eq!(r.head_sha.as_deref(), w["head_sha"].as_str());
         assert_eq!(r.run_number, w["run_number"].as_u64());
@@ -145,7 +157,10 @@ fn every_workflow_job_example_decodes_field_by_field() {
         assert_eq!(j.run_attempt, w["run_attempt"].as_u64());
         assert_eq!(j.name.as_deref(), w["name"].as_str());
         assert_eq!(j.workflow_name.as_deref(), w["workflow_name"].as_str());
-        assert_eq!(j.status, status_of(w["status"].as_str().unwrap(), w["conclusion"].as_str()));
+        assert_eq!(
+            j.status,
+            status_of(w["status"].as_str().unwrap(), w["conclusion"].as_str())
+        );
         assert_eq!(j.conclusion.as_deref(), w["conclusion"].as_str());
         assert_eq!(j.head_branch.as_deref(), w["head_branch"].as_str());
         assert_eq!(j.head_sha.as_deref(), w["head_sha"].as_str());
@@ -156,7 +171,12 @@ fn every_workflow_job_example_decodes_field_by_field() {
         assert_eq!(j.runner_name.as_deref(), w["runner_name"].as_str());
         assert_eq!(j.runner_group_id, w["runner_group_id"].as_u64());
         assert_eq!(j.runner_group_name.as_deref(), w["runner_group_name"].as_str());
-        let labels: Vec<&str> = w["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        let labels: Vec<&str> = w["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
         assert_eq!(j.labels, labels);
         let steps = w["steps"].as_array().unwrap();
         assert_eq!(j.steps.len(), steps.len());
@@ -169,11 +189,17 @@ fn every_workflow_job_example_decodes_field_by_field() {
             assert_eq!(s.completed_at, opt_time(&raw["completed_at"]));
         }
         assert_eq!(j.url.as_deref(), w["html_url"].as_str());
-        assert_eq!(j.sender.as_ref().and_then(|s| s.login.as_deref()), x["sender"]["login"].as_str());
+        assert_eq!(
+            j.sender.as_ref().and_then(|s| s.login.as_deref()),
+            x["sender"]["login"].as_str()
+        );
         with_runner += usize::from(j.runner_id.is_some());
         with_steps += usize::from(!j.steps.is_empty());
     }
-    assert!(with_runner > 0 && with_runner < jobs.len(), "queued jobs have no runner yet");
+    assert!(
+        with_runner > 0 && with_runner < jobs.len(),
+        "queued jobs have no runner yet"
+    );
     assert!(with_steps > 0);
 }
 
@@ -218,7 +244,11 @@ impl Github<'_> {
             delivery_id: Some(guid),
             received_at: T,
         };
-        block_on(ingest::record_github(self.db, &d, &Settings::without_variables(&self.signer, 0)))
+        block_on(ingest::record_github(
+            self.db,
+            &d,
+            &Settings::without_variables(&self.signer, 0),
+        ))
     }
 }
 
@@ -246,7 +276,10 @@ fn run_at(base: &Value, status: &str, conclusion: Option<&str>, attempt: u64, by
 fn a_run_canceled_and_rerun_by_someone_else() {
     let dir = temp_dir("github-rerun");
     let db = fresh_db(&dir);
-    let gh = Github { db: &db, signer: signer() };
+    let gh = Github {
+        db: &db,
+        signer: signer(),
+    };
     let base = examples("workflow_run")
         .into_iter()
         .find(|x| x["action"] == "requested" && x["workflow_run"]["status"] == "queued")
@@ -256,14 +289,24 @@ fn a_run_canceled_and_rerun_by_someone_else() {
     let deliveries = [
         run_at(&base, "queued", None, 1, &first_actor, "2020-10-05T16:33:24Z"),
         run_at(&base, "in_progress", None, 1, &first_actor, "2020-10-05T16:33:50Z"),
-        run_at(&base, "completed", Some("cancelled"), 1, &first_actor, "2020-10-05T16:35:00Z"),
+        run_at(
+            &base,
+            "completed",
+            Some("cancelled"),
+            1,
+            &first_actor,
+            "2020-10-05T16:35:00Z",
+        ),
         run_at(&base, "queued", None, 2, "mona", "2020-10-05T17:00:00Z"),
         run_at(&base, "in_progress", None, 2, "mona", "2020-10-05T17:00:10Z"),
         run_at(&base, "completed", Some("success"), 2, "mona", "2020-10-05T17:04:00Z"),
     ];
     for (i, d) in deliveries.iter().enumerate() {
         let out = gh.send(d, "workflow_run", &format!("guid-{i}")).unwrap();
-        assert!(matches!(out, GithubOutcome::Recorded(Outcome::Recorded { .. })), "{i}: {out:?}");
+        assert!(
+            matches!(out, GithubOutcome::Recorded(Outcome::Recorded { .. })),
+            "{i}: {out:?}"
+        );
     }
     let ev = all_events(&db);
     assert_eq!(
@@ -296,7 +339,13 @@ fn a_run_canceled_and_rerun_by_someone_else() {
     let changes: Vec<(Value, Value, u64)> = ev
         .iter()
         .filter(|e| e["change"].is_object())
-        .map(|e| (e["change"]["from"].clone(), e["change"]["to"].clone(), e["pipeline"]["run_attempt"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["change"]["from"].clone(),
+                e["change"]["to"].clone(),
+                e["pipeline"]["run_attempt"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         changes,
@@ -316,7 +365,10 @@ fn a_run_canceled_and_rerun_by_someone_else() {
     assert_eq!(canceled["pipeline"]["conclusion"], "cancelled");
     assert_eq!(canceled["occurred_at"], "2020-10-05T16:35:00.000Z");
     let retried = &ev[4];
-    assert_eq!(retried["actor"]["username"], "mona", "a re-run's triggering_actor is who re-ran it");
+    assert_eq!(
+        retried["actor"]["username"], "mona",
+        "a re-run's triggering_actor is who re-ran it"
+    );
     assert_eq!(retried["actor"]["kind"], "user");
     assert_eq!(retried["attribution"], "webhook_triggerer");
     assert_eq!(retried["pipeline"]["run_attempt"], 2);
@@ -327,7 +379,11 @@ fn a_run_canceled_and_rerun_by_someone_else() {
     let before = snapshot(&db);
     let again = gh.send(&deliveries[2], "workflow_run", "guid-2").unwrap();
     assert_eq!(again, GithubOutcome::Recorded(Outcome::Duplicate));
-    assert_eq!(snapshot(&db), before, "a redelivery (same X-GitHub-Delivery) changes nothing");
+    assert_eq!(
+        snapshot(&db),
+        before,
+        "a redelivery (same X-GitHub-Delivery) changes nothing"
+    );
     let n = all_events(&db).len();
     for (i, d) in [&deliveries[1], &deliveries[4], &deliveries[2]].into_iter().enumerate() {
         gh.send(d, "workflow_run", &format!("late-{i}")).unwrap();
@@ -344,21 +400,39 @@ fn a_rerun_seen_first_and_an_earlier_attempt_seen_late() {
     // Attempt 2 is the first thing we hear of; attempt 1's end arrives afterwards.
     let dir = temp_dir("github-late-attempt");
     let db = fresh_db(&dir);
-    let gh = Github { db: &db, signer: signer() };
+    let gh = Github {
+        db: &db,
+        signer: signer(),
+    };
     let base = examples("workflow_run")
         .into_iter()
         .find(|x| x["action"] == "requested" && x["workflow_run"]["status"] == "queued")
         .unwrap();
-    gh.send(&run_at(&base, "queued", None, 2, "mona", "2020-10-05T17:00:00Z"), "workflow_run", "a")
-        .unwrap();
     gh.send(
-        &run_at(&base, "completed", Some("failure"), 1, "Codertocat", "2020-10-05T16:40:00Z"),
+        &run_at(&base, "queued", None, 2, "mona", "2020-10-05T17:00:00Z"),
+        "workflow_run",
+        "a",
+    )
+    .unwrap();
+    gh.send(
+        &run_at(
+            &base,
+            "completed",
+            Some("failure"),
+            1,
+            "Codertocat",
+            "2020-10-05T16:40:00Z",
+        ),
         "workflow_run",
         "b",
     )
     .unwrap();
-    gh.send(&run_at(&base, "in_progress", None, 2, "mona", "2020-10-05T17:00:10Z"), "workflow_run", "c")
-        .unwrap();
+    gh.send(
+        &run_at(&base, "in_progress", None, 2, "mona", "2020-10-05T17:00:10Z"),
+        "workflow_run",
+        "c",
+    )
+    .unwrap();
     let ev = all_events(&db);
     assert_eq!(
         actions(&ev),
@@ -372,16 +446,27 @@ fn a_rerun_seen_first_and_an_earlier_attempt_seen_late() {
     );
     assert_eq!(ev[1]["actor"]["username"], "mona");
     let late = &ev[3];
-    assert_eq!(late["change"], json!({"to": "failed"}), "attempt 1's end, from an unknown status");
+    assert_eq!(
+        late["change"],
+        json!({"to": "failed"}),
+        "attempt 1's end, from an unknown status"
+    );
     assert_eq!(late["pipeline"]["run_attempt"], 1);
-    assert_eq!(ev[4]["change"], json!({"from": "pending", "to": "running"}), "attempt 2 went on");
+    assert_eq!(
+        ev[4]["change"],
+        json!({"from": "pending", "to": "running"}),
+        "attempt 2 went on"
+    );
 }
 
 #[test]
 fn jobs_carry_runner_labels_and_steps_and_a_later_attempt_is_a_retry() {
     let dir = temp_dir("github-jobs");
     let db = fresh_db(&dir);
-    let gh = Github { db: &db, signer: signer() };
+    let gh = Github {
+        db: &db,
+        signer: signer(),
+    };
     let completed = examples("workflow_job")
         .into_iter()
         .find(|x| x["workflow_job"]["conclusion"] == "failure")
@@ -396,7 +481,10 @@ fn jobs_carry_runner_labels_and_steps_and_a_later_attempt_is_a_retry() {
         })
     );
     let ev = all_events(&db);
-    assert_eq!(actions(&ev), ["job.created", "job.status_changed", "job.status_changed"]);
+    assert_eq!(
+        actions(&ev),
+        ["job.created", "job.status_changed", "job.status_changed"]
+    );
     let created = &ev[0];
     assert_eq!(created["actor"]["username"], completed["sender"]["login"]);
     assert_eq!(created["attribution"], "webhook_triggerer");
@@ -406,13 +494,19 @@ fn jobs_carry_runner_labels_and_steps_and_a_later_attempt_is_a_retry() {
     assert_eq!(job["name"], "linters");
     assert_eq!(job["status"], "failed");
     assert_eq!(job["conclusion"], "failure");
-    assert!(job.get("failure_reason").is_none(), "a plain failure has no further reason");
+    assert!(
+        job.get("failure_reason").is_none(),
+        "a plain failure has no further reason"
+    );
     assert_eq!(
         job["runner"],
         json!({"id": 5, "description": "GitHub Actions 5", "group_id": 2, "group_name": "GitHub Actions"})
     );
     assert_eq!(job["labels"], json!(["ubuntu-latest"]));
-    assert_eq!(job["steps"].as_array().unwrap().len(), w["steps"].as_array().unwrap().len());
+    assert_eq!(
+        job["steps"].as_array().unwrap().len(),
+        w["steps"].as_array().unwrap().len()
+    );
     assert_eq!(job["steps"][0]["name"], "Set up job");
     assert_eq!(job["steps"][0]["conclusion"], "success");
     assert_eq!(job["started_at"], opt_time(&w["started_at"]).unwrap());
@@ -448,7 +542,10 @@ fn jobs_carry_runner_labels_and_steps_and_a_later_attempt_is_a_retry() {
 fn bad_deliveries_are_refused_and_change_nothing() {
     let dir = temp_dir("github-bad");
     let db = fresh_db(&dir);
-    let gh = Github { db: &db, signer: signer() };
+    let gh = Github {
+        db: &db,
+        signer: signer(),
+    };
     let good = examples("workflow_run").into_iter().next().unwrap();
     gh.send(&good, "workflow_run", "first").unwrap();
     let counts = |db| block_on(pipetrail_core::store::outcome_counts(db)).unwrap();
@@ -471,15 +568,51 @@ fn bad_deliveries_are_refused_and_change_nothing() {
         (b"{not json".to_vec(), "workflow_run", "malformed JSON"),
         (b"[]".to_vec(), "workflow_run", "body must be a JSON object"),
         (vec![0xff, 0xfe], "workflow_job", "not valid UTF-8"),
-        (b"payload=%zz".to_vec(), "workflow_run", "payload: malformed form encoding"),
-        (serde_json::to_vec(&missing_id).unwrap(), "workflow_run", "workflow_run.id: required field is missing"),
-        (serde_json::to_vec(&string_id).unwrap(), "workflow_run", "workflow_run.id: expected an unsigned integer, got a string"),
-        (serde_json::to_vec(&bad_time).unwrap(), "workflow_run", "workflow_run.created_at: not a time"),
-        (serde_json::to_vec(&zero_attempt).unwrap(), "workflow_run", "workflow_run.run_attempt: expected an attempt from 1"),
-        (serde_json::to_vec(&huge).unwrap(), "workflow_run", "run id exceeds the signed 64-bit range"),
-        (serde_json::to_vec(&no_repo).unwrap(), "workflow_run", "repository: required object is missing"),
-        (serde_json::to_vec(&bad_steps).unwrap(), "workflow_job", "workflow_job.steps: expected an array, got a string"),
-        (serde_json::to_vec(&good).unwrap(), "", "X-GitHub-Event: required header is missing"),
+        (
+            b"payload=%zz".to_vec(),
+            "workflow_run",
+            "payload: malformed form encoding",
+        ),
+        (
+            serde_json::to_vec(&missing_id).unwrap(),
+            "workflow_run",
+            "workflow_run.id: required field is missing",
+        ),
+        (
+            serde_json::to_vec(&string_id).unwrap(),
+            "workflow_run",
+            "workflow_run.id: expected an unsigned integer, got a string",
+        ),
+        (
+            serde_json::to_vec(&bad_time).unwrap(),
+            "workflow_run",
+            "workflow_run.created_at: not a time",
+        ),
+        (
+            serde_json::to_vec(&zero_attempt).unwrap(),
+            "workflow_run",
+            "workflow_run.run_attempt: expected an attempt from 1",
+        ),
+        (
+            serde_json::to_vec(&huge).unwrap(),
+            "workflow_run",
+            "run id exceeds the signed 64-bit range",
+        ),
+        (
+            serde_json::to_vec(&no_repo).unwrap(),
+            "workflow_run",
+            "repository: required object is missing",
+        ),
+        (
+            serde_json::to_vec(&bad_steps).unwrap(),
+            "workflow_job",
+            "workflow_job.steps: expected an array, got a string",
+        ),
+        (
+            serde_json::to_vec(&good).unwrap(),
+            "",
+            "X-GitHub-Event: required header is missing",
+        ),
     ];
     for (i, (body, event, want)) in cases.iter().enumerate() {
         let before_counts = counts(&db);
@@ -490,7 +623,11 @@ fn bad_deliveries_are_refused_and_change_nothing() {
         assert_eq!(snapshot(&db), before, "case {i} changed the store");
         let after_counts = counts(&db);
         let invalid = |c: &Vec<(String, u64)>| c.iter().find(|(k, _)| k == "invalid").map_or(0, |(_, n)| *n);
-        assert_eq!(invalid(&after_counts), invalid(&before_counts) + 1, "case {i} is counted");
+        assert_eq!(
+            invalid(&after_counts),
+            invalid(&before_counts) + 1,
+            "case {i} is counted"
+        );
     }
     // Form-encoded deliveries (the hook's other content type) decode to the same facts.
     let form = format!(
@@ -516,7 +653,10 @@ fn bad_deliveries_are_refused_and_change_nothing() {
         GithubOutcome::Ping { zen } => assert_eq!(zen.as_deref(), ping["zen"].as_str()),
         other => panic!("{other:?}"),
     }
-    assert_eq!(gh.send(&good, "push", "x").unwrap(), GithubOutcome::Ignored("push".into()));
+    assert_eq!(
+        gh.send(&good, "push", "x").unwrap(),
+        GithubOutcome::Ignored("push".into())
+    );
     assert_eq!(all_events(&db).len(), n);
     let c = counts(&db);
     for k in ["ping", "ignored"] {

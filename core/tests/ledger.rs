@@ -319,6 +319,7 @@ fn a_ledger_from_schema_2_upgrades_and_still_verifies() {
          DROP TABLE delivery_bodies;
          DROP TABLE sink_cursors;
          DROP TABLE compacted;
+         ALTER TABLE pipelines DROP COLUMN forge;
          DELETE FROM schema_migrations WHERE version >= 3;",
     )
     .unwrap();
@@ -331,6 +332,10 @@ fn a_ledger_from_schema_2_upgrades_and_still_verifies() {
     );
     let cols = block_on(db.query("SELECT name FROM pragma_table_info('events')", &[])).unwrap();
     assert!(!cols.iter().any(|r| r[0].as_str() == Some("body")));
+    // Pipelines projected before GitHub existed are GitLab's.
+    let forges = block_on(db.query("SELECT DISTINCT forge FROM pipelines", &[])).unwrap();
+    assert_eq!(forges.len(), 1);
+    assert_eq!(forges[0][0].as_str(), Some("gitlab"));
     let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
     assert!(
         matches!(

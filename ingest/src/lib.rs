@@ -168,14 +168,16 @@ async fn github(req: Request) -> Result<Response<String>, Refusal> {
         delivery_id: guid.as_deref(),
         received_at: &received_at,
     };
-    Ok(match ingest::record_github(&db, &delivery, &settings).await.map_err(failed)? {
-        GithubOutcome::Recorded(outcome) => answered(outcome),
-        GithubOutcome::Ping { zen } => json(StatusCode::OK, &json!({"status": "pong", "zen": zen})),
-        GithubOutcome::Ignored(event) => json(
-            StatusCode::ACCEPTED,
-            &json!({"status": "ignored", "reason": format!("{event} is not recorded")}),
-        ),
-    })
+    Ok(
+        match ingest::record_github(&db, &delivery, &settings).await.map_err(failed)? {
+            GithubOutcome::Recorded(outcome) => answered(outcome),
+            GithubOutcome::Ping { zen } => json(StatusCode::OK, &json!({"status": "pong", "zen": zen})),
+            GithubOutcome::Ignored(event) => json(
+                StatusCode::ACCEPTED,
+                &json!({"status": "ignored", "reason": format!("{event} is not recorded")}),
+            ),
+        },
+    )
 }
 
 /// GitLab audit-event streaming (Ultimate): `X-Gitlab-Event-Streaming-Token`, a JSON object

@@ -351,16 +351,14 @@ pub async fn inclusion(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
         ));
     };
     // The leaf is shown only to callers who may see the event.
-    if let (Some(scope), Some(body)) = (caller.scope(), &ev.body) {
-        let pid = body["project"]["id"].to_string();
-        let ppath = body["project"]["path"].as_str().unwrap_or("");
-        if !scope.iter().any(|p| *p == pid || p == ppath) {
-            return Ok(error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no event at seq {seq}"),
-            ));
-        }
+    if let (Some(scope), Some(body)) = (caller.scope(), &ev.body)
+        && !store::scope_covers(&scope, body)
+    {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no event at seq {seq}"),
+        ));
     }
     let proof = store::range_hashes(db, &merkle::inclusion_ranges(seq, size)).await?;
     let root = store::root_at(db, size).await?;

@@ -424,10 +424,13 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
     };
     let p = &summary["pipeline"];
     let t = &summary["triggered_by"];
+    let noun = if forge == "github" { "Workflow run" } else { "Pipeline" };
     let banner = if summary["deleted"].is_object() {
         let d = &summary["deleted"];
         format!(
-            "<div class=\"banner\" id=\"deleted-banner\">This pipeline no longer exists in GitLab; this is the retained record. Deleted by {} ({}) at {}.</div>",
+            "<div class=\"banner\" id=\"deleted-banner\">This {} no longer exists in {}; this is the retained record. Deleted by {} ({}) at {}.</div>",
+            noun.to_lowercase(),
+            forge_name(forge),
             actor_html(&d["actor"]),
             esc(&text(&d["attribution"])),
             esc(&when(&d["at"]))
@@ -437,7 +440,7 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
     };
     let project = text(&summary["project"]["path"]);
     let facts = format!(
-        "<dl class=\"facts\"><dt>Project</dt><dd><a href=\"/ui?project={}\">{}</a></dd><dt>Triggered by</dt><dd id=\"triggered-by\">{} <span class=\"muted\">({})</span></dd><dt>How</dt><dd>{} <span class=\"muted\">source {}</span></dd><dt>When</dt><dd>{}</dd><dt>Ref / commit</dt><dd class=\"mono\">{} {}</dd><dt>Status</dt><dd>{}</dd><dt>Variables (keys)</dt><dd class=\"mono\">{}</dd></dl>",
+        "<dl class=\"facts\"><dt>Project</dt><dd><a href=\"/ui?project={}\">{}</a></dd><dt>Triggered by</dt><dd id=\"triggered-by\">{} <span class=\"muted\">({})</span></dd><dt>How</dt><dd>{} <span class=\"muted\">source {}</span></dd><dt>When</dt><dd>{}</dd><dt>Ref / commit</dt><dd class=\"mono\">{} {}</dd><dt>Status</dt><dd id=\"status\">{}</dd>{}<dt>Variables (keys)</dt><dd class=\"mono\">{}</dd></dl>",
         enc(&project),
         esc(&project),
         actor_html(&t["actor"]),
@@ -448,6 +451,7 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
         esc(&text(&p["ref"])),
         esc(&text(&p["sha"])),
         esc(&text(&summary["status"])),
+        workflow_facts(p),
         summary["variables"]
             .as_array()
             .map(|vs| vs.iter().map(|v| esc(&text(&v["key"]))).collect::<Vec<_>>().join(", "))
@@ -486,7 +490,7 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
                 esc(&text(&j["name"])),
                 esc(&text(&j["stage"])),
                 esc(&text(&j["status"])),
-                esc(&text(&j["runner"]["description"])),
+                runner_html(j),
                 esc(&when(&j["started_at"])),
                 esc(&when(&j["finished_at"])),
                 [("retried by", &j["retried_by"]), ("played by", &j["played_by"])]
@@ -499,8 +503,8 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
         })
         .collect();
     let body = format!(
-        "{banner}<h1>Pipeline {} <span class=\"muted\">{}</span></h1>\
-         <div class=\"tools\"><a href=\"/api/v1/pipelines/{forge}/{}\">JSON</a><a href=\"/ui?pipeline={}\">Events</a><a href=\"/api/v1/export?format=csv&pipeline={}\">Export CSV</a></div>{facts}\
+        "{banner}<h1>{noun} {} <span class=\"muted\">{}</span></h1>\
+         <div class=\"tools\"><a href=\"/api/v1/pipelines/{forge}/{}\">JSON</a><a href=\"/ui?forge={forge}&pipeline={}\">Events</a><a href=\"/api/v1/export?format=csv&forge={forge}&pipeline={}\">Export CSV</a></div>{facts}\
          <h2>Who did what</h2><table id=\"who\"><thead><tr><th>What</th><th>Target</th><th>Who</th><th>Attribution</th><th>When (UTC)</th><th>Evidence</th></tr></thead><tbody>{who}</tbody></table>\
          <h2>Jobs</h2>{}\
          <table><thead><tr><th>Job</th><th>Name</th><th>Stage</th><th>Status</th><th>Runner</th><th>Started</th><th>Finished</th><th>Who</th></tr></thead><tbody>{job_rows}</tbody></table>\
@@ -514,8 +518,74 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
     );
     Ok(respond(
         StatusCode::OK,
-        page(&format!("Pipeline {}", text(&p["id"])), true, &body, false),
+        page(&format!("{noun} {}", text(&p["id"])), true, &body, false),
     ))
+}
+
+fn forge_name(forge: &str) -> &'static str {
+    if forge == "github" { "GitHub" } else { "GitLab" }
+}
+
+/// What a GitHub run adds to the facts: its workflow file, number, attempt, conclusion.
+fn workflow_facts(p: &Value) -> String {
+    let mut out = String::new();
+    if p["workflow_path"].is_string() {
+        out.push_str(&format!(
+            "<dt>Workflow</dt><dd class=\"mono\" id=\"workflow\">{}</dd>",
+            esc(&text(&p["workflow_path"]))
+        ));
+    }
+    if p["run_number"].is_u64() || p["run_attempt"].is_u64() {
+        out.push_str(&format!(
+            "<dt>Run</dt><dd id=\"run\">#{} <span class=\"muted\">attempt {}</span></dd>",
+            esc(&text(&p["run_number"])),
+            esc(&text(&p["run_attempt"]))
+        ));
+    }
+    if p["conclusion"].is_string() {
+        out.push_str(&format!(
+            "<dt>Conclusion</dt><dd id=\"conclusion\">{}</dd>",
+            esc(&text(&p["conclusion"]))
+        ));
+    }
+    out
+}
+
+/// A job's runner: its name, its group (GitHub) and the labels the job asked for.
+fn runner_html(j: &Value) -> String {
+    let mut out = esc(&text(&j["runner"]["description"]));
+    if let Some(g) = j["runner"]["group_name"].as_str() {
+        out.push_str(&format!(" <span class=\"muted\">in {}</span>", esc(g)));
+    }
+    if let Some(labels) = j["labels"].as_array().filter(|l| !l.is_empty()) {
+        let labels: Vec<String> = labels.iter().map(|l| esc(&text(l))).collect();
+        out.push_str(&format!(" <span class=\"mono muted\">[{}]</span>", labels.join(", ")));
+    }
+    out
+}
+
+/// A GitHub job's steps and how each ended.
+fn steps_html(j: &Value) -> String {
+    let Some(steps) = j["steps"].as_array().filter(|s| !s.is_empty()) else {
+        return String::new();
+    };
+    let rows: String = steps
+        .iter()
+        .map(|s| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td></tr>",
+                esc(&text(&s["number"])),
+                esc(&text(&s["name"])),
+                esc(&text(&s["status"])),
+                esc(&text(&s["conclusion"])),
+                esc(&when(&s["started_at"])),
+                esc(&when(&s["completed_at"])),
+            )
+        })
+        .collect();
+    format!(
+        "<h2>Steps</h2><table id=\"steps\"><thead><tr><th>#</th><th>Step</th><th>Status</th><th>Conclusion</th><th>Started</th><th>Completed</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 }
 
 /// The job page: its events and what the last of them says about it.
@@ -537,20 +607,21 @@ pub async fn job(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
     let mut newest_first = events.clone();
     newest_first.reverse();
     let body = format!(
-        "<h1>Job {id} <span class=\"muted\">{}</span></h1><div class=\"tools\"><a href=\"/api/v1/events?job={id}\">JSON</a>{}</div>\
-         <dl class=\"facts\"><dt>Stage</dt><dd>{}</dd><dt>Status</dt><dd>{}</dd><dt>Runner</dt><dd>{} <span class=\"muted\">#{} {}</span></dd><dt>Started</dt><dd>{}</dd><dt>Finished</dt><dd>{}</dd><dt>Project</dt><dd>{}</dd></dl><h2>Events</h2>{}",
+        "<h1>Job {id} <span class=\"muted\">{}</span></h1><div class=\"tools\"><a href=\"/api/v1/events?forge={forge}&job={id}\">JSON</a>{}</div>\
+         <dl class=\"facts\"><dt>Stage</dt><dd>{}</dd><dt>Status</dt><dd>{}</dd><dt>Runner</dt><dd>{} <span class=\"muted\">#{} {}</span></dd><dt>Started</dt><dd>{}</dd><dt>Finished</dt><dd>{}</dd><dt>Project</dt><dd>{}</dd></dl>{}<h2>Events</h2>{}",
         esc(&text(&j["name"])),
         pipeline
             .map(|p| format!("<a href=\"/ui/pipelines/{forge}/{p}\">Pipeline {p}</a>"))
             .unwrap_or_default(),
         esc(&text(&j["stage"])),
         esc(&text(&j["status"])),
-        esc(&text(&j["runner"]["description"])),
+        runner_html(j),
         esc(&text(&j["runner"]["id"])),
         esc(&text(&j["runner"]["type"])),
         esc(&when(&j["started_at"])),
         esc(&when(&j["finished_at"])),
         esc(&text(&last["project"]["path"])),
+        steps_html(j),
         table(&newest_first, None),
     );
     Ok(respond(StatusCode::OK, page(&format!("Job {id}"), true, &body, false)))

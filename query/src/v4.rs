@@ -28,8 +28,16 @@ fn not_found() -> Response<String> {
 fn narrow(filter: &mut EventFilter, entity: &Entity, caller: &Caller) {
     match entity {
         Entity::Instance => {}
-        Entity::Project(p) => filter.project = Some(p.clone()),
-        Entity::Group(g) => filter.group = Some(g.clone()),
+        // A GitLab project or group is GitLab's: a GitHub repository with the same id or
+        // path is another thing (it is listed at the instance level, as its own entity).
+        Entity::Project(p) => {
+            filter.project = Some(p.clone());
+            filter.forge = Some("gitlab".into());
+        }
+        Entity::Group(g) => {
+            filter.group = Some(g.clone());
+            filter.forge = Some("gitlab".into());
+        }
     }
     filter.scope = caller.scope();
 }

@@ -33,7 +33,7 @@ fn verifier(app_base: &str) -> pipetrail_core::note::NoteVerifier {
 
 #[test]
 fn the_components_run_on_postgresql() {
-    let (app, db) = App::start_on_postgres("components", &[]);
+    let (app, db) = App::start_on_postgres("components", &[("github_webhook_secret", "gh-pg")]);
     let health = app.get("/healthz", None).json();
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(
@@ -50,6 +50,36 @@ fn the_components_run_on_postgresql() {
         let r = app.hook(event, Some(&format!("pg{i}")), &fixture_bytes(name));
         assert_eq!(r.status, 200, "{}", r.text);
     }
+    // A GitHub run beside them: its projection row says which forge it belongs to.
+    let run = br#"{"action":"completed","workflow_run":{"id":9001,"status":"completed","conclusion":"success","run_attempt":1,"event":"push","head_branch":"main","actor":{"login":"octocat","id":1}},"repository":{"id":31,"full_name":"octo-org/octo-repo","html_url":"https://github.com/octo-org/octo-repo"}}"#;
+    let signature = format!(
+        "sha256={}",
+        pipetrail_core::encoding::hex(&pipetrail_core::encoding::hmac_sha256(b"gh-pg", run))
+    );
+    let r = app.post(
+        "/hooks/github",
+        &[
+            ("X-GitHub-Event", "workflow_run"),
+            ("X-GitHub-Delivery", "pg-gh"),
+            ("X-Hub-Signature-256", &signature),
+        ],
+        run,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT COUNT(*) FROM pipelines WHERE forge = 'github' AND pipeline_id = 9001"
+        ),
+        1
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT COUNT(*) FROM pipelines WHERE forge = 'gitlab' AND pipeline_id = 31"
+        ),
+        1
+    );
     let stored = rows(&db, "SELECT COUNT(*) FROM events");
     assert!(stored > 15, "{stored}");
     // A repeat is a duplicate; a bad secret is refused; neither changes the ledger.
