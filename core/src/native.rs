@@ -31,6 +31,11 @@ impl Sql for NativeDb {
     async fn query(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
         let err = |e: rusqlite::Error| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DiskFull) => DbError::Full(e.to_string()),
+            Some(rusqlite::ErrorCode::ReadOnly) => DbError::ReadOnly(e.to_string()),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                DbError::Busy(e.to_string())
+            }
+            Some(rusqlite::ErrorCode::SystemIoFailure) => DbError::Io(e.to_string()),
             _ => DbError::Other(e.to_string()),
         };
         let mut stmt = self.0.prepare(sql).map_err(err)?;

@@ -10,7 +10,8 @@ use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::sql::{
-    DbError, Dialect, PG_BEGIN_WRITER, Row, Sql, Val, numbered_placeholders, pg_code_is_full, returns_rows,
+    DbError, Dialect, PG_BEGIN_WRITER, Row, Sql, Val, numbered_placeholders, pg_code_is_busy, pg_code_is_full,
+    returns_rows,
 };
 
 pub struct PgDb {
@@ -21,6 +22,7 @@ pub struct PgDb {
 fn db_err(e: postgres::Error) -> DbError {
     match e.as_db_error() {
         Some(d) if pg_code_is_full(d.code().code()) => DbError::Full(format!("{}: {}", d.code().code(), d.message())),
+        Some(d) if pg_code_is_busy(d.code().code()) => DbError::Busy(format!("{}: {}", d.code().code(), d.message())),
         Some(d) => DbError::Other(format!("{}: {}", d.code().code(), d.message())),
         None => DbError::Other(e.to_string()),
     }

@@ -60,6 +60,13 @@ pub type Row = Vec<Val>;
 pub enum DbError {
     /// The database or its disk is full: the caller answers 503 and may retry later.
     Full(String),
+    /// The database's filesystem takes no writes: 503, retry later, as for `Full`.
+    ReadOnly(String),
+    /// The writer's lock was not had in time (a burst of deliveries): 503, retry soon.
+    Busy(String),
+    /// The disk failed a read or write (SQLite's "disk I/O error"; on a full disk a new
+    /// connection cannot even size its shared-memory file): 503, retry later.
+    Io(String),
     Other(String),
 }
 
@@ -67,6 +74,9 @@ impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DbError::Full(m) => write!(f, "database full: {m}"),
+            DbError::ReadOnly(m) => write!(f, "database read-only: {m}"),
+            DbError::Busy(m) => write!(f, "database busy: {m}"),
+            DbError::Io(m) => write!(f, "database I/O error: {m}"),
             DbError::Other(m) => write!(f, "database error: {m}"),
         }
     }
@@ -104,6 +114,12 @@ pub async fn sqlite_changes<S: Sql + ?Sized>(db: &S) -> Result<u64, DbError> {
 /// answers 503 and may retry, as for a full SQLite database.
 pub fn pg_code_is_full(code: &str) -> bool {
     matches!(code, "53100" | "53200")
+}
+
+/// PostgreSQL error codes that mean "not now": a lock or statement timeout, a serialization
+/// failure or deadlock, too many connections. The caller answers 503 and may retry soon.
+pub fn pg_code_is_busy(code: &str) -> bool {
+    matches!(code, "55P03" | "57014" | "40001" | "40P01" | "53300")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,6 +44,9 @@ fn db_error(e: sqlite::Error) -> DbError {
     match e {
         sqlite::Error::DatabaseFull => DbError::Full("the database is full".into()),
         sqlite::Error::Io(m) if m.contains("full") => DbError::Full(m),
+        sqlite::Error::Io(m) if m.contains("readonly") || m.contains("read-only") => DbError::ReadOnly(m),
+        sqlite::Error::Io(m) if m.contains("database is locked") || m.contains("database is busy") => DbError::Busy(m),
+        sqlite::Error::Io(m) if m.contains("disk I/O error") => DbError::Io(m),
         sqlite::Error::Io(m) => DbError::Other(m),
         other => DbError::Other(format!("{other:?}")),
     }
@@ -56,6 +59,11 @@ fn pg_error(e: impl Into<spin_sdk::pg::Error>) -> DbError {
             if pipetrail_core::sql::pg_code_is_full(&d.code) =>
         {
             DbError::Full(format!("{}: {}", d.code, d.message))
+        }
+        Error::PgError(PgError::QueryFailed(QueryError::DbError(d)))
+            if pipetrail_core::sql::pg_code_is_busy(&d.code) =>
+        {
+            DbError::Busy(format!("{}: {}", d.code, d.message))
         }
         Error::PgError(PgError::QueryFailed(QueryError::DbError(d))) => {
             DbError::Other(format!("{}: {}", d.code, d.message))
@@ -349,11 +357,32 @@ pub fn error(status: StatusCode, code: &str, message: impl AsRef<str>) -> Respon
 
 pub fn db_failure(e: &DbError) -> Response<String> {
     match e {
-        DbError::Full(_) => error(
+        DbError::Full(_) => retry_later(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_full",
             "storage is full; nothing was recorded, retry later",
-        ),
+        )),
+        DbError::Busy(_) => retry_soon(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_busy",
+            "storage is busy with other writes; nothing was recorded, retry shortly",
+        )),
+        DbError::Io(m) => {
+            eprintln!("pipetrail: database I/O error: {m}");
+            retry_later(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_io_error",
+                "storage failed to read or write (is the disk full?); nothing was recorded, retry later",
+            ))
+        }
+        DbError::ReadOnly(m) => {
+            eprintln!("pipetrail: database is read-only: {m}");
+            retry_later(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_read_only",
+                "storage takes no writes (read-only); nothing was recorded, retry later",
+            ))
+        }
         DbError::Other(m) => {
             eprintln!("pipetrail: database error: {m}");
             error(
@@ -363,6 +392,26 @@ pub fn db_failure(e: &DbError) -> Response<String> {
             )
         }
     }
+}
+
+/// Seconds a client is asked to wait before it retries a delivery refused for want of
+/// storage: long enough for an operator's alert to fire, short enough that GitLab's own
+/// retry (if any) lands after it.
+const RETRY_AFTER_SECS: &str = "30";
+
+fn retry_later(r: Response<String>) -> Response<String> {
+    with_retry_after(r, RETRY_AFTER_SECS)
+}
+
+/// A busy writer's lock frees in milliseconds: ask for a retry in a second.
+fn retry_soon(r: Response<String>) -> Response<String> {
+    with_retry_after(r, "1")
+}
+
+fn with_retry_after(mut r: Response<String>, secs: &'static str) -> Response<String> {
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static(secs));
+    r
 }
 
 /// The ledger's signing key: the `signing_key` variable, else a key generated once and
