@@ -21,10 +21,17 @@ pub fn hook_from_api(pipeline: &Value, jobs: &[Value]) -> Result<Vec<u8>, ParseE
         .split_once("://")
         .and_then(|(_, rest)| rest.split_once('/'))
         .map(|(_, path)| path.to_string());
-    let project_id = p
-        .get("project_id")
-        .cloned()
-        .ok_or_else(|| ParseError("pipeline.project_id: required field is missing".into()))?;
+    // Fields the hook needs are named as the API names them (a fuzzer found `status`
+    // missing reported as `object_attributes.status`).
+    let required = |name: &str| {
+        p.get(name)
+            .filter(|v| !v.is_null())
+            .cloned()
+            .ok_or_else(|| ParseError(format!("pipeline.{name}: required field is missing")))
+    };
+    let project_id = required("project_id")?;
+    required("id")?;
+    required("status")?;
     let builds: Vec<Value> = jobs
         .iter()
         .map(|j| {

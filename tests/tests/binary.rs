@@ -268,3 +268,260 @@ fn a_bad_variable_is_named_on_healthz_and_in_the_log() {
     }
     assert!(!log.contains(SINK_TOKEN) && !health.text.contains(SINK_TOKEN) && !tick.text.contains(SINK_TOKEN));
 }
+
+/// One sentinel, planted wherever a secret can enter: a pipeline variable's value, a GitLab
+/// audit event's details, a Rails log line's parameters, and every credential header of
+/// every route (right name, wrong value). Then everything runs: ingest, the scheduler,
+/// an HTTP sink, exports, the UI, the GitLab-compatible API and error answers. The sentinel
+/// is nowhere: not in any response, the sink's input, the host's logs or the data directory.
+/// (pipetrail has one log level; nothing it logs carries a header, a body or a value.)
+#[test]
+fn a_planted_secret_surfaces_nowhere() {
+    const SENTINEL: &str = "SENTINEL-planted-c0ffee-51";
+    const LOG_TOKEN: &str = "log-shipper-token-77";
+    const STREAM_TOKEN: &str = "stream-token-88";
+    let dir = temp_dir("bin-sentinel");
+    let (sink_url, sink_rx) = receiver(200);
+    let manifest = manifest_allowing(
+        "bin-sentinel",
+        &[&sink_url, "redis://127.0.0.1:6379", "mqtt://127.0.0.1:1883"],
+    );
+    let run = std::process::id();
+    let (key_prefix, topic) = (
+        format!("pipetrail-sentinel:{run}:"),
+        format!("pipetrail-sentinel/{run}/"),
+    );
+    let sinks = serde_json::json!([
+        {"name": "siem", "kind": "http", "url": format!("{sink_url}/in"), "format": "splunk_hec"},
+        {"name": "raw", "kind": "http", "url": format!("{sink_url}/raw")},
+        {"name": "redis", "kind": "redis", "address": "redis://127.0.0.1:6379", "key_prefix": key_prefix},
+        {"name": "mqtt", "kind": "mqtt", "address": "mqtt://127.0.0.1:1883", "topic_prefix": topic},
+    ])
+    .to_string();
+    let host = spawn_host(
+        &dir,
+        Some(&manifest),
+        &[
+            ("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", HOOK_SECRET),
+            ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("SPIN_VARIABLE_GITLAB_LOG_TOKENS", LOG_TOKEN),
+            ("SPIN_VARIABLE_GITLAB_AUDIT_STREAM_TOKENS", STREAM_TOKEN),
+            ("SPIN_VARIABLE_GITHUB_WEBHOOK_SECRET", "gh-secret"),
+            ("SPIN_VARIABLE_SINKS", &sinks),
+            ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "0"),
+        ],
+    );
+    let app = App {
+        base: host.base.clone(),
+        dir: dir.join("state"),
+    };
+    let mut seen = String::new();
+    let mut keep = |r: Resp| -> Resp {
+        seen.push_str(&r.text);
+        for (k, v) in &r.headers {
+            seen.push_str(&format!("\n{k}: {v}"));
+        }
+        r
+    };
+    // A pipeline variable's value.
+    let mut hook = fixture("pipeline_hook_go-gitlab.json");
+    hook["object_attributes"]["variables"][0]["value"] = serde_json::json!(SENTINEL);
+    let r = keep(app.post(
+        "/hooks/gitlab",
+        &[("X-Gitlab-Token", HOOK_SECRET), ("X-Gitlab-Event", "Pipeline Hook")],
+        &serde_json::to_vec(&hook).unwrap(),
+    ));
+    assert_eq!(r.status, 200, "{}", r.text);
+    // An audit event whose details carry a variable's old and new values.
+    let audit = serde_json::json!({
+        "id": "9f1c0000-0000-4000-8000-000000000001", "author_id": 3, "author_name": "Carol",
+        "entity_id": 1, "entity_type": "Project", "entity_path": "gitlab-org/gitlab-test",
+        "event_type": "ci_variable_updated", "created_at": "2026-11-20T10:00:00.000Z",
+        "details": {"author_name": "Carol", "target_details": "DEPLOY_TOKEN", "from": SENTINEL, "to": SENTINEL, "custom_message": "Changed variable"},
+    });
+    let r = keep(app.post(
+        "/hooks/gitlab/audit",
+        &[("X-Gitlab-Event-Streaming-Token", STREAM_TOKEN)],
+        audit.to_string().as_bytes(),
+    ));
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A Rails log line of a manual job played with a variable.
+    let line = serde_json::json!({
+        "time": "2026-11-20T10:00:00Z", "severity": "INFO", "status": 201, "method": "POST",
+        "path": "/api/v4/projects/1/jobs/379/play", "route": "/api/:version/projects/:id/jobs/:job_id/play",
+        "params": [{"key": "job_variables_attributes", "value": [{"key": "DEPLOY_TOKEN", "value": SENTINEL}]}],
+        "remote_ip": "10.0.0.9", "user_id": 3, "username": "carol", "correlation_id": "c-sentinel",
+    });
+    let r = keep(app.post(
+        "/ingest/gitlab-logs?instance=192.168.64.1:3005",
+        &[("Authorization", &format!("Bearer {LOG_TOKEN}"))],
+        format!("{line}\n").as_bytes(),
+    ));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["recorded"], 1, "the play was recorded: {}", r.text);
+    // The sentinel as every credential, on every route that takes one.
+    let bearer = format!("Bearer {SENTINEL}");
+    let signature = format!("sha256={SENTINEL}");
+    let cookie = format!("pipetrail_token={SENTINEL}");
+    for route in pipetrail_core::routes::ROUTES.iter().filter(|r| !r.path.contains('{')) {
+        for header in [
+            ("Authorization", bearer.as_str()),
+            ("PRIVATE-TOKEN", SENTINEL),
+            ("Cookie", cookie.as_str()),
+            ("X-Gitlab-Token", SENTINEL),
+            ("X-Gitlab-Event-Streaming-Token", SENTINEL),
+            ("X-Hub-Signature-256", signature.as_str()),
+        ] {
+            let r = match route.method {
+                "GET" => app.get_with(route.path, &[header]),
+                _ => app.post(
+                    route.path,
+                    &[
+                        header,
+                        ("X-Gitlab-Event", "Pipeline Hook"),
+                        ("X-GitHub-Event", "workflow_run"),
+                    ],
+                    b"{}",
+                ),
+            };
+            assert!(
+                r.status != 200 || route.auth == pipetrail_core::routes::Auth::None,
+                "{} {} took {header:?}",
+                route.method,
+                route.path
+            );
+            keep(r);
+        }
+    }
+    // Everything that reads or moves the record; an MQTT subscriber listens first.
+    let admin = [("Authorization", format!("Bearer {ADMIN_TOKEN}"))];
+    let admin: Vec<(&str, &str)> = admin.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let total = app.events("", ADMIN_TOKEN).len();
+    let mqtt = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "1883",
+            "-q",
+            "1",
+            "-v",
+            "-t",
+            &format!("{topic}#"),
+        ])
+        .args(["-C", &total.to_string(), "-W", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (apt: mosquitto-clients) runs");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for path in ["/admin/tick", "/admin/deliver", "/admin/verify"] {
+        assert_eq!(keep(app.post(path, &admin, b"")).status, 200, "{path}");
+    }
+    for path in [
+        "/api/v1/events?limit=1000",
+        "/api/v1/pipelines/gitlab/31",
+        "/api/v1/export?format=csv",
+        "/api/v1/export?format=jsonl",
+        "/api/v1/export?format=bundle",
+        "/api/v1/stats",
+        "/api/v1/ledger",
+        "/api/v4/audit_events?per_page=100",
+        "/api/v4/projects/1/audit_events?per_page=100",
+        "/ui",
+        "/ui/pipelines/gitlab/31",
+        "/ui/jobs/gitlab/379",
+        "/ui/actors/carol",
+        "/ui/ledger",
+        "/healthz",
+        "/api/v1/events?project=%ZZ",
+        "/api/v1/nope",
+    ] {
+        keep(app.get_with(path, &admin));
+    }
+    let mut sunk = String::new();
+    while let Ok(body) = sink_rx.try_recv() {
+        sunk.push_str(&body);
+    }
+    assert!(sunk.contains("job.played"), "the HTTP sinks carried the events");
+    let mqtt = mqtt.wait_with_output().unwrap();
+    let mqtt = String::from_utf8_lossy(&mqtt.stdout).to_string();
+    assert_eq!(mqtt.lines().count(), total, "the MQTT sink carried every event");
+    sunk.push_str(&mqtt);
+    let redis = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", "6379"])
+            .args(args)
+            .output()
+            .expect("redis-cli (apt: redis-tools) runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let keys = redis(&["--scan", "--pattern", &format!("{key_prefix}*")]);
+    let mut in_redis = 0;
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        in_redis += redis(&["XLEN", key]).trim().parse::<usize>().unwrap_or(0);
+        sunk.push_str(&redis(&["XRANGE", key, "-", "+"]));
+        redis(&["DEL", key]);
+    }
+    assert_eq!(in_redis, total, "the Redis sink carried every event");
+    drop(host);
+    let mut logs = std::fs::read_to_string(dir.join("host.log")).unwrap();
+    logs.push_str(&std::fs::read_to_string(dir.join("host.out")).unwrap());
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(dir.join("state")).unwrap() {
+        std::fs::File::open(entry.unwrap().path())
+            .unwrap()
+            .read_to_end(&mut stored)
+            .unwrap();
+    }
+    assert!(
+        seen.contains("DEPLOY_TOKEN") || sunk.contains("NESTOR_PROD_ENVIRONMENT"),
+        "keys are kept"
+    );
+    for (place, text) in [
+        ("responses", seen.as_bytes()),
+        ("sinks' output", sunk.as_bytes()),
+        ("logs", logs.as_bytes()),
+        ("data directory", &stored[..]),
+    ] {
+        assert!(
+            !text.windows(SENTINEL.len()).any(|w| w == SENTINEL.as_bytes()),
+            "the sentinel is in the {place}"
+        );
+    }
+}
+
+/// Every variable that holds a credential (a secret, token, key, a URL that may carry a
+/// password, the sinks with their tokens) is declared `secret = true` in spin.toml, so Spin
+/// keeps it out of its own logs and listings.
+#[test]
+fn credential_variables_are_declared_secret() {
+    let manifest: toml::Table = toml::from_str(&std::fs::read_to_string(root().join("spin.toml")).unwrap()).unwrap();
+    let vars = manifest["variables"].as_table().unwrap();
+    let holds_credential = |name: &str| {
+        ["secret", "token", "key", "database_url", "sinks"]
+            .iter()
+            .any(|w| name.contains(w))
+    };
+    let mut credentials = Vec::new();
+    for (name, decl) in vars {
+        if holds_credential(name) {
+            assert_eq!(
+                decl.get("secret").and_then(|s| s.as_bool()),
+                Some(true),
+                "{name} is not secret = true"
+            );
+            credentials.push(name.as_str());
+        }
+    }
+    for name in [
+        "admin_token",
+        "gitlab_webhook_secret",
+        "github_webhook_secret",
+        "signing_key",
+        "database_url",
+        "sinks",
+        "gitlab_api_token",
+    ] {
+        assert!(credentials.contains(&name), "{name} is declared");
+    }
+}
