@@ -23,15 +23,15 @@ pub fn hook_from_api(pipeline: &Value, jobs: &[Value]) -> Result<Vec<u8>, ParseE
         .map(|(_, path)| path.to_string());
     // Fields the hook needs are named as the API names them (a fuzzer found `status`
     // missing reported as `object_attributes.status`).
-    let required = |name: &str| {
-        p.get(name)
-            .filter(|v| !v.is_null())
-            .cloned()
-            .ok_or_else(|| ParseError(format!("pipeline.{name}: required field is missing")))
+    let required = |name: &str, fits: fn(&Value) -> bool, expected: &str| match p.get(name) {
+        None | Some(Value::Null) => Err(ParseError(format!("pipeline.{name}: required field is missing"))),
+        Some(v) if fits(v) => Ok(v.clone()),
+        Some(v) => Err(ParseError(format!("pipeline.{name}: expected {expected}, got {v}"))),
     };
-    let project_id = required("project_id")?;
-    required("id")?;
-    required("status")?;
+    let id_like = |v: &Value| v.as_u64().is_some();
+    let project_id = required("project_id", id_like, "an unsigned integer")?;
+    required("id", id_like, "an unsigned integer")?;
+    required("status", Value::is_string, "a string")?;
     let builds: Vec<Value> = jobs
         .iter()
         .map(|j| {

@@ -23,6 +23,20 @@ fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Running {
     spawn_host(dir, None, &env)
 }
 
+/// A stopped host's logs (stderr and stdout) and every byte of its data directory.
+fn logs_and_files(dir: &std::path::Path) -> (String, Vec<u8>) {
+    let mut logs = std::fs::read_to_string(dir.join("host.log")).unwrap();
+    logs.push_str(&std::fs::read_to_string(dir.join("host.out")).unwrap());
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(dir.join("state")).unwrap() {
+        std::fs::File::open(entry.unwrap().path())
+            .unwrap()
+            .read_to_end(&mut stored)
+            .unwrap();
+    }
+    (logs, stored)
+}
+
 /// `pipetrail keygen --origin audit.example.com/pipetrail --out <file>`.
 fn keygen(out: &std::path::Path) -> std::process::Output {
     Command::new(cli())
@@ -128,15 +142,7 @@ fn secrets_never_reach_logs_or_storage_and_the_tools_work() {
     assert_eq!(again.status.code(), Some(2));
 
     drop(host);
-    let mut logs = std::fs::read_to_string(dir.join("host.log")).unwrap();
-    logs.push_str(&std::fs::read_to_string(dir.join("host.out")).unwrap());
-    let mut stored = Vec::new();
-    for entry in std::fs::read_dir(dir.join("state")).unwrap() {
-        std::fs::File::open(entry.unwrap().path())
-            .unwrap()
-            .read_to_end(&mut stored)
-            .unwrap();
-    }
+    let (logs, stored) = logs_and_files(&dir);
     for secret in [VAR_VALUE, HOOK_SECRET, ADMIN_TOKEN, WRONG, token.as_str()] {
         assert!(!logs.contains(secret), "{secret} in the logs");
         assert!(
@@ -397,23 +403,7 @@ fn a_planted_secret_surfaces_nowhere() {
     let admin = [("Authorization", format!("Bearer {ADMIN_TOKEN}"))];
     let admin: Vec<(&str, &str)> = admin.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let total = app.events("", ADMIN_TOKEN).len();
-    let mqtt = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "1883",
-            "-q",
-            "1",
-            "-v",
-            "-t",
-            &format!("{topic}#"),
-        ])
-        .args(["-C", &total.to_string(), "-W", "30"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub (apt: mosquitto-clients) runs");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mqtt = mqtt_subscriber(&format!("{topic}#"), total);
     for path in ["/admin/tick", "/admin/deliver", "/admin/verify"] {
         assert_eq!(keep(app.post(path, &admin, b"")).status, 200, "{path}");
     }
@@ -447,32 +437,16 @@ fn a_planted_secret_surfaces_nowhere() {
     let mqtt = String::from_utf8_lossy(&mqtt.stdout).to_string();
     assert_eq!(mqtt.lines().count(), total, "the MQTT sink carried every event");
     sunk.push_str(&mqtt);
-    let redis = |args: &[&str]| {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", "6379"])
-            .args(args)
-            .output()
-            .expect("redis-cli (apt: redis-tools) runs");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    let keys = redis(&["--scan", "--pattern", &format!("{key_prefix}*")]);
+    let keys = redis_cli(&["--scan", "--pattern", &format!("{key_prefix}*")]);
     let mut in_redis = 0;
     for key in keys.lines().filter(|k| !k.is_empty()) {
-        in_redis += redis(&["XLEN", key]).trim().parse::<usize>().unwrap_or(0);
-        sunk.push_str(&redis(&["XRANGE", key, "-", "+"]));
-        redis(&["DEL", key]);
+        in_redis += redis_cli(&["XLEN", key]).trim().parse::<usize>().unwrap_or(0);
+        sunk.push_str(&redis_cli(&["XRANGE", key, "-", "+"]));
+        redis_cli(&["DEL", key]);
     }
     assert_eq!(in_redis, total, "the Redis sink carried every event");
     drop(host);
-    let mut logs = std::fs::read_to_string(dir.join("host.log")).unwrap();
-    logs.push_str(&std::fs::read_to_string(dir.join("host.out")).unwrap());
-    let mut stored = Vec::new();
-    for entry in std::fs::read_dir(dir.join("state")).unwrap() {
-        std::fs::File::open(entry.unwrap().path())
-            .unwrap()
-            .read_to_end(&mut stored)
-            .unwrap();
-    }
+    let (logs, stored) = logs_and_files(&dir);
     assert!(
         seen.contains("DEPLOY_TOKEN") || sunk.contains("NESTOR_PROD_ENVIRONMENT"),
         "keys are kept"

@@ -43,6 +43,19 @@ fn post(agent: &ureq::Agent, base: &str, d: &generate::Delivery) -> Option<u16> 
         .map(|r| r.status().as_u16())
 }
 
+/// Posts one generated webhook delivery and keeps the whole answer.
+fn deliver(app: &App, d: &generate::Delivery) -> Resp {
+    app.post(
+        d.kind.path(),
+        &[
+            ("X-Gitlab-Token", SECRET),
+            ("X-Gitlab-Event", d.kind.event_header().unwrap_or_default()),
+            ("X-Gitlab-Event-UUID", &d.id),
+        ],
+        &d.body,
+    )
+}
+
 /// A small deterministic generator for kill moments (xorshift64*).
 struct Rng(u64);
 
@@ -336,15 +349,7 @@ fn a_full_or_read_only_disk_refuses_cleanly_and_ingest_recovers() {
     let mut refused = Vec::new();
     let mut taken = Vec::new();
     for d in &hooks[5..25] {
-        let r = app.post(
-            d.kind.path(),
-            &[
-                ("X-Gitlab-Token", SECRET),
-                ("X-Gitlab-Event", d.kind.event_header().unwrap()),
-                ("X-Gitlab-Event-UUID", &d.id),
-            ],
-            &d.body,
-        );
+        let r = deliver(&app, d);
         match r.status {
             503 => {
                 // A full disk shows as SQLite's "full" or, when a new connection cannot size
@@ -404,15 +409,7 @@ fn a_full_or_read_only_disk_refuses_cleanly_and_ingest_recovers() {
     let before = app.snapshot();
     mount.remount("ro");
     for d in &hooks[25..30] {
-        let r = app.post(
-            d.kind.path(),
-            &[
-                ("X-Gitlab-Token", SECRET),
-                ("X-Gitlab-Event", d.kind.event_header().unwrap()),
-                ("X-Gitlab-Event-UUID", &d.id),
-            ],
-            &d.body,
-        );
+        let r = deliver(&app, d);
         assert_eq!(r.status, 503, "{}", r.text);
         assert_eq!(r.json()["error"], "storage_read_only", "{}", r.text);
         assert!(r.header("retry-after").is_some());
@@ -527,15 +524,7 @@ fn a_burst_far_above_the_sustained_rate_loses_nothing_and_memory_stays_bounded()
     let before = rows(&db, "SELECT COUNT(*) FROM deliveries");
     let late = generate::traffic(14, 0..1, Mix::default());
     let d = late.iter().find(|d| d.kind == Kind::PipelineHook).unwrap();
-    let r = app.post(
-        d.kind.path(),
-        &[
-            ("X-Gitlab-Token", SECRET),
-            ("X-Gitlab-Event", "Pipeline Hook"),
-            ("X-Gitlab-Event-UUID", &d.id),
-        ],
-        &d.body,
-    );
+    let r = deliver(&app, d);
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.json()["error"], "storage_busy");
     assert_eq!(r.header("retry-after"), Some("1"));

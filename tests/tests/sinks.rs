@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pipetrail_core::encoding::{hex, hmac_sha256};
 use serde_json::{Value, json};
-use support::{ADMIN, App, fixture_bytes};
+use support::{ADMIN, App, fixture_bytes, mqtt_subscriber, redis_cli};
 
 /// An HTTP receiver that records each request (headers, body), answers `status`, and
 /// takes `delay` per request (a slow SIEM).
@@ -144,15 +144,6 @@ fn fill_more(app: &App) {
     );
 }
 
-fn redis(args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", "6379"])
-        .args(args)
-        .output()
-        .expect("redis-cli (apt: redis-tools) runs");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 #[test]
 fn redis_and_mqtt_sinks_reach_the_real_servers() {
     let run = std::process::id();
@@ -175,23 +166,7 @@ fn redis_and_mqtt_sinks_reach_the_real_servers() {
         .filter(|e| e["action"].as_str().unwrap().starts_with("pipeline."))
         .count();
     // A subscriber before the delivery (QoS 1 messages are not retained).
-    let sub = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "1883",
-            "-q",
-            "1",
-            "-v",
-            "-t",
-            &format!("{topic}#"),
-        ])
-        .args(["-C", &pipeline_events.to_string(), "-W", "30"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub (apt: mosquitto-clients) runs");
-    std::thread::sleep(Duration::from_millis(500));
+    let sub = mqtt_subscriber(&format!("{topic}#"), pipeline_events);
     let v = admin(&app, "/admin/deliver");
     assert_eq!(v["sinks"][0]["events"], events.len(), "{v}");
     assert_eq!(v["sinks"][1]["events"], pipeline_events, "{v}");
@@ -205,13 +180,13 @@ fn redis_and_mqtt_sinks_reach_the_real_servers() {
         "job.status_changed",
     ] {
         let key = format!("{prefix}{action}");
-        let n: usize = redis(&["XLEN", &key]).trim().parse().unwrap();
+        let n: usize = redis_cli(&["XLEN", &key]).trim().parse().unwrap();
         let want = events.iter().filter(|e| e["action"] == action).count();
         assert_eq!(n, want, "{key}");
         stored += n;
     }
     let first = events.iter().find(|e| e["action"] == "pipeline.created").unwrap();
-    let entry = redis(&["XRANGE", &format!("{prefix}pipeline.created"), "-", "+", "COUNT", "1"]);
+    let entry = redis_cli(&["XRANGE", &format!("{prefix}pipeline.created"), "-", "+", "COUNT", "1"]);
     assert!(
         entry.contains(&format!("{}-1", first["seq"])) && entry.contains(first["id"].as_str().unwrap()),
         "{entry}"
@@ -223,7 +198,7 @@ fn redis_and_mqtt_sinks_reach_the_real_servers() {
         .unwrap();
     let again = admin(&app, "/admin/deliver");
     assert!(again["sinks"][0]["error"].is_null(), "{again}");
-    let n: usize = redis(&["XLEN", &format!("{prefix}job.status_changed")])
+    let n: usize = redis_cli(&["XLEN", &format!("{prefix}job.status_changed")])
         .trim()
         .parse()
         .unwrap();
@@ -251,7 +226,7 @@ fn redis_and_mqtt_sinks_reach_the_real_servers() {
         "job.created",
         "job.status_changed",
     ] {
-        redis(&["DEL", &format!("{prefix}{key}")]);
+        redis_cli(&["DEL", &format!("{prefix}{key}")]);
     }
 }
 

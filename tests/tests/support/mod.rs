@@ -367,3 +367,27 @@ pub fn spawn_host(dir: &Path, manifest: Option<&Path>, env: &[(&str, &str)]) -> 
     build_components();
     pipetrail_testhost::harness::spawn_process(dir, manifest, env).unwrap()
 }
+
+/// `redis-cli` against the machine's Redis (127.0.0.1:6379): its standard output.
+pub fn redis_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379"])
+        .args(args)
+        .output()
+        .expect("redis-cli (apt: redis-tools) runs");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A `mosquitto_sub` on the machine's Mosquitto (127.0.0.1:1883) that prints `count`
+/// messages of `filter` (QoS 1, `topic payload` lines) and exits, or gives up after 30 s.
+/// Subscribed when this returns: QoS 1 messages are not retained for later subscribers.
+pub fn mqtt_subscriber(filter: &str, count: usize) -> std::process::Child {
+    let sub = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", "1883", "-q", "1", "-v", "-t", filter])
+        .args(["-C", &count.to_string(), "-W", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (apt: mosquitto-clients) runs");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    sub
+}
