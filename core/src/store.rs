@@ -1016,6 +1016,15 @@ fn project_condition(value: &str, params: &mut Vec<Val>) -> String {
     }
 }
 
+/// A token's scope entry as (forge, project id or path): `github:<repo>` is a GitHub
+/// repository, anything else a GitLab project.
+fn scope_entry(entry: &str) -> (&'static str, &str) {
+    match entry.strip_prefix("github:") {
+        Some(repo) => ("github", repo),
+        None => ("gitlab", entry),
+    }
+}
+
 /// Whether a token scoped to `scope` may see event `ev` (an API event object): the rule
 /// `filter_sql` applies in SQL, for code that holds one event.
 pub fn scope_covers(scope: &[String], ev: &serde_json::Value) -> bool {
@@ -1023,10 +1032,7 @@ pub fn scope_covers(scope: &[String], ev: &serde_json::Value) -> bool {
     let id = ev["project"]["id"].as_u64().map(|i| i.to_string());
     let path = ev["project"]["path"].as_str();
     scope.iter().any(|entry| {
-        let (f, p) = match entry.strip_prefix("github:") {
-            Some(repo) => ("github", repo),
-            None => ("gitlab", entry.as_str()),
-        };
+        let (f, p) = scope_entry(entry);
         f == forge && (id.as_deref() == Some(p) || path == Some(p))
     })
 }
@@ -1113,10 +1119,7 @@ fn filter_sql(f: &EventFilter) -> Option<(String, Vec<Val>)> {
         let ors: Vec<String> = scope
             .iter()
             .map(|p| {
-                let (forge, p) = match p.strip_prefix("github:") {
-                    Some(repo) => ("github", repo),
-                    None => ("gitlab", p.as_str()),
-                };
+                let (forge, p) = scope_entry(p);
                 format!("(e.forge = '{forge}' AND e.{})", project_condition(p, &mut params))
             })
             .collect();
