@@ -142,7 +142,7 @@ mod tests {
     use crate::gitlab::{Hook, parse_hook};
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../../shared/fixtures/gitlab/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../tests/fixtures/gitlab/{name}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 

@@ -16,7 +16,9 @@
 //! `splunk_hec` (Splunk's HTTP Event Collector, what most SIEMs accept). Redis: `XADD` to
 //! `pipetrail:events:<action>` with the entry id `<seq>-1`, so a redelivery is refused by
 //! Redis itself and each event is in the stream once; or `PUBLISH` (`mode: publish`).
-//! MQTT: QoS 1 to `pipetrail/events/<action with / for .>`.
+//! MQTT: QoS 1 to `pipetrail/events/<action with / for .>`; the address is given to Spin's
+//! client (rumqttc) with a `client_id` and 16 MiB packet limits added unless it has its own
+//! (`mqtt_connect_address`).
 
 use serde_json::{Value, json};
 
@@ -187,6 +189,50 @@ pub enum Message {
         topic: String,
         payload: Vec<u8>,
     },
+}
+
+/// The largest MQTT packet a sink sends and accepts unless its address says otherwise:
+/// an event with many jobs or variables passes 10 KiB, rumqttc's default (which Spin uses).
+pub const MQTT_MAX_PACKET: usize = 16 * 1024 * 1024;
+
+/// The address Spin's MQTT client (rumqttc's `MqttOptions::parse_url`) is given for an
+/// `mqtt://` sink: the operator's address with what rumqttc requires or limits added unless
+/// already there: `client_id` (required; unique per connection, since a broker drops the
+/// older of two connections with one id, so `nonce` is appended to the sink's name) and
+/// both packet-size limits (rumqttc reads them only as a pair; its default is 10 KiB).
+pub fn mqtt_connect_address(address: &str, sink_name: &str, nonce: &str) -> String {
+    let has = |key: &str| {
+        address
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|kv| kv.split('=').next() == Some(key)))
+    };
+    let mut extra = Vec::new();
+    if !has("client_id") {
+        let name: String = sink_name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        extra.push(format!("client_id=pipetrail-{name}-{nonce}"));
+    }
+    if !has("max_incoming_packet_size_bytes") && !has("max_outgoing_packet_size_bytes") {
+        extra.push(format!("max_incoming_packet_size_bytes={MQTT_MAX_PACKET}"));
+        extra.push(format!("max_outgoing_packet_size_bytes={MQTT_MAX_PACKET}"));
+    }
+    if extra.is_empty() {
+        return address.to_string();
+    }
+    let joiner = match address.split_once('?') {
+        Some((_, "")) => "",
+        Some(_) => "&",
+        None => "?",
+    };
+    format!("{address}{joiner}{}", extra.join("&"))
 }
 
 /// What a batch of events (in seq order, already filtered) becomes for a sink.
@@ -479,6 +525,21 @@ pub async fn prune_delivered<S: Sql>(db: &S, sinks: &[Sink], now: &str) -> Resul
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mqtt_addresses_get_what_rumqttc_requires() {
+        assert_eq!(
+            mqtt_connect_address("mqtt://broker:1883", "audit sink", "ab12"),
+            "mqtt://broker:1883?client_id=pipetrail-audit-sink-ab12&max_incoming_packet_size_bytes=16777216&max_outgoing_packet_size_bytes=16777216"
+        );
+        // The operator's own choices stay.
+        let own = "mqtt://broker?client_id=mine&max_incoming_packet_size_bytes=1&max_outgoing_packet_size_bytes=2";
+        assert_eq!(mqtt_connect_address(own, "s", "n"), own);
+        assert_eq!(
+            mqtt_connect_address("mqtt://broker?keep_alive_secs=5", "s", "n"),
+            "mqtt://broker?keep_alive_secs=5&client_id=pipetrail-s-n&max_incoming_packet_size_bytes=16777216&max_outgoing_packet_size_bytes=16777216"
+        );
+    }
     use super::*;
 
     fn ev(seq: u64, action: &str, path: &str) -> Value {

@@ -133,8 +133,16 @@ pub enum Dialect {
 /// runs them, never by memory.
 pub const PG_WRITER_LOCK: i64 = 0x7069_7065_7472_6169; // "pipetrai"
 
-/// The statements a PostgreSQL `Sql` runs for `BEGIN IMMEDIATE`.
-pub const PG_BEGIN_WRITER: [&str; 2] = ["BEGIN", "SELECT pg_advisory_xact_lock(8100128985850208617)"];
+/// The statements a PostgreSQL `Sql` runs for `BEGIN IMMEDIATE`. The transaction bounds
+/// what a crashed writer can cost the others: Spin returns a trapped instance's connection
+/// to its pool still inside the transaction and holding the lock, so PostgreSQL ends a
+/// writer's transaction that sits idle for 3 s (rolling it back, freeing the lock), and a
+/// writer waits at most 8 s for the lock (then `storage_busy`, 503: GitLab waits 10 s).
+pub const PG_BEGIN_WRITER: [&str; 3] = [
+    "BEGIN",
+    "SELECT set_config('idle_in_transaction_session_timeout', '3s', true), set_config('lock_timeout', '8s', true)",
+    "SELECT pg_advisory_xact_lock(8100128985850208617)",
+];
 
 /// Whether a statement answers with rows (a query, or a write with `RETURNING`); a write
 /// without is run for its count of changed rows.
@@ -192,7 +200,7 @@ mod tests {
     #[test]
     fn the_writer_lock_statement_names_the_lock() {
         assert_eq!(
-            super::PG_BEGIN_WRITER[1],
+            super::PG_BEGIN_WRITER[2],
             format!("SELECT pg_advisory_xact_lock({})", super::PG_WRITER_LOCK)
         );
         assert!(super::returns_rows("SELECT 1") && super::returns_rows("INSERT INTO t VALUES (1) RETURNING id"));

@@ -34,7 +34,7 @@ fn sqlite(name: &str) -> NativeDb {
 /// when the test passes.
 fn postgres(name: &str) -> (PgDb, DropSchema) {
     let schema = format!("conformance_{name}");
-    let admin = PgDb::connect(&pg_url()).expect("PostgreSQL at 127.0.0.1:5432 (../shared/services.md)");
+    let admin = PgDb::connect(&pg_url()).expect("PostgreSQL at 127.0.0.1:5432 (see .ci/run)");
     block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])).unwrap();
     let db = PgDb::connect_in_schema(&pg_url(), &schema).unwrap();
     block_on(store::migrate(&db)).unwrap();

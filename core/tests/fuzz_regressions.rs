@@ -55,7 +55,7 @@ fn every_recorded_fuzz_finding_stays_fixed() {
 #[test]
 fn every_target_takes_every_fixture_and_example() {
     let mut seeds: Vec<Vec<u8>> = Vec::new();
-    for dir in ["../shared/fixtures/gitlab", "../shared/fixtures/tlog"] {
+    for dir in ["tests/fixtures/gitlab", "tests/fixtures/tlog"] {
         seeds.extend(files(&root().join(dir)).iter().map(|f| std::fs::read(f).unwrap()));
     }
     let examples =

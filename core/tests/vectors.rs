@@ -1,4 +1,4 @@
-//! The ledger math against published test data in ../shared/fixtures/tlog (sources in
+//! The ledger math against published test data in tests/fixtures/tlog (sources in
 //! its SOURCES.md): transparency-dev/merkle proof probes, RFC 6962 roots, a real Tessera
 //! log with signed checkpoints, and the C2SP signed-note examples.
 
@@ -10,7 +10,7 @@ use pipetrail_core::note::{Checkpoint, NoteVerifier};
 use serde_json::Value;
 
 fn tlog() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/tlog")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tlog")
 }
 
 fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -35,11 +35,26 @@ async fn handle(req: Request) -> Response<String> {
 /// A response sent instead of recording (an error, or a delivery acknowledged and skipped).
 type Refusal = Response<String>;
 
+/// Opens the database, refusing with 503 when it would not keep what it is given (an
+/// in-memory database the operator did not opt into): GitLab does not retry, so a 2xx
+/// into memory is history lost at the next restart.
+async fn open_store() -> Result<Db, Refusal> {
+    let db = Db::open().await.map_err(|e| platform::db_failure(&e))?;
+    match platform::storage_refusal(&db).await {
+        Ok(None) => Ok(db),
+        Ok(Some(why)) => {
+            eprintln!("pipetrail: refusing deliveries: {why}");
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "storage_ephemeral", why))
+        }
+        Err(e) => Err(platform::db_failure(&e)),
+    }
+}
+
 /// Opens the database and checks the request's `header_name` against the comma-separated
 /// secrets of `variable`. Every secret is compared in full, so timing does not say which one
 /// nearly matched.
 async fn authorize(req: &Request, variable: &str, header_name: &str) -> Result<Db, Refusal> {
-    let db = Db::open().await.map_err(|e| platform::db_failure(&e))?;
+    let db = open_store().await?;
     let secrets = platform::var_list(variable).await;
     let given = header(req.headers(), header_name).unwrap_or("");
     let given = if header_name.eq_ignore_ascii_case("authorization") {
@@ -145,7 +160,7 @@ async fn gitlab(req: Request) -> Result<Response<String>, Refusal> {
 /// GitHub webhooks: the body's HMAC-SHA256 under `github_webhook_secret` must be the
 /// `X-Hub-Signature-256` GitHub sends, so the body is read (bounded) before anything else.
 async fn github(req: Request) -> Result<Response<String>, Refusal> {
-    let db = Db::open().await.map_err(|e| platform::db_failure(&e))?;
+    let db = open_store().await?;
     let event = header(req.headers(), "x-github-event").unwrap_or("").to_string();
     let guid = header(req.headers(), "x-github-delivery").map(str::to_string);
     let signature = header(req.headers(), "x-hub-signature-256").map(str::to_string);
@@ -237,7 +252,7 @@ async fn gitlab_logs(req: Request) -> Result<Response<String>, Refusal> {
 /// by `pipetrail gitlab backfill` with the admin token. The reconciler in the retention
 /// component records the same through `ingest::record_api` directly.
 async fn gitlab_api(req: Request) -> Result<Response<String>, Refusal> {
-    let db = Db::open().await.map_err(|e| platform::db_failure(&e))?;
+    let db = open_store().await?;
     // As on every admin route: 401 without a valid token, 403 for a read token.
     match platform::authenticate(&db, req.headers()).await {
         Ok(platform::Caller::Admin) => {}

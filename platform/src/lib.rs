@@ -35,9 +35,50 @@ impl Db {
             },
             None => Db::Sqlite(Connection::open_default().await.map_err(db_error)?),
         };
+        if let Db::Postgres { conn, .. } = &db {
+            // Spin pools PostgreSQL connections and recycles them without a rollback: a
+            // connection whose last user trapped between BEGIN and COMMIT comes back still
+            // inside that transaction. End it before doing anything (a no-op otherwise).
+            conn.execute("ROLLBACK", Vec::new()).await.map_err(pg_error)?;
+        }
         store::migrate(&db).await?;
         Ok(db)
     }
+
+    /// Whether the store forgets everything when the process ends: Spin's default SQLite
+    /// database is in memory when the app does not run from a local directory (a registry
+    /// reference, SpinKube without a runtime config). Acknowledging a delivery into it
+    /// would be a lie, so ingest refuses and `/healthz` says `misconfigured`.
+    pub async fn is_ephemeral(&self) -> Result<bool, DbError> {
+        match self {
+            Db::Postgres { .. } => Ok(false),
+            Db::Sqlite(_) => {
+                // `PRAGMA database_list` names the main database's file; "" is in memory.
+                let rows = self.query("PRAGMA database_list", &[]).await?;
+                let main_file = rows
+                    .iter()
+                    .find(|r| matches!(r.get(1), Some(Val::Text(n)) if n == "main"))
+                    .and_then(|r| match r.get(2) {
+                        Some(Val::Text(f)) => Some(f.clone()),
+                        _ => None,
+                    });
+                Ok(main_file.is_none_or(|f| f.is_empty()))
+            }
+        }
+    }
+}
+
+/// Why this deployment must not acknowledge deliveries, if it must not: an in-memory
+/// database without the operator's explicit `allow_ephemeral_storage = "true"`.
+pub async fn storage_refusal(db: &Db) -> Result<Option<&'static str>, DbError> {
+    if db.is_ephemeral().await? && var("allow_ephemeral_storage").await.as_deref() != Some("true") {
+        return Ok(Some(
+            "the database is in memory (Spin's default when the app does not run from a local directory): \
+             everything would be lost at restart. Give the app a database with a runtime config \
+             (docs/OPERATIONS.md), or set allow_ephemeral_storage=true for a try-out",
+        ));
+    }
+    Ok(None)
 }
 
 fn db_error(e: sqlite::Error) -> DbError {
@@ -332,6 +373,13 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A header Spin sets (`spin-client-addr`, `spin-full-url`, …): the *last* value. Spin
+/// copies the client's headers first and appends its own after them, so the first value
+/// may be whatever the client sent; only the last is Spin's.
+pub fn spin_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get_all(name).iter().last().and_then(|v| v.to_str().ok())
+}
+
 pub fn json(status: StatusCode, body: &Value) -> Response<String> {
     Response::builder()
         .status(status)
@@ -524,7 +572,7 @@ pub async fn authenticate(db: &Db, headers: &HeaderMap) -> Result<Caller, Respon
             }
         }
         _ => {
-            let local = header(headers, "spin-client-addr").is_some_and(is_loopback);
+            let local = spin_header(headers, "spin-client-addr").is_some_and(is_loopback);
             if local && var("allow_anonymous_localhost").await.as_deref() == Some("true") {
                 Ok(Caller::AnonymousLocal)
             } else {

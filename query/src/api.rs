@@ -23,7 +23,11 @@ pub async fn healthz(db: &Db) -> Reply {
     let size = store::tree_size(db).await?;
     let (_, configured) = platform::signer(db).await?;
     // A bad variable is an error a monitor sees, not a default someone finds out about later.
-    let problems = platform::config_problems().await;
+    let mut problems = platform::config_problems().await;
+    let ephemeral = db.is_ephemeral().await?;
+    if let Some(why) = platform::storage_refusal(db).await? {
+        problems.push(format!("database: {why}"));
+    }
     let (status, word) = if problems.is_empty() {
         (StatusCode::OK, "ok")
     } else {
@@ -36,6 +40,7 @@ pub async fn healthz(db: &Db) -> Reply {
             "config_errors": problems,
             "schema_version": store::schema_version(db),
             "storage_mode": storage_mode().await,
+            "database": if ephemeral { "in memory: lost at restart" } else { "durable" },
             "ledger_size": size,
             "signing_key": if configured { "configured" } else { "GENERATED: try-out only; it lives in the database, so it proves nothing against the database's admin. Set the signing_key variable (pipetrail keygen)." },
         }),

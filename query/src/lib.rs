@@ -107,7 +107,7 @@ async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
         Ok(p) => p,
         Err(e) => return left(api::bad_param(&e)),
     };
-    let base = platform::header(req.headers(), "spin-full-url")
+    let base = platform::spin_header(req.headers(), "spin-full-url")
         .map(|u| u.split('?').next().unwrap_or(u).to_string())
         .unwrap_or_else(|| path.clone());
     let reply = match route.path {

@@ -73,7 +73,7 @@ pub fn login_form(next: Option<&str>, message: Option<&str>) -> Response<String>
 
 /// `POST /ui/login`: checks the token like any API request, then sets the cookie.
 pub async fn login(db: &Db, req: Request) -> Reply {
-    let secure = platform::header(req.headers(), "spin-full-url").is_some_and(|u| u.starts_with("https://"));
+    let secure = platform::spin_header(req.headers(), "spin-full-url").is_some_and(|u| u.starts_with("https://"));
     let body = match platform::read_body(req, 16 * 1024).await {
         Ok(b) => b,
         Err(_) => return Ok(login_form(None, Some("The form could not be read."))),

@@ -115,7 +115,11 @@ impl Transport for Outbound {
                     payload,
                 } => {
                     if !mqtt.iter().any(|(a, _)| a == address) {
-                        let c = spin_sdk::mqtt::Connection::open(address, username, password, 30)
+                        // rumqttc (Spin's client) needs a client id and caps packets at
+                        // 10 KiB unless told otherwise.
+                        let nonce = pipetrail_core::encoding::hex(&platform::random_bytes(6));
+                        let connect = pipetrail_core::sinks::mqtt_connect_address(address, "sink", &nonce);
+                        let c = spin_sdk::mqtt::Connection::open(&connect, username, password, 30)
                             .await
                             .map_err(|e| format!("mqtt: {e:?}"))?;
                         mqtt.push((address.clone(), c));

@@ -55,9 +55,14 @@ impl Drop for Background {
     }
 }
 
-/// Starts the app of `manifest` with `vars` as its application variables.
+/// Starts the app of `manifest` with `vars` as its application variables, Spin's defaults.
 pub fn spawn(manifest: &Path, state_dir: &Path, vars: Vec<(String, String)>) -> anyhow::Result<Background> {
-    let (manifest, state_dir) = (manifest.to_path_buf(), state_dir.to_path_buf());
+    spawn_with(manifest, crate::Options::spin_defaults(state_dir), vars)
+}
+
+/// As `spawn`, with the host's options (reuse, in-memory SQLite, fault injection).
+pub fn spawn_with(manifest: &Path, options: crate::Options, vars: Vec<(String, String)>) -> anyhow::Result<Background> {
+    let manifest = manifest.to_path_buf();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -67,7 +72,7 @@ pub fn spawn(manifest: &Path, state_dir: &Path, vars: Vec<(String, String)>) -> 
                 .enable_all()
                 .build()?;
             let provider = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-            let host = Arc::new(crate::Host::new(&manifest, &state_dir, &provider)?);
+            let host = Arc::new(crate::Host::with_options(&manifest, options, &provider)?);
             let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
             Ok::<_, anyhow::Error>((rt, host, listener))
         })();

@@ -1,24 +1,92 @@
-//! Runs the app: loads `spin.toml`, compiles each component once, and serves HTTP with a
-//! fresh component instance per request, as Spin does.
+//! Runs the app as Spin 4.0 does: loads `spin.toml`, compiles each component once, and
+//! hands requests to instances through `wasmtime_wasi_http::handler::ProxyHandler`, the
+//! same dispatcher Spin's HTTP trigger uses (`crates/trigger-http/src/wasip3.rs`). So an
+//! instance serves up to 128 requests, up to 16 at once, and is dropped after 1 s idle
+//! (Spin's defaults, and its `--max-instance-reuse-count` / `--max-instance-concurrent-
+//! reuse-count` flags as `Options`). A trap ends the instance and every request in it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Accessor, Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{HandlerState, Proxy, ProxyHandler, ProxyPre, StoreBundle};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
-use wasmtime_wasi_http::{
-    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
-};
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::p3::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, p3::RequestOptions};
 
-use crate::manifest::{App, ComponentConfig, outbound_allowed};
+use crate::manifest::{App, ComponentConfig};
+
+/// How the host runs the app: Spin's defaults unless a test says otherwise.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Requests one instance serves before it is dropped (Spin: 128 for WASIp3).
+    pub max_instance_reuse_count: usize,
+    /// Requests one instance serves at once (Spin: 16 for WASIp3).
+    pub max_instance_concurrent_reuse_count: usize,
+    /// How long an idle instance is kept for reuse (Spin: 1 s).
+    pub idle_instance_timeout: Duration,
+    /// Spin's `--request-timeout` (none by default).
+    pub request_timeout: Option<Duration>,
+    /// Where the `default` SQLite database lives: `<dir>/sqlite_db.db` as `spin up` of a
+    /// local manifest does, or `None`: in memory, as Spin does when the app does not come
+    /// from a local directory (a registry, SpinKube without runtime config).
+    pub sqlite_dir: Option<PathBuf>,
+    /// Fault injection for tests: the host traps the guest (once) when it sends a SQL
+    /// statement containing this text, as a crash or a timeout between two statements would.
+    pub trap_on_statement: Option<String>,
+}
+
+impl Options {
+    pub fn spin_defaults(state_dir: &Path) -> Options {
+        Options {
+            max_instance_reuse_count: 128,
+            max_instance_concurrent_reuse_count: 16,
+            idle_instance_timeout: Duration::from_secs(1),
+            request_timeout: None,
+            sqlite_dir: Some(state_dir.to_path_buf()),
+            trap_on_statement: None,
+        }
+    }
+
+    /// A fresh instance per request (Spin's behaviour for WASIp2 components); the baseline
+    /// the benchmarks compare reuse against.
+    pub fn no_reuse(mut self) -> Options {
+        self.max_instance_reuse_count = 1;
+        self.max_instance_concurrent_reuse_count = 1;
+        self
+    }
+}
+
+/// What the host shares among every instance of the app.
+pub struct Shared {
+    pub options: Options,
+    /// The in-memory default database, one per app, when `sqlite_dir` is `None`.
+    pub memory_db: Mutex<Option<Arc<Mutex<rusqlite::Connection>>>>,
+    /// PostgreSQL pools by address, as Spin keeps them (`pg.rs`).
+    pub pg_pools: Mutex<HashMap<String, deadpool_postgres::Pool>>,
+    trap_armed: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Whether the guest must trap now, for a statement (fires once).
+    pub fn trap_now(&self, statement: &str) -> bool {
+        self.options
+            .trap_on_statement
+            .as_deref()
+            .is_some_and(|marker| statement.contains(marker))
+            && self.trap_armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+}
 
 pub struct Ctx {
     pub memory: LinearMemory,
@@ -27,11 +95,11 @@ pub struct Ctx {
     pub http: WasiHttpCtx,
     pub hooks: Hooks,
     pub component: Arc<ComponentConfig>,
-    pub state_dir: Arc<PathBuf>,
+    pub shared: Arc<Shared>,
 }
 
 /// The linear memory an instance has grown to (all its memories together): what a
-/// component costs the host, whatever the request made it do.
+/// component costs the host, whatever its requests made it do.
 #[derive(Default)]
 pub struct LinearMemory {
     pub bytes: usize,
@@ -49,37 +117,46 @@ impl wasmtime::ResourceLimiter for LinearMemory {
 }
 
 static PEAKS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+static STARTED: Mutex<BTreeMap<PathBuf, u64>> = Mutex::new(BTreeMap::new());
 
-/// The most linear memory any instance serving `path` has used in this process (tests
-/// read it to show a component's memory is bounded).
+/// How many instances the app whose database lives in `dir` has started in this process
+/// (tests compare it with the requests served to see reuse).
+pub fn instances_started(dir: &Path) -> u64 {
+    STARTED.lock().ok().and_then(|m| m.get(dir).copied()).unwrap_or(0)
+}
+
+/// The most linear memory an instance had after serving `path` in this process (tests read
+/// it to show a component's memory stays bounded, reuse and concurrency included).
 pub fn peak_linear_memory(path: &str) -> Option<usize> {
     PEAKS.lock().ok()?.get(path).copied()
 }
 
 pub struct Hooks {
-    allowed: Vec<String>,
+    component: Arc<ComponentConfig>,
 }
 
-type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+type IoFuture = Box<dyn Future<Output = Result<(), ErrorCode>> + Send>;
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, ErrorCode>;
 
 impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        request: http::Request<Body>,
         options: Option<RequestOptions>,
         fut: IoFuture,
-    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send> {
+    ) -> Box<
+        dyn Future<Output = Result<(http::Response<Body>, IoFuture), wasmtime_wasi::TrappableError<ErrorCode>>> + Send,
+    > {
         let _ = fut;
-        let uri = request.uri();
-        let scheme = uri.scheme_str().unwrap_or("http").to_string();
-        let host = uri.host().unwrap_or("").to_string();
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-        if !outbound_allowed(&self.allowed, &scheme, &host, port) {
-            eprintln!("testhost: outbound request to {scheme}://{host}:{port} denied: not in allowed_outbound_hosts");
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
-        }
+        let allowed = self
+            .component
+            .allowed_outbound_hosts
+            .check(&request.uri().to_string(), "https");
         Box::new(async move {
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            if !allowed {
+                return Err(ErrorCode::HttpRequestDenied.into());
+            }
+            let (res, io) = wasmtime_wasi_http::p3::default_send_request(request, options).await?;
             Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
         })
     }
@@ -163,27 +240,92 @@ fn load_component(path: &Path) -> anyhow::Result<Component> {
     Ok(component)
 }
 
-struct Loaded {
+/// One component's instances, as Spin's `HttpHandlerState`.
+struct ComponentState {
     config: Arc<ComponentConfig>,
-    pre: ServicePre<Ctx>,
+    shared: Arc<Shared>,
+}
+
+impl HandlerState for ComponentState {
+    type StoreData = Ctx;
+
+    fn new_store(&self, _req_id: Option<u64>) -> wasmtime::Result<StoreBundle<Ctx>> {
+        if let (Some(dir), Ok(mut started)) = (&self.shared.options.sqlite_dir, STARTED.lock()) {
+            *started.entry(dir.clone()).or_default() += 1;
+        }
+        let ctx = Ctx {
+            memory: LinearMemory::default(),
+            table: ResourceTable::new(),
+            wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            hooks: Hooks {
+                component: self.config.clone(),
+            },
+            component: self.config.clone(),
+            shared: self.shared.clone(),
+        };
+        let mut store = Store::new(engine(), ctx);
+        store.limiter(|ctx| &mut ctx.memory);
+        Ok(StoreBundle {
+            store,
+            write_profile: Box::new(|_| ()),
+        })
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.shared.options.request_timeout.unwrap_or(Duration::MAX)
+    }
+
+    fn idle_instance_timeout(&self) -> Duration {
+        self.shared.options.idle_instance_timeout
+    }
+
+    fn max_instance_reuse_count(&self) -> usize {
+        self.shared.options.max_instance_reuse_count.max(1)
+    }
+
+    fn max_instance_concurrent_reuse_count(&self) -> usize {
+        self.shared.options.max_instance_concurrent_reuse_count.max(1)
+    }
+
+    fn handle_worker_error(&self, error: wasmtime::Error) {
+        eprintln!("testhost: component {} instance ended: {error:?}", self.config.id);
+    }
 }
 
 pub struct Host {
     app: App,
-    components: HashMap<String, Loaded>,
-    state_dir: Arc<PathBuf>,
+    handlers: HashMap<String, ProxyHandler<ComponentState>>,
+    pub shared: Arc<Shared>,
 }
 
 impl Host {
+    /// The app of `manifest` with Spin's defaults, its SQLite database in `state_dir`.
     pub fn new(manifest: &Path, state_dir: &Path, provider: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Host> {
+        Host::with_options(manifest, Options::spin_defaults(state_dir), provider)
+    }
+
+    pub fn with_options(
+        manifest: &Path,
+        options: Options,
+        provider: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Host> {
         let app = App::load(manifest, provider)?;
-        std::fs::create_dir_all(state_dir)?;
+        if let Some(dir) = &options.sqlite_dir {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut linker: Linker<Ctx> = Linker::new(engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         crate::spin::add_to_linker(&mut linker)?;
-        let mut components = HashMap::new();
+        let shared = Arc::new(Shared {
+            options,
+            memory_db: Mutex::new(None),
+            pg_pools: Mutex::new(HashMap::new()),
+            trap_armed: std::sync::atomic::AtomicBool::new(true),
+        });
+        let mut handlers = HashMap::new();
         for (id, config) in &app.components {
             let component = load_component(&config.source)?;
             let pre = ServicePre::new(
@@ -192,34 +334,32 @@ impl Host {
                     .map_err(anyhow::Error::from)
                     .with_context(|| format!("linking component {id}"))?,
             )?;
-            components.insert(
-                id.clone(),
-                Loaded {
-                    config: Arc::new(config.clone()),
-                    pre,
-                },
-            );
+            let state = ComponentState {
+                config: Arc::new(config.clone()),
+                shared: shared.clone(),
+            };
+            handlers.insert(id.clone(), ProxyHandler::new(state, ProxyPre::P3(pre)));
         }
-        Ok(Host {
-            app,
-            components,
-            state_dir: Arc::new(state_dir.to_path_buf()),
-        })
+        Ok(Host { app, handlers, shared })
     }
 
-    /// Handles one request: route, fresh instance, call, collect the response.
-    pub async fn handle(
-        &self,
-        req: http::Request<Incoming>,
-        client: SocketAddr,
-        local: SocketAddr,
-    ) -> http::Response<Full<Bytes>> {
+    /// Handles one request: route, Spin's request preparation, an instance from the pool,
+    /// the response collected.
+    pub async fn handle(&self, req: http::Request<Incoming>, client: SocketAddr) -> http::Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let Some((config, route)) = self.app.route(&path) else {
             return plain(404, "Not Found");
         };
-        let loaded = &self.components[&config.id];
-        match self.call(loaded, req, &route, client, local).await {
+        let handler = &self.handlers[&config.id];
+        let req = match prepare_request(req, &route, client) {
+            Ok(r) => r,
+            Err(e) => {
+                // Spin answers 500 itself: a header that is not UTF-8, no Host.
+                eprintln!("testhost: request refused before the component: {e:#}");
+                return plain(500, "Internal Server Error");
+            }
+        };
+        match call(handler, req, path).await {
             Ok(res) => res,
             Err(e) => {
                 eprintln!("testhost: component {} failed: {e:?}", config.id);
@@ -227,86 +367,107 @@ impl Host {
             }
         }
     }
+}
 
-    async fn call(
-        &self,
-        loaded: &Loaded,
-        req: http::Request<Incoming>,
-        route: &str,
-        client: SocketAddr,
-        local: SocketAddr,
-    ) -> anyhow::Result<http::Response<Full<Bytes>>> {
-        let (mut parts, body) = req.into_parts();
-        // The headers Spin adds to every request it routes to a component.
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        let full_url = format!("http://{local}{path_and_query}");
-        let prefix = route.trim_end_matches("/...");
-        let path_info = parts.uri.path().strip_prefix(prefix).unwrap_or("").to_string();
-        for (name, value) in [
-            ("spin-full-url", full_url.clone()),
-            ("spin-path-info", path_info),
-            ("spin-matched-route", route.to_string()),
-            ("spin-raw-component-route", route.to_string()),
-            ("spin-component-route", prefix.to_string()),
-            ("spin-base-path", "/".to_string()),
-            ("spin-client-addr", client.to_string()),
-        ] {
-            parts.headers.insert(
-                http::HeaderName::from_static(name),
-                http::HeaderValue::from_str(&value)?,
-            );
-        }
-        parts.uri = full_url.parse()?;
-        let req = http::Request::from_parts(parts, body);
+/// What Spin does to a request before a component sees it (`set_req_uri`,
+/// `prepare_request_headers`): an absolute URI from the `Host` header, every header
+/// value UTF-8, then the client's headers followed by Spin's own, appended, so a client
+/// that sends `spin-client-addr` is seen first and Spin's value after it.
+fn prepare_request(
+    req: http::Request<Incoming>,
+    route: &str,
+    client: SocketAddr,
+) -> anyhow::Result<http::Request<Incoming>> {
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .context("no 'Host' header present in request")?
+        .to_str()
+        .context("'Host' header is not valid UTF-8")?
+        .to_string();
+    let authority: http::uri::Authority = host.parse().context("'Host' header contains an invalid authority")?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let mut uri = parts.uri.clone().into_parts();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(authority);
+    parts.uri = http::Uri::from_parts(uri)?;
 
-        let path = req.uri().path().to_string();
-        let ctx = Ctx {
-            memory: LinearMemory::default(),
-            table: ResourceTable::new(),
-            wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
-            http: WasiHttpCtx::new(),
-            hooks: Hooks {
-                allowed: loaded.config.allowed_outbound_hosts.clone(),
-            },
-            component: loaded.config.clone(),
-            state_dir: self.state_dir.clone(),
-        };
-        let mut store = Store::new(engine(), ctx);
-        store.limiter(|ctx| &mut ctx.memory);
-        let service = loaded.pre.instantiate_async(&mut store).await?;
-        let (req, io) = wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, req);
-        let result = store
-            .run_concurrent(async |store| {
-                let response = async {
-                    let res = match service.handle(store, req).await? {
-                        Ok(res) => res,
-                        Err(code) => anyhow::bail!("component returned error code {code:?}"),
+    let mut headers = Vec::new();
+    for (name, value) in &parts.headers {
+        let value = value
+            .to_str()
+            .with_context(|| format!("header {name} is not valid UTF-8"))?;
+        headers.push((name.clone(), http::HeaderValue::from_str(value)?));
+    }
+    let prefix = route.trim_end_matches("/...");
+    let path_info = parts.uri.path().strip_prefix(prefix).unwrap_or("").to_string();
+    for (name, value) in [
+        ("spin-path-info", path_info),
+        ("spin-full-url", format!("http://{host}{path_and_query}")),
+        ("spin-matched-route", route.to_string()),
+        ("spin-base-path", "/".to_string()),
+        ("spin-raw-component-route", route.to_string()),
+        ("spin-component-route", prefix.to_string()),
+        ("spin-client-addr", client.to_string()),
+    ] {
+        headers.push((
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_str(&value)?,
+        ));
+    }
+    parts.headers.clear();
+    for (name, value) in headers {
+        parts.headers.append(name, value);
+    }
+    Ok(http::Request::from_parts(parts, body))
+}
+
+type Answer = anyhow::Result<http::Response<Full<Bytes>>>;
+
+async fn call(handler: &ProxyHandler<ComponentState>, req: http::Request<Incoming>, path: String) -> Answer {
+    let req = req.map(|body| body.map_err(|e| ErrorCode::InternalError(Some(e.to_string()))));
+    let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(req);
+    let (tx, rx) = tokio::sync::oneshot::channel::<Answer>();
+    handler.spawn(
+        None,
+        Box::new(move |store: &Accessor<Ctx>, guest: &Proxy| {
+            Box::pin(async move {
+                let answer = async {
+                    let Proxy::P3(guest) = guest else {
+                        anyhow::bail!("pipetrail's components export wasi:http/handler@0.3");
                     };
-                    let res = store.with(|store| res.into_http(store, async { Ok(()) }))?;
-                    let (parts, body) = res.into_parts();
+                    let request = store.with(|mut s| s.get().table.push(request))?;
+                    let response = guest.wasi_http_handler().call_handle(store, request).await?;
+                    let response =
+                        response.map_err(|code| anyhow::anyhow!("component returned error code {code:?}"))?;
+                    let response = store.with(|mut s| s.get().table.delete(response))?;
+                    let response = store.with(|mut s| response.into_http(&mut s, request_io))?;
+                    let (parts, body) = response.into_parts();
                     let body = body
                         .collect()
                         .await
                         .map_err(|e| anyhow::anyhow!("response body: {e:?}"))?
                         .to_bytes();
+                    let used = store.with(|mut s| s.get().memory.bytes);
+                    if let Ok(mut peaks) = PEAKS.lock() {
+                        let peak = peaks.entry(path).or_default();
+                        *peak = (*peak).max(used);
+                    }
                     Ok(http::Response::from_parts(parts, Full::new(body)))
-                };
-                // The request body may be left unread (a 401 before reading); that is not an error.
-                let (res, _io) = tokio::join!(response, io);
-                res
+                }
+                .await;
+                let _ = tx.send(answer);
             })
-            .await??;
-        let used = store.data().memory.bytes;
-        if let Ok(mut peaks) = PEAKS.lock() {
-            let peak = peaks.entry(path).or_default();
-            *peak = (*peak).max(used);
-        }
-        Ok(result)
-    }
+        }),
+    );
+    // A trap drops the task (and the instance): the sender goes with it.
+    rx.await
+        .context("the instance ended before it answered (a trap or a timeout)")?
 }
 
 fn plain(status: u16, text: &'static str) -> http::Response<Full<Bytes>> {
@@ -318,14 +479,13 @@ fn plain(status: u16, text: &'static str) -> http::Response<Full<Bytes>> {
 
 /// Serves `host` on `listener` until the process ends.
 pub async fn serve(host: Arc<Host>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let local = listener.local_addr()?;
     loop {
         let (stream, client) = listener.accept().await?;
         let host = host.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let host = host.clone();
-                async move { Ok::<_, std::convert::Infallible>(host.handle(req, client, local).await) }
+                async move { Ok::<_, std::convert::Infallible>(host.handle(req, client).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()

@@ -2,6 +2,7 @@
 //! interfaces they import (HTTP in and out, SQLite, PostgreSQL, Redis, MQTT, variables), from the WIT files spin-sdk
 //! ships. A test harness faithful to Spin's documented behaviour, not a product.
 
+pub mod allowed_hosts;
 pub mod fake_gitlab;
 pub mod harness;
 pub mod host;
@@ -10,4 +11,4 @@ pub mod outbound;
 pub mod pg;
 pub mod spin;
 
-pub use host::{Host, serve};
+pub use host::{Host, Options, serve};

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::allowed_hosts::AllowedHosts;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Manifest {
@@ -58,7 +60,7 @@ pub struct ComponentConfig {
     pub id: String,
     pub source: PathBuf,
     pub sqlite_databases: Vec<String>,
-    pub allowed_outbound_hosts: Vec<String>,
+    pub allowed_outbound_hosts: AllowedHosts,
     pub variables: BTreeMap<String, String>,
 }
 
@@ -100,6 +102,7 @@ impl App {
         }
         let mut components = BTreeMap::new();
         for (id, c) in m.component {
+            let id_for_errors = id.clone();
             let variables = c
                 .variables
                 .iter()
@@ -116,7 +119,8 @@ impl App {
                     id,
                     source: base.join(c.source),
                     sqlite_databases: c.sqlite_databases,
-                    allowed_outbound_hosts: c.allowed_outbound_hosts,
+                    allowed_outbound_hosts: AllowedHosts::load(&c.allowed_outbound_hosts, &values)
+                        .with_context(|| format!("component {}: allowed_outbound_hosts", &id_for_errors))?,
                     variables,
                 },
             );
@@ -157,8 +161,28 @@ impl App {
     }
 }
 
+/// Spin's environment provider (`crates/variables-env`): `SPIN_VARIABLE_<NAME>` from the
+/// environment, else from the `dotenv` file (Spin reads `.env` in the working directory);
+/// a file that does not parse is an error, as in Spin.
+pub fn env_provider(dotenv: &Path) -> anyhow::Result<impl Fn(&str) -> Option<String> + use<>> {
+    let file: BTreeMap<String, String> = match dotenvy::from_path_iter(dotenv) {
+        Ok(iter) => iter
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading {}", dotenv.display()))?,
+        Err(_) => BTreeMap::new(),
+    };
+    Ok(move |name: &str| {
+        let key = format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase());
+        match std::env::var(&key) {
+            Ok(v) => Some(v),
+            Err(std::env::VarError::NotPresent) => file.get(&key).cloned(),
+            Err(_) => None,
+        }
+    })
+}
+
 /// Renders `{{ name }}` references to application variables.
-fn render(template: &str, values: &BTreeMap<String, String>) -> anyhow::Result<String> {
+pub fn render(template: &str, values: &BTreeMap<String, String>) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
@@ -174,42 +198,6 @@ fn render(template: &str, values: &BTreeMap<String, String>) -> anyhow::Result<S
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// Spin's `allowed_outbound_hosts` check for one URL: `scheme://host[:port]` patterns,
-/// where scheme, port or a leading host label may be `*`.
-pub fn outbound_allowed(patterns: &[String], scheme: &str, host: &str, port: u16) -> bool {
-    patterns.iter().any(|p| {
-        let Some((ps, rest)) = p.split_once("://") else {
-            return false;
-        };
-        let rest = rest.trim_end_matches('/');
-        let (ph, pp) = match rest.rsplit_once(':') {
-            Some((h, port)) if !h.is_empty() && !h.ends_with(']') || port == "*" => (h, Some(port)),
-            _ => (rest, None),
-        };
-        let default_port = match scheme {
-            "https" => 443,
-            "redis" | "rediss" => 6379,
-            "mqtt" => 1883,
-            "mqtts" => 8883,
-            "postgres" => 5432,
-            _ => 80,
-        };
-        let scheme_ok = ps == "*" || ps.eq_ignore_ascii_case(scheme);
-        let port_ok = match pp {
-            Some("*") => true,
-            Some(n) => n.parse::<u16>() == Ok(port),
-            None => port == default_port,
-        };
-        let host_ok = ph == "*"
-            || ph.eq_ignore_ascii_case(host)
-            || ph.strip_prefix("*.").is_some_and(|suffix| {
-                host.to_ascii_lowercase()
-                    .ends_with(&format!(".{}", suffix.to_ascii_lowercase()))
-            });
-        scheme_ok && port_ok && host_ok
-    })
 }
 
 #[cfg(test)]
@@ -255,20 +243,5 @@ source = "b.wasm"
         assert_eq!(app.components["a"].variables["s"], "pre-S-d");
         let err = App::load(&path, &|_| None).unwrap_err().to_string();
         assert!(err.contains("SPIN_VARIABLE_SECRET"), "{err}");
-    }
-
-    #[test]
-    fn outbound_patterns() {
-        let p = vec!["http://127.0.0.1:8080".to_string(), "https://*.example.com".to_string()];
-        assert!(outbound_allowed(&p, "http", "127.0.0.1", 8080));
-        assert!(!outbound_allowed(&p, "http", "127.0.0.1", 8081));
-        assert!(outbound_allowed(&p, "https", "a.example.com", 443));
-        assert!(!outbound_allowed(&p, "https", "example.org", 443));
-        assert!(outbound_allowed(
-            &["*://localhost:*".to_string()],
-            "http",
-            "localhost",
-            9
-        ));
     }
 }

@@ -1,10 +1,9 @@
 //! Host side of `spin:redis/redis@3.0.0` and `spin:mqtt/mqtt@3.0.0`: Spin's outbound Redis
 //! and MQTT, over real connections to real servers. A component may reach only addresses
-//! its `allowed_outbound_hosts` lists (`redis://host:port`, `mqtt://host:port`), as in Spin.
-//! The wire protocols are the small parts of RESP and MQTT 3.1.1 these interfaces need.
+//! its `allowed_outbound_hosts` lists, by Spin's rules (`allowed_hosts.rs`). MQTT is Spin's
+//! own client, rumqttc; Redis is the small part of RESP2 the interface needs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -12,7 +11,6 @@ use tokio::sync::Mutex;
 use wasmtime::component::{Accessor, Resource};
 
 use crate::host::Ctx;
-use crate::manifest::outbound_allowed;
 use crate::spin::Spin;
 use crate::spin::spin::mqtt::mqtt::{self, Qos};
 use crate::spin::spin::redis::redis::{self, RedisParameter, RedisResult};
@@ -22,8 +20,8 @@ pub struct RedisConn {
 }
 
 pub struct MqttConn {
-    stream: Arc<Mutex<TcpStream>>,
-    next_id: AtomicU16,
+    client: rumqttc::AsyncClient,
+    event_loop: Arc<Mutex<rumqttc::EventLoop>>,
 }
 
 /// `scheme://[user[:password]@]host[:port]` → (host, port).
@@ -37,10 +35,14 @@ fn host_port(address: &str, scheme: &str, default_port: u16) -> Option<(String, 
     }
 }
 
-async fn connect(ctx_allowed: &[String], address: &str, scheme: &str, port: u16) -> Result<TcpStream, String> {
+async fn connect(
+    allowed: &crate::allowed_hosts::AllowedHosts,
+    address: &str,
+    scheme: &str,
+    port: u16,
+) -> Result<TcpStream, String> {
     let (host, port) = host_port(address, scheme, port).ok_or("invalid address")?;
-    if !outbound_allowed(ctx_allowed, scheme, &host, port) {
-        eprintln!("testhost: outbound {scheme} connection to {host}:{port} denied: not in allowed_outbound_hosts");
+    if !allowed.check(address, scheme) {
         return Err(format!("{scheme}://{host}:{port} is not in allowed_outbound_hosts"));
     }
     TcpStream::connect((host.as_str(), port))
@@ -145,8 +147,8 @@ impl redis::HostConnection for Ctx {
     }
 }
 
-impl<U> redis::HostConnectionWithStore<U> for Spin {
-    async fn open(
+impl redis::HostConnectionWithStore for Spin {
+    async fn open<U>(
         store: &Accessor<U, Self>,
         address: String,
     ) -> wasmtime::Result<Result<Resource<RedisConn>, redis::Error>> {
@@ -166,7 +168,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
         })
     }
 
-    async fn publish(
+    async fn publish<U>(
         store: &Accessor<U, Self>,
         conn: Resource<RedisConn>,
         channel: String,
@@ -178,7 +180,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
             .map(|_| ()))
     }
 
-    async fn get(
+    async fn get<U>(
         store: &Accessor<U, Self>,
         conn: Resource<RedisConn>,
         key: String,
@@ -192,7 +194,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
             }))
     }
 
-    async fn set(
+    async fn set<U>(
         store: &Accessor<U, Self>,
         conn: Resource<RedisConn>,
         key: String,
@@ -204,7 +206,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
             .map(|_| ()))
     }
 
-    async fn incr(
+    async fn incr<U>(
         store: &Accessor<U, Self>,
         conn: Resource<RedisConn>,
         key: String,
@@ -218,7 +220,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
             }))
     }
 
-    async fn del(
+    async fn del<U>(
         store: &Accessor<U, Self>,
         conn: Resource<RedisConn>,
         keys: Vec<String>,
@@ -227,7 +229,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
         Ok(counted(&s, "DEL", None, keys).await)
     }
 
-    async fn sadd(
+    async fn sadd<U>(
         store: &Accessor<U, Self>,
         conn: Resource<RedisConn>,
         key: String,
@@ -237,7 +239,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
         Ok(counted(&s, "SADD", Some(key), values).await)
     }
 
-    async fn smembers(
+    async fn smembers<U>(
         store: &Accessor<U, Self>,
         conn: Resource<RedisConn>,
         key: String,
@@ -253,7 +255,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
         }))
     }
 
-    async fn srem(
+    async fn srem<U>(
         store: &Accessor<U, Self>,
         conn: Resource<RedisConn>,
         key: String,
@@ -263,7 +265,7 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
         Ok(counted(&s, "SREM", Some(key), values).await)
     }
 
-    async fn execute(
+    async fn execute<U>(
         store: &Accessor<U, Self>,
         conn: Resource<RedisConn>,
         name: String,
@@ -281,65 +283,34 @@ impl<U> redis::HostConnectionWithStore<U> for Spin {
 
 // ------------------------------------------------------------------ MQTT 3.1.1
 
-fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn string(s: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![kind];
-    remaining_length(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-/// Reads one packet: (first byte, body).
-async fn read_packet(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
-    let first = s.read_u8().await?;
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let b = s.read_u8().await?;
-        len |= ((b & 0x7f) as usize) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await?;
-    Ok((first, body))
-}
-
 impl mqtt::Host for Ctx {}
 
 impl mqtt::HostConnection for Ctx {
     fn drop(&mut self, conn: Resource<MqttConn>) -> wasmtime::Result<()> {
-        if let Ok(c) = self.table.delete(conn) {
-            // A clean DISCONNECT, as a client closing normally sends.
-            tokio::spawn(async move {
-                let _ = c.stream.lock().await.write_all(&[0xe0, 0x00]).await;
-            });
-        }
+        self.table.delete(conn)?;
         Ok(())
     }
 }
 
-impl<U> mqtt::HostConnectionWithStore<U> for Spin {
-    async fn open(
+/// Spin's MQTT client (`crates/factor-outbound-mqtt`): the address parsed by rumqttc's own
+/// `MqttOptions::parse_url` (so `client_id` is required, and its packet limits, 10 KiB
+/// outgoing by default, apply), credentials and keep-alive set, 1,000 requests of channel.
+fn mqtt_client(address: &str, username: String, password: String, keep_alive: u64) -> Result<MqttConn, mqtt::Error> {
+    let mut options = rumqttc::MqttOptions::parse_url(address).map_err(|e| {
+        eprintln!("testhost: MQTT URL parse error: {e:?}");
+        mqtt::Error::InvalidAddress
+    })?;
+    options.set_credentials(username, password);
+    options.set_keep_alive(std::time::Duration::from_secs(keep_alive.max(5)));
+    let (client, event_loop) = rumqttc::AsyncClient::new(options, 1000);
+    Ok(MqttConn {
+        client,
+        event_loop: Arc::new(Mutex::new(event_loop)),
+    })
+}
+
+impl mqtt::HostConnectionWithStore for Spin {
+    async fn open<U>(
         store: &Accessor<U, Self>,
         address: String,
         username: String,
@@ -347,96 +318,51 @@ impl<U> mqtt::HostConnectionWithStore<U> for Spin {
         keep_alive_interval_in_secs: u64,
     ) -> wasmtime::Result<Result<Resource<MqttConn>, mqtt::Error>> {
         let allowed = store.with(|mut view| view.get().component.allowed_outbound_hosts.clone());
-        let mut stream = match connect(&allowed, &address, "mqtt", 1883).await {
-            Ok(s) => s,
-            Err(e) if e == "invalid address" => return Ok(Err(mqtt::Error::InvalidAddress)),
-            Err(e) => return Ok(Err(mqtt::Error::ConnectionFailed(e))),
+        if !allowed.check(&address, "mqtt") {
+            return Ok(Err(mqtt::Error::ConnectionFailed(format!(
+                "{address} is not in allowed_outbound_hosts"
+            ))));
+        }
+        let conn = match mqtt_client(&address, username, password, keep_alive_interval_in_secs) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
         };
-        let mut body = Vec::new();
-        string(b"MQTT", &mut body);
-        body.push(4); // protocol level 3.1.1
-        let mut flags = 0x02; // clean session
-        if !username.is_empty() {
-            flags |= 0x80;
-        }
-        if !password.is_empty() {
-            flags |= 0x40;
-        }
-        body.push(flags);
-        body.extend_from_slice(&(keep_alive_interval_in_secs.min(u16::MAX as u64) as u16).to_be_bytes());
-        let client_id = format!("pipetrail-{}", std::process::id());
-        string(client_id.as_bytes(), &mut body);
-        if !username.is_empty() {
-            string(username.as_bytes(), &mut body);
-        }
-        if !password.is_empty() {
-            string(password.as_bytes(), &mut body);
-        }
-        let fail = |e: std::io::Error| mqtt::Error::ConnectionFailed(e.to_string());
-        if let Err(e) = stream.write_all(&packet(0x10, &body)).await {
-            return Ok(Err(fail(e)));
-        }
-        match read_packet(&mut stream).await {
-            Ok((0x20, ack)) if ack.get(1) == Some(&0) => {}
-            Ok((_, ack)) => {
-                return Ok(Err(mqtt::Error::ConnectionFailed(format!(
-                    "the broker refused the connection (code {:?})",
-                    ack.get(1)
-                ))));
-            }
-            Err(e) => return Ok(Err(fail(e))),
-        }
-        store.with(|mut view| {
-            let conn = MqttConn {
-                stream: Arc::new(Mutex::new(stream)),
-                next_id: AtomicU16::new(1),
-            };
-            Ok(Ok(view.get().table.push(conn)?))
-        })
+        store.with(|mut view| Ok(Ok(view.get().table.push(conn)?)))
     }
 
-    async fn publish(
+    async fn publish<U>(
         store: &Accessor<U, Self>,
         conn: Resource<MqttConn>,
         topic: String,
         payload: Vec<u8>,
         qos: Qos,
     ) -> wasmtime::Result<Result<(), mqtt::Error>> {
-        let (stream, id) = store.with(|mut view| -> wasmtime::Result<_> {
+        use rumqttc::{Event, Incoming, Outgoing, QoS};
+        let (client, event_loop) = store.with(|mut view| -> wasmtime::Result<_> {
             let c = view.get().table.get(&conn)?;
-            let id = c.next_id.fetch_add(1, Ordering::Relaxed).max(1);
-            Ok((c.stream.clone(), id))
+            Ok((c.client.clone(), c.event_loop.clone()))
         })?;
-        let mut body = Vec::new();
-        string(topic.as_bytes(), &mut body);
-        let kind = match qos {
-            Qos::AtMostOnce => 0x30,
-            Qos::AtLeastOnce => {
-                body.extend_from_slice(&id.to_be_bytes());
-                0x32
-            }
-            Qos::ExactlyOnce => {
-                return Ok(Err(mqtt::Error::Other(
-                    "QoS 2 is not implemented by the test host".into(),
-                )));
-            }
+        let qos = match qos {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+            Qos::ExactlyOnce => QoS::ExactlyOnce,
         };
-        body.extend_from_slice(&payload);
-        let mut s = stream.lock().await;
-        let other = |e: std::io::Error| mqtt::Error::Other(e.to_string());
-        if let Err(e) = s.write_all(&packet(kind, &body)).await {
-            return Ok(Err(other(e)));
+        if let Err(e) = client.publish_bytes(topic, qos, false, payload.into()).await {
+            return Ok(Err(mqtt::Error::Other(e.to_string())));
         }
-        if qos == Qos::AtLeastOnce {
-            // The broker's PUBACK for this packet id is the acknowledgement.
-            loop {
-                match read_packet(&mut s).await {
-                    Ok((0x40, ack)) if ack[..] == id.to_be_bytes() => break,
-                    Ok(_) => continue,
-                    Err(e) => return Ok(Err(other(e))),
-                }
+        // As Spin: drive the event loop until this publish is sent (QoS 0), acknowledged
+        // (QoS 1) or completed (QoS 2); a packet over the size limit fails here.
+        let mut event_loop = event_loop.lock().await;
+        loop {
+            match event_loop.poll().await {
+                Ok(event) => match (qos, event) {
+                    (QoS::AtMostOnce, Event::Outgoing(Outgoing::Publish(_)))
+                    | (QoS::AtLeastOnce, Event::Incoming(Incoming::PubAck(_)))
+                    | (QoS::ExactlyOnce, Event::Incoming(Incoming::PubComp(_))) => return Ok(Ok(())),
+                    _ => continue,
+                },
+                Err(e) => return Ok(Err(mqtt::Error::ConnectionFailed(e.to_string()))),
             }
         }
-        Ok(Ok(()))
     }
 }

@@ -1,8 +1,15 @@
-//! Host side of `spin:postgres/postgres@4.2.0` over a real connection (`tokio-postgres`,
-//! as Spin's own host uses), with Spin's semantics: the address must match the component's
-//! `allowed_outbound_hosts` (`postgres://host:port`); each `open` is its own connection, so a
-//! transaction lives as long as the connection resource; parameters bind with the type of
-//! their variant (an `int64` binds only where PostgreSQL expects a BIGINT, as in Spin).
+//! Host side of `spin:postgres/postgres@4.2.0` as Spin 4.0 implements it
+//! (`crates/factor-outbound-pg/src/client.rs`), with the same crates:
+//! - every host of the address must match the component's `allowed_outbound_hosts`
+//!   (checked as `host:port` with scheme `postgres`);
+//! - connections come from a `deadpool-postgres` pool per address (64 at most) recycled with
+//!   `RecyclingMethod::Clean`, which does *not* roll back a transaction left open: a guest
+//!   that traps between BEGIN and COMMIT hands its open transaction, and the locks it holds,
+//!   to the next `open` that gets that connection;
+//! - TLS through `native-tls` unless the address says `sslmode=disable` (tokio-postgres'
+//!   default is `prefer`, and a certificate the system does not trust fails the connection);
+//! - an `open` holds one pooled connection until the resource is dropped; parameters bind
+//!   with the type of their variant (an `int64` binds only where PostgreSQL expects a BIGINT).
 
 // The interface's error carries PostgreSQL's whole error record, as Spin's does.
 #![allow(clippy::result_large_err)]
@@ -13,18 +20,19 @@ use bytes::BytesMut;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
 
-use crate::host::Ctx;
+use crate::host::{Ctx, Shared};
 use crate::spin::Spin;
 use crate::spin::spin::postgres::postgres::{
     self as wit, Column, DbDataType, DbValue, Error, ParameterValue, QueryError,
 };
 
 pub struct PgConn {
-    client: Arc<tokio_postgres::Client>,
+    client: Arc<deadpool_postgres::Object>,
 }
 
 pub struct PgBuilder {
     address: String,
+    ca_root: Option<String>,
 }
 
 /// SQL NULL for a parameter of any type, as Spin binds `db-null`.
@@ -108,31 +116,72 @@ fn data_type(t: &Type) -> DbDataType {
     }
 }
 
-async fn open(allowed: &[String], address: &str) -> Result<PgConn, Error> {
-    let rest = address
-        .strip_prefix("postgres://")
-        .or_else(|| address.strip_prefix("postgresql://"))
-        .ok_or_else(|| Error::ConnectionFailed("the test host takes postgres:// URLs".into()))?;
-    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let hostport = hostport.split(['/', '?']).next().unwrap_or("");
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().unwrap_or(0)),
-        None => (hostport, 5432),
+fn pool(address: &str, ca_root: Option<&str>) -> Result<deadpool_postgres::Pool, Error> {
+    let config: tokio_postgres::Config = address
+        .parse()
+        .map_err(|e: tokio_postgres::Error| Error::ConnectionFailed(e.to_string()))?;
+    let manager_config = deadpool_postgres::ManagerConfig {
+        recycling_method: deadpool_postgres::RecyclingMethod::Clean,
     };
-    if !crate::manifest::outbound_allowed(allowed, "postgres", host, port) {
-        eprintln!("testhost: outbound postgres connection to {host}:{port} denied: not in allowed_outbound_hosts");
-        return Err(Error::ConnectionFailed(format!(
-            "postgres://{host}:{port} is not in allowed_outbound_hosts"
-        )));
+    let manager = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        deadpool_postgres::Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+    } else {
+        let mut builder = native_tls::TlsConnector::builder();
+        if let Some(pem) = ca_root {
+            let cert = native_tls::Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| Error::Other(format!("invalid root certificate: {e}")))?;
+            builder.add_root_certificate(cert);
+        }
+        let tls = builder.build().map_err(|e| Error::Other(e.to_string()))?;
+        deadpool_postgres::Manager::from_config(config, postgres_native_tls::MakeTlsConnector::new(tls), manager_config)
+    };
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(64)
+        .build()
+        .map_err(|e| Error::Other(e.to_string()))
+}
+
+async fn open(
+    ctx: (crate::allowed_hosts::AllowedHosts, Arc<Shared>),
+    address: &str,
+    ca_root: Option<&str>,
+) -> Result<PgConn, Error> {
+    let (allowed, shared) = ctx;
+    let config: tokio_postgres::Config = address
+        .parse()
+        .map_err(|e: tokio_postgres::Error| Error::ConnectionFailed(e.to_string()))?;
+    let ports = config.get_ports();
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        if let tokio_postgres::config::Host::Tcp(h) = host {
+            let port = ports.get(i).or(if ports.len() == 1 { ports.first() } else { None });
+            let target = format!("{h}{}", port.map(|p| format!(":{p}")).unwrap_or_default());
+            if !allowed.check(&target, "postgres") {
+                return Err(Error::ConnectionFailed(format!(
+                    "address postgres://{target} is not permitted"
+                )));
+            }
+        }
     }
-    let (client, connection) = tokio_postgres::connect(address, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::ConnectionFailed(e.to_string()))?;
-    // The connection task ends when the client is dropped (the resource's drop).
-    tokio::spawn(connection);
+    let key = format!("{address}\u{0}{}", ca_root.unwrap_or(""));
+    let pool = {
+        let mut pools = shared.pg_pools.lock().map_err(|_| Error::Other("pool lock".into()))?;
+        match pools.get(&key) {
+            Some(p) => p.clone(),
+            None => pools.entry(key).or_insert(pool(address, ca_root)?).clone(),
+        }
+    };
+    let client = pool.get().await.map_err(|e| Error::ConnectionFailed(e.to_string()))?;
     Ok(PgConn {
         client: Arc::new(client),
     })
+}
+
+fn trap_if_asked(ctx: &Ctx, statement: &str) -> wasmtime::Result<()> {
+    if ctx.shared.trap_now(statement) {
+        eprintln!("testhost: injected trap at statement: {statement}");
+        wasmtime::bail!("injected trap (Options::trap_on_statement)");
+    }
+    Ok(())
 }
 
 type Rows = (Vec<Column>, Vec<Vec<DbValue>>);
@@ -172,8 +221,12 @@ async fn run_execute(
     client.execute(statement, &refs).await.map_err(query_error)
 }
 
-fn client_of(ctx: &mut Ctx, conn: &Resource<PgConn>) -> wasmtime::Result<Arc<tokio_postgres::Client>> {
+fn client_of(ctx: &mut Ctx, conn: &Resource<PgConn>) -> wasmtime::Result<Arc<deadpool_postgres::Object>> {
     Ok(ctx.table.get(conn)?.client.clone())
+}
+
+fn open_ctx(ctx: &Ctx) -> (crate::allowed_hosts::AllowedHosts, Arc<Shared>) {
+    (ctx.component.allowed_outbound_hosts.clone(), ctx.shared.clone())
 }
 
 /// The synchronous functions (older guests) wait on the async ones.
@@ -185,8 +238,7 @@ impl wit::Host for Ctx {}
 
 impl wit::HostConnection for Ctx {
     fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<PgConn>, Error>> {
-        let allowed = self.component.allowed_outbound_hosts.clone();
-        Ok(match wait(open(&allowed, &address)) {
+        Ok(match wait(open(open_ctx(self), &address, None)) {
             Ok(c) => Ok(self.table.push(c)?),
             Err(e) => Err(e),
         })
@@ -198,6 +250,7 @@ impl wit::HostConnection for Ctx {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<wit::RowSet, Error>> {
+        trap_if_asked(self, &statement)?;
         let c = client_of(self, &conn)?;
         Ok(wait(run_query(&c, &statement, params)).map(|(columns, rows)| wit::RowSet { columns, rows }))
     }
@@ -208,12 +261,13 @@ impl wit::HostConnection for Ctx {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, Error>> {
+        trap_if_asked(self, &statement)?;
         let c = client_of(self, &conn)?;
         Ok(wait(run_execute(&c, &statement, params)))
     }
 
     fn drop(&mut self, conn: Resource<PgConn>) -> wasmtime::Result<()> {
-        // Dropping the connection closes it; an open transaction rolls back.
+        // The connection goes back to its pool (recycled with `Clean`, transaction and all).
         self.table.delete(conn)?;
         Ok(())
     }
@@ -221,16 +275,21 @@ impl wit::HostConnection for Ctx {
 
 impl wit::HostConnectionBuilder for Ctx {
     fn new(&mut self, address: String) -> wasmtime::Result<Resource<PgBuilder>> {
-        Ok(self.table.push(PgBuilder { address })?)
+        Ok(self.table.push(PgBuilder { address, ca_root: None })?)
     }
 
-    fn set_ca_root(&mut self, _: Resource<PgBuilder>, _: String) -> wasmtime::Result<Result<(), Error>> {
-        Ok(Err(Error::Other("the test host connects without TLS".into())))
+    fn set_ca_root(&mut self, builder: Resource<PgBuilder>, pem: String) -> wasmtime::Result<Result<(), Error>> {
+        self.table.get_mut(&builder)?.ca_root = Some(pem);
+        Ok(Ok(()))
     }
 
     fn build(&mut self, builder: Resource<PgBuilder>) -> wasmtime::Result<Result<Resource<PgConn>, Error>> {
-        let address = self.table.get(&builder)?.address.clone();
-        wit::HostConnection::open(self, address)
+        let b = self.table.get(&builder)?;
+        let (address, ca) = (b.address.clone(), b.ca_root.clone());
+        Ok(match wait(open(open_ctx(self), &address, ca.as_deref())) {
+            Ok(c) => Ok(self.table.push(c)?),
+            Err(e) => Err(e),
+        })
     }
 
     fn drop(&mut self, builder: Resource<PgBuilder>) -> wasmtime::Result<()> {
@@ -239,13 +298,13 @@ impl wit::HostConnectionBuilder for Ctx {
     }
 }
 
-impl<U> wit::HostConnectionWithStore<U> for Spin {
-    async fn open_async(
+impl wit::HostConnectionWithStore for Spin {
+    async fn open_async<U>(
         store: &Accessor<U, Self>,
         address: String,
     ) -> wasmtime::Result<Result<Resource<PgConn>, Error>> {
-        let allowed = store.with(|mut view| view.get().component.allowed_outbound_hosts.clone());
-        let opened = open(&allowed, &address).await;
+        let ctx = store.with(|mut view| open_ctx(view.get()));
+        let opened = open(ctx, &address, None).await;
         store.with(|mut view| {
             Ok(match opened {
                 Ok(c) => Ok(view.get().table.push(c)?),
@@ -255,14 +314,17 @@ impl<U> wit::HostConnectionWithStore<U> for Spin {
     }
 
     #[allow(clippy::type_complexity)]
-    async fn query_async(
+    async fn query_async<U>(
         store: &Accessor<U, Self>,
         conn: Resource<PgConn>,
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<(Vec<Column>, StreamReader<Vec<DbValue>>, FutureReader<Result<(), Error>>), Error>>
     {
-        let c = store.with(|mut view| client_of(view.get(), &conn))?;
+        let c = store.with(|mut view| {
+            trap_if_asked(view.get(), &statement)?;
+            client_of(view.get(), &conn)
+        })?;
         let result = run_query(&c, &statement, params).await;
         match result {
             Ok((columns, rows)) => store.with(|mut access| {
@@ -274,23 +336,36 @@ impl<U> wit::HostConnectionWithStore<U> for Spin {
         }
     }
 
-    async fn execute_async(
+    async fn execute_async<U>(
         store: &Accessor<U, Self>,
         conn: Resource<PgConn>,
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let c = store.with(|mut view| client_of(view.get(), &conn))?;
+        let c = store.with(|mut view| {
+            trap_if_asked(view.get(), &statement)?;
+            client_of(view.get(), &conn)
+        })?;
         Ok(run_execute(&c, &statement, params).await)
     }
 }
 
-impl<U> wit::HostConnectionBuilderWithStore<U> for Spin {
-    async fn build_async(
+impl wit::HostConnectionBuilderWithStore for Spin {
+    async fn build_async<U>(
         store: &Accessor<U, Self>,
         builder: Resource<PgBuilder>,
     ) -> wasmtime::Result<Result<Resource<PgConn>, Error>> {
-        let address = store.with(|mut view| view.get().table.get(&builder).map(|b| b.address.clone()))?;
-        <Spin as wit::HostConnectionWithStore<U>>::open_async(store, address).await
+        let (address, ca, ctx) = store.with(|mut view| -> wasmtime::Result<_> {
+            let b = view.get().table.get(&builder)?;
+            let (address, ca) = (b.address.clone(), b.ca_root.clone());
+            Ok((address, ca, open_ctx(view.get())))
+        })?;
+        let opened = open(ctx, &address, ca.as_deref()).await;
+        store.with(|mut view| {
+            Ok(match opened {
+                Ok(c) => Ok(view.get().table.push(c)?),
+                Err(e) => Err(e),
+            })
+        })
     }
 }

@@ -1,7 +1,8 @@
 //! Host side of `spin:sqlite@3.1.0` and `spin:variables@3.0.0` (Redis and MQTT are in
 //! `outbound.rs`, PostgreSQL in `pg.rs`), with Spin's semantics:
 //! a component may open only databases listed in its `sqlite_databases`; "default" is
-//! `<state-dir>/sqlite_db.db`; each `open` is its own connection; statements run on
+//! `<state-dir>/sqlite_db.db` for a local app and in memory otherwise (Spin's
+//! `crates/sqlite`); each `open` of a file is its own connection; statements run on
 //! blocking threads; variables are those the component declares, already rendered.
 
 use std::sync::{Arc, Mutex};
@@ -53,12 +54,32 @@ fn open_conn(ctx: &Ctx, database: &str) -> Result<SqliteConn, SqlError> {
     if database != "default" {
         return Err(SqlError::NoSuchDatabase);
     }
-    let path = ctx.state_dir.join("sqlite_db.db");
+    let Some(dir) = &ctx.shared.options.sqlite_dir else {
+        // One in-memory database for the app, shared by every instance, gone at exit.
+        let mut shared = ctx.shared.memory_db.lock().map_err(|_| SqlError::InvalidConnection)?;
+        let conn = match &*shared {
+            Some(c) => c.clone(),
+            None => {
+                let c = rusqlite::Connection::open_in_memory().map_err(|e| SqlError::Io(e.to_string()))?;
+                shared.insert(Arc::new(Mutex::new(c))).clone()
+            }
+        };
+        return Ok(SqliteConn { conn });
+    };
     // rusqlite sets a 5 s busy timeout on open, as Spin's SQLite does.
-    let conn = rusqlite::Connection::open(path).map_err(|e| SqlError::Io(e.to_string()))?;
+    let conn = rusqlite::Connection::open(dir.join("sqlite_db.db")).map_err(|e| SqlError::Io(e.to_string()))?;
     Ok(SqliteConn {
         conn: Arc::new(Mutex::new(conn)),
     })
+}
+
+/// A trap the test asked for (`Options::trap_on_statement`), as the guest's own crash.
+fn injected_trap(ctx: &Ctx, statement: &str) -> wasmtime::Result<()> {
+    if ctx.shared.trap_now(statement) {
+        eprintln!("testhost: injected trap at statement: {statement}");
+        wasmtime::bail!("injected trap (Options::trap_on_statement)");
+    }
+    Ok(())
 }
 
 fn run(conn: &Mutex<rusqlite::Connection>, statement: &str, params: Vec<Value>) -> Result<QueryResult, SqlError> {
@@ -110,6 +131,7 @@ impl sqlite::HostConnection for Ctx {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, SqlError>> {
+        injected_trap(self, &statement)?;
         let c = self.table.get(&conn)?.conn.clone();
         Ok(tokio::task::block_in_place(|| run(&c, &statement, parameters)))
     }
@@ -133,8 +155,8 @@ impl sqlite::HostConnection for Ctx {
     }
 }
 
-impl<U> sqlite::HostConnectionWithStore<U> for Spin {
-    async fn open_async(
+impl sqlite::HostConnectionWithStore for Spin {
+    async fn open_async<U>(
         store: &Accessor<U, Self>,
         database: String,
     ) -> wasmtime::Result<Result<Resource<SqliteConn>, SqlError>> {
@@ -148,14 +170,17 @@ impl<U> sqlite::HostConnectionWithStore<U> for Spin {
     }
 
     #[allow(clippy::type_complexity)]
-    async fn execute_async(
+    async fn execute_async<U>(
         store: &Accessor<U, Self>,
         conn: Resource<SqliteConn>,
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<(Vec<String>, StreamReader<RowResult>, FutureReader<Result<(), SqlError>>), SqlError>>
     {
-        let c = store.with(|mut view| view.get().table.get(&conn).map(|c| c.conn.clone()))?;
+        let c = store.with(|mut view| -> wasmtime::Result<_> {
+            injected_trap(view.get(), &statement)?;
+            Ok(view.get().table.get(&conn)?.conn.clone())
+        })?;
         let result = tokio::task::spawn_blocking(move || run(&c, &statement, parameters)).await?;
         match result {
             Ok(QueryResult { columns, rows }) => store.with(|mut access| {
@@ -167,13 +192,16 @@ impl<U> sqlite::HostConnectionWithStore<U> for Spin {
         }
     }
 
-    async fn last_insert_rowid_async(store: &Accessor<U, Self>, conn: Resource<SqliteConn>) -> wasmtime::Result<i64> {
+    async fn last_insert_rowid_async<U>(
+        store: &Accessor<U, Self>,
+        conn: Resource<SqliteConn>,
+    ) -> wasmtime::Result<i64> {
         let c = store.with(|mut view| view.get().table.get(&conn).map(|c| c.conn.clone()))?;
         let rowid = c.lock().map(|c| c.last_insert_rowid()).unwrap_or(0);
         Ok(rowid)
     }
 
-    async fn changes_async(store: &Accessor<U, Self>, conn: Resource<SqliteConn>) -> wasmtime::Result<u64> {
+    async fn changes_async<U>(store: &Accessor<U, Self>, conn: Resource<SqliteConn>) -> wasmtime::Result<u64> {
         let c = store.with(|mut view| view.get().table.get(&conn).map(|c| c.conn.clone()))?;
         let n = c.lock().map(|c| c.changes()).unwrap_or(0);
         Ok(n)
@@ -182,8 +210,8 @@ impl<U> sqlite::HostConnectionWithStore<U> for Spin {
 
 impl variables::Host for Ctx {}
 
-impl<U> variables::HostWithStore<U> for Spin {
-    async fn get(store: &Accessor<U, Self>, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
+impl variables::HostWithStore for Spin {
+    async fn get<U>(store: &Accessor<U, Self>, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
         // Spin's rule for names: lowercase letters, digits and underscores, starting with a letter.
         let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
             && name

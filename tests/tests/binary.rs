@@ -288,10 +288,7 @@ fn a_planted_secret_surfaces_nowhere() {
     const STREAM_TOKEN: &str = "stream-token-88";
     let dir = temp_dir("bin-sentinel");
     let (sink_url, sink_rx) = receiver(200);
-    let manifest = manifest_allowing(
-        "bin-sentinel",
-        &[&sink_url, "redis://127.0.0.1:6379", "mqtt://127.0.0.1:1883"],
-    );
+    let origins = support::origin_env(&[&sink_url, "redis://127.0.0.1:6379", "mqtt://127.0.0.1:1883"]);
     let run = std::process::id();
     let (key_prefix, topic) = (
         format!("pipetrail-sentinel:{run}:"),
@@ -306,16 +303,19 @@ fn a_planted_secret_surfaces_nowhere() {
     .to_string();
     let host = spawn_host(
         &dir,
-        Some(&manifest),
-        &[
-            ("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", HOOK_SECRET),
-            ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN),
-            ("SPIN_VARIABLE_GITLAB_LOG_TOKENS", LOG_TOKEN),
-            ("SPIN_VARIABLE_GITLAB_AUDIT_STREAM_TOKENS", STREAM_TOKEN),
-            ("SPIN_VARIABLE_GITHUB_WEBHOOK_SECRET", "gh-secret"),
-            ("SPIN_VARIABLE_SINKS", &sinks),
-            ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "0"),
-        ],
+        None,
+        &support::env_refs(
+            &origins,
+            &[
+                ("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", HOOK_SECRET),
+                ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN),
+                ("SPIN_VARIABLE_GITLAB_LOG_TOKENS", LOG_TOKEN),
+                ("SPIN_VARIABLE_GITLAB_AUDIT_STREAM_TOKENS", STREAM_TOKEN),
+                ("SPIN_VARIABLE_GITHUB_WEBHOOK_SECRET", "gh-secret"),
+                ("SPIN_VARIABLE_SINKS", &sinks),
+                ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "0"),
+            ],
+        ),
     );
     let app = App {
         base: host.base.clone(),

@@ -129,15 +129,15 @@ fn the_components_run_on_postgresql() {
 #[test]
 fn three_hosts_share_one_ledger_and_survive_a_kill() {
     let (url, db) = pg_schema("three_hosts");
-    let manifest = manifest_on_postgres("three-hosts");
     let env = [
+        ("SPIN_VARIABLE_DATABASE_ORIGIN", support::PG_ORIGIN),
         ("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", SECRET),
         ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN),
         ("SPIN_VARIABLE_DATABASE_URL", url.as_str()),
         ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "0"),
     ];
     let mut hosts: Vec<Running> = (0..3)
-        .map(|i| spawn_host(&temp_dir(&format!("three-hosts-{i}")), Some(&manifest), &env))
+        .map(|i| spawn_host(&temp_dir(&format!("three-hosts-{i}")), None, &env))
         .collect();
     let deliveries = pipetrail_core::generate::pipeline_deliveries(21, 60);
     let bases: Vec<String> = hosts.iter().map(|h| h.base.clone()).collect();

@@ -110,15 +110,18 @@ fn sigkill_under_load_loses_no_acknowledged_delivery() {
         .unwrap_or(50);
     let (sink_url, sink_rx) = receiver(200);
     let sinks = serde_json::json!([{"name": "siem", "kind": "http", "url": format!("{sink_url}/in"), "batch": 50}]);
-    let manifest = manifest_allowing("crash", &[&sink_url]);
+    let origins = support::origin_env(&[&sink_url]);
     let dir = temp_dir("crash");
     let sinks = sinks.to_string();
-    let env = [
-        ("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", SECRET),
-        ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN),
-        ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "0"),
-        ("SPIN_VARIABLE_SINKS", sinks.as_str()),
-    ];
+    let env = support::env_refs(
+        &origins,
+        &[
+            ("SPIN_VARIABLE_GITLAB_WEBHOOK_SECRET", SECRET),
+            ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN),
+            ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "0"),
+            ("SPIN_VARIABLE_SINKS", sinks.as_str()),
+        ],
+    );
     // Webhooks only: the audit stream's deletions need no different crash handling.
     let deliveries: Arc<Vec<generate::Delivery>> = Arc::new(
         // About what the rounds get through, so most deliveries land between kills.
@@ -135,7 +138,7 @@ fn sigkill_under_load_loses_no_acknowledged_delivery() {
     let mut sunk = Vec::new();
     let started = Instant::now();
     for _ in 0..kills {
-        let host = spawn_host(&dir, Some(&manifest), &env);
+        let host = spawn_host(&dir, None, &env);
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..3)
             .map(|w| {
@@ -194,7 +197,7 @@ fn sigkill_under_load_loses_no_acknowledged_delivery() {
     assert!(under_kills > 0, "no delivery was acknowledged between kills");
 
     // The last start: send what is left, drain the sink, check everything.
-    let host = spawn_host(&dir, Some(&manifest), &env);
+    let host = spawn_host(&dir, None, &env);
     let agent = agent();
     let left: Vec<usize> = pending.lock().unwrap().drain(..).collect();
     for i in left {

@@ -374,7 +374,8 @@ fn delivery_resumes_exactly_after_sigkill() {
     support::build_components();
     let rx = receiver(Duration::from_millis(40));
     let sinks = json!([{"name": "siem", "kind": "http", "url": rx.url, "batch": 10}]);
-    let manifest = support::manifest_allowing("sigkill", &[&rx.url]);
+    let manifest = support::root().join("spin.toml");
+    let origins = support::origin_env(&[&rx.url]);
     let state = support::temp_dir("sigkill-state");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -392,6 +393,7 @@ fn delivery_resumes_exactly_after_sigkill() {
             .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN)
             .env("SPIN_VARIABLE_SINKS", sinks.to_string())
             .env("SPIN_VARIABLE_SINK_BATCHES_PER_RUN", "1000")
+            .envs(origins.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 pub fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/gitlab")
+        .join("../tests/fixtures/gitlab")
         .join(name)
 }
 

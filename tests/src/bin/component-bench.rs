@@ -19,6 +19,7 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use clap::Parser;
 use pipetrail_core::generate::{self, Delivery, Kind, Mix};
+use pipetrail_testhost::Options;
 use pipetrail_testhost::harness::{self, median};
 
 #[derive(Parser)]
@@ -32,7 +33,11 @@ struct Args {
     /// Compare stores instead: SQLite, PostgreSQL, and a plain INSERT per delivery.
     #[arg(long)]
     stores: bool,
-    /// With --stores: clients sending at once, each its share of the deliveries in order.
+    /// Compare instance reuse as Spin 4.0 does it (128 requests, 16 at once) with a fresh
+    /// instance per request, for pipetrail's ingest and the empty component.
+    #[arg(long)]
+    reuse: bool,
+    /// With --stores or --reuse: clients sending at once, each its share of the deliveries in order.
     #[arg(long, default_value_t = 1)]
     clients: usize,
     /// With --stores: test-host processes serving the PostgreSQL app (client k sends to
@@ -46,10 +51,10 @@ const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// spin.toml with absolute sources, the ingest component optionally swapped, every
 /// component optionally allowed to reach the local PostgreSQL.
 fn manifest(dir: &Path, ingest: Option<&Path>) -> anyhow::Result<PathBuf> {
-    manifest_with(dir, ingest, false)
+    manifest_with(dir, ingest)
 }
 
-fn manifest_with(dir: &Path, ingest: Option<&Path>, postgres: bool) -> anyhow::Result<PathBuf> {
+fn manifest_with(dir: &Path, ingest: Option<&Path>) -> anyhow::Result<PathBuf> {
     let root = harness::workspace_root();
     let mut m: toml::Table = toml::from_str(&std::fs::read_to_string(root.join("spin.toml"))?)?;
     let components = m["component"].as_table_mut().context("components")?;
@@ -60,10 +65,6 @@ fn manifest_with(dir: &Path, ingest: Option<&Path>, postgres: bool) -> anyhow::R
             _ => root.join(c["source"].as_str().context("source")?),
         };
         c.insert("source".into(), toml::Value::String(source.display().to_string()));
-        if postgres {
-            let host = toml::Value::String("postgres://127.0.0.1:5432".into());
-            c.insert("allowed_outbound_hosts".into(), toml::Value::Array(vec![host]));
-        }
     }
     let path = dir.join("spin.toml");
     std::fs::write(&path, toml::to_string(&m)?)?;
@@ -100,17 +101,29 @@ fn spread<T: Sync>(
 
 /// The generator's Pipeline Hooks through one in-process host, one after another.
 fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
-    let _ = std::fs::remove_dir_all(state);
+    run_with(manifest, Options::spin_defaults(state), deliveries, 1)
+}
+
+/// As `run_once`, with the host's options and `clients` senders at once.
+fn run_with(
+    manifest: &Path,
+    options: Options,
+    deliveries: &[(String, Vec<u8>)],
+    clients: usize,
+) -> anyhow::Result<f64> {
+    if let Some(state) = &options.sqlite_dir {
+        let _ = std::fs::remove_dir_all(state);
+    }
     let vars = vec![
         ("gitlab_webhook_secret".into(), "bench".into()),
         ("admin_token".into(), "bench-admin".into()),
     ];
-    let host = harness::spawn(manifest, state, vars)?;
+    let host = harness::spawn_with(manifest, options, vars)?;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let url = format!("http://{}/hooks/gitlab", host.addr);
     // One request first, untimed: the first instantiation warms caches.
     let _ = agent.get(&format!("http://{}/healthz", host.addr)).call();
-    spread(deliveries, 1, |_, (id, body)| {
+    spread(deliveries, clients, |_, (id, body)| {
         let res = agent
             .post(&url)
             .header("X-Gitlab-Token", "bench")
@@ -122,6 +135,47 @@ fn run_once(manifest: &Path, state: &Path, deliveries: &[(String, Vec<u8>)]) -> 
     })
 }
 
+/// Deliveries per second with instance reuse on (Spin's defaults) and off (an instance per
+/// request), for pipetrail on SQLite and for the empty component, alternating in each round.
+fn compare_reuse(args: &Args) -> anyhow::Result<()> {
+    harness::build_components(&["-p", "pipetrail-bench-empty"])?;
+    let dir = std::env::temp_dir().join(format!("pipetrail-reuse-bench-{}", std::process::id()));
+    for sub in ["app", "empty"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    let app = manifest(&dir.join("app"), None)?;
+    let empty = empty_manifest(&dir.join("empty"))?;
+    let deliveries = pipetrail_core::generate::pipeline_deliveries(7, args.pipelines);
+    let variants: [(&str, &Path, bool); 4] = [
+        ("pipetrail ingest, reuse on (128 / 16)", &app, true),
+        ("pipetrail ingest, reuse off (instance per request)", &app, false),
+        ("empty component, reuse on", &empty, true),
+        ("empty component, reuse off", &empty, false),
+    ];
+    let mut secs = vec![Vec::new(); variants.len()];
+    for round in 0..args.rounds.max(1) {
+        for k in 0..variants.len() {
+            let i = (k + round) % variants.len();
+            let (name, m, reuse) = variants[i];
+            let mut options = Options::spin_defaults(&dir.join(format!("state{i}")));
+            if !reuse {
+                options = options.no_reuse();
+            }
+            let s = run_with(m, options, &deliveries, args.clients)?;
+            eprintln!("round {round}: {name}: {s:.3} s");
+            secs[i].push(s);
+        }
+    }
+    let n = deliveries.len() as f64;
+    println!("{} deliveries, {} clients, median of {} rounds", deliveries.len(), args.clients, args.rounds);
+    for (i, (name, _, _)) in variants.iter().enumerate() {
+        println!("{name}: {:.0} deliveries/s", n / median(secs[i].clone()));
+    }
+    let rate = |i: usize| n / median(secs[i].clone());
+    println!("reuse on / off: pipetrail {:.2}x, empty component {:.2}x", rate(0) / rate(1), rate(2) / rate(3));
+    Ok(())
+}
+
 /// A fresh schema on the local PostgreSQL; returns the URL that puts connections in it.
 fn fresh_schema(schema: &str) -> anyhow::Result<String> {
     use pipetrail_core::sql::{Sql, block_on};
@@ -129,7 +183,7 @@ fn fresh_schema(schema: &str) -> anyhow::Result<String> {
     block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[]))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     block_on(admin.exec(&format!("CREATE SCHEMA {schema}"), &[])).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(format!("{PG}?options=-c%20search_path%3D{schema}"))
+    Ok(format!("{PG}?sslmode=disable&options=-c%20search_path%3D{schema}"))
 }
 
 /// Bytes the tables (with their indexes and TOAST) of `schema` take on PostgreSQL.
@@ -293,6 +347,7 @@ fn through_hosts(
     ];
     if let Some(url) = database_url {
         env.push(("SPIN_VARIABLE_DATABASE_URL", url));
+        env.push(("SPIN_VARIABLE_DATABASE_ORIGIN", "postgres://127.0.0.1:5432"));
     }
     let running = (0..hosts.max(1))
         .map(|i| {
@@ -346,8 +401,8 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
     for sub in ["sqlite", "pg", "empty"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
-    let sqlite = manifest_with(&dir.join("sqlite"), None, false)?;
-    let pg = manifest_with(&dir.join("pg"), None, true)?;
+    let sqlite = manifest_with(&dir.join("sqlite"), None)?;
+    let pg = manifest_with(&dir.join("pg"), None)?;
     let empty = empty_manifest(&dir.join("empty"))?;
     let deliveries = generate::traffic(7, 0..args.pipelines, Mix::default());
     let raw: u64 = deliveries.iter().map(|d| d.body.len() as u64).sum();
@@ -478,6 +533,9 @@ fn main() -> anyhow::Result<()> {
     harness::build_components(&[])?;
     if args.stores {
         return compare_stores(&args);
+    }
+    if args.reuse {
+        return compare_reuse(&args);
     }
     let baseline_dir = "target/bench-without-tree";
     harness::cargo(&[

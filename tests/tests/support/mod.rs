@@ -20,7 +20,7 @@ pub fn root() -> PathBuf {
 }
 
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(root().join("../shared/fixtures/gitlab").join(name)).unwrap()
+    std::fs::read(root().join("tests/fixtures/gitlab").join(name)).unwrap()
 }
 
 pub fn fixture(name: &str) -> Value {
@@ -63,28 +63,41 @@ pub struct App {
 impl App {
     /// The app with the default test variables plus `extra` (name, value) pairs.
     pub fn start(name: &str, extra: &[(&str, &str)]) -> App {
-        Self::start_with_manifest(name, extra, root().join("spin.toml"))
+        Self::start_with(name, extra, |o| o)
+    }
+
+    /// As `start`, with the host's options changed by `options` (instance reuse, an
+    /// in-memory database, fault injection); Spin's defaults otherwise.
+    pub fn start_with(
+        name: &str,
+        extra: &[(&str, &str)],
+        options: impl FnOnce(pipetrail_testhost::Options) -> pipetrail_testhost::Options,
+    ) -> App {
+        build_components();
+        let dir = temp_dir(name);
+        let options = options(pipetrail_testhost::Options::spin_defaults(&dir));
+        Self::start_in(dir, extra, options)
     }
 
     /// As `start`, on PostgreSQL (`database_url`) in a schema of its own; also returns a
     /// native connection to that schema for checks.
     pub fn start_on_postgres(name: &str, extra: &[(&str, &str)]) -> (App, pipetrail_core::native_pg::PgDb) {
         let (url, db) = pg_schema(name);
-        let mut vars: Vec<(&str, &str)> = vec![("database_url", &url)];
+        let mut vars: Vec<(&str, &str)> = vec![("database_url", &url), ("database_origin", PG_ORIGIN)];
         vars.extend_from_slice(extra);
-        (Self::start_with_manifest(name, &vars, manifest_on_postgres(name)), db)
+        (Self::start(name, &vars), db)
     }
 
     /// As `start`, with the retention component also allowed to reach `hosts`, as an
-    /// operator adds witnesses to `allowed_outbound_hosts`.
+    /// operator sets `sink_origin_*` and `witness_origin_*` (`origin_vars`).
     pub fn start_allowing(name: &str, extra: &[(&str, &str)], hosts: &[&str]) -> App {
-        let path = manifest_allowing(name, hosts);
-        Self::start_with_manifest(name, extra, path)
+        let origins = origin_vars(hosts);
+        let mut vars: Vec<(&str, &str)> = origins.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        vars.extend_from_slice(extra);
+        Self::start(name, &vars)
     }
 
-    fn start_with_manifest(name: &str, extra: &[(&str, &str)], manifest: PathBuf) -> App {
-        build_components();
-        let dir = temp_dir(name);
+    fn start_in(dir: PathBuf, extra: &[(&str, &str)], options: pipetrail_testhost::Options) -> App {
         let mut vars: Vec<(String, String)> = vec![
             ("gitlab_webhook_secret".into(), SECRET.into()),
             ("admin_token".into(), ADMIN.into()),
@@ -94,7 +107,7 @@ impl App {
             vars.retain(|(n, _)| n != k);
             vars.push((k.to_string(), v.to_string()));
         }
-        let host = harness::spawn(&manifest, &dir, vars).expect("host started");
+        let host = harness::spawn_with(&root().join("spin.toml"), options, vars).expect("host started");
         let addr = host.addr;
         // A test's host serves until the test process ends.
         std::mem::forget(host);
@@ -215,7 +228,7 @@ impl App {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         // Redirects are answers to check, not to follow.
@@ -318,45 +331,57 @@ pub fn pg_schema(name: &str) -> (String, pipetrail_core::native_pg::PgDb) {
     let admin = pipetrail_core::native_pg::PgDb::connect(&base).expect("PostgreSQL at 127.0.0.1:5432");
     pipetrail_core::sql::block_on(admin.exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])).unwrap();
     let db = pipetrail_core::native_pg::PgDb::connect_in_schema(&base, &schema).unwrap();
-    // libpq's `options` sets the schema for every connection the components open.
+    // libpq's `options` sets the schema for every connection the components open. Spin
+    // connects with TLS unless the URL says `sslmode=disable`, and this machine's server
+    // has only a self-signed certificate (as a fresh Debian install does).
     let sep = if base.contains('?') { '&' } else { '?' };
-    (format!("{base}{sep}options=-c%20search_path%3D{schema}"), db)
+    (
+        format!("{base}{sep}sslmode=disable&options=-c%20search_path%3D{schema}"),
+        db,
+    )
 }
 
-/// `spin.toml` with every component allowed to reach the local PostgreSQL, as an operator
-/// adds the database host when setting `database_url`.
-pub fn manifest_on_postgres(name: &str) -> PathBuf {
-    let path = manifest_allowing(name, &["postgres://127.0.0.1:5432"]);
-    let mut manifest: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    for (_, c) in manifest["component"].as_table_mut().unwrap().iter_mut() {
-        c.as_table_mut().unwrap().insert(
-            "allowed_outbound_hosts".into(),
-            toml::Value::Array(vec![toml::Value::String("postgres://127.0.0.1:5432".into())]),
-        );
-    }
-    std::fs::write(&path, toml::to_string(&manifest).unwrap()).unwrap();
-    path
+/// The machine's PostgreSQL as an `allowed_outbound_hosts` origin (`database_origin`).
+pub const PG_ORIGIN: &str = "postgres://127.0.0.1:5432";
+
+/// The variables that open the retention component to `hosts` (URLs; their origins are
+/// taken): `sink_origin_1..4`, then `witness_origin_1..2`, as an operator sets them. No
+/// test edits `spin.toml`.
+pub fn origin_vars(hosts: &[&str]) -> Vec<(String, String)> {
+    const SLOTS: [&str; 6] = [
+        "sink_origin_1",
+        "sink_origin_2",
+        "sink_origin_3",
+        "sink_origin_4",
+        "witness_origin_1",
+        "witness_origin_2",
+    ];
+    assert!(hosts.len() <= SLOTS.len(), "at most {} destinations", SLOTS.len());
+    hosts
+        .iter()
+        .zip(SLOTS)
+        .map(|(h, slot)| {
+            let (scheme, rest) = h.split_once("://").expect("a URL");
+            let authority = rest.split(['/', '?']).next().unwrap();
+            (slot.to_string(), format!("{scheme}://{authority}"))
+        })
+        .collect()
 }
 
-pub fn manifest_allowing(name: &str, hosts: &[&str]) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("spin.toml")).unwrap();
-    let mut manifest: toml::Table = toml::from_str(&text).unwrap();
-    let components = manifest["component"].as_table_mut().unwrap();
-    for (_, c) in components.iter_mut() {
-        let c = c.as_table_mut().unwrap();
-        let source = root().join(c["source"].as_str().unwrap());
-        c.insert("source".into(), toml::Value::String(source.display().to_string()));
-    }
-    let hosts = hosts.iter().map(|h| toml::Value::String(h.to_string())).collect();
-    components["retention"]
-        .as_table_mut()
-        .unwrap()
-        .insert("allowed_outbound_hosts".into(), toml::Value::Array(hosts));
-    let edited = toml::to_string(&manifest).unwrap();
-    let dir = temp_dir(&format!("{name}-manifest"));
-    let path = dir.join("spin.toml");
-    std::fs::write(&path, edited).unwrap();
-    path
+/// `origin_vars` as the host binary reads them: `SPIN_VARIABLE_<NAME>` (owned; borrow with
+/// `env_refs`).
+pub fn origin_env(hosts: &[&str]) -> Vec<(String, String)> {
+    origin_vars(hosts)
+        .into_iter()
+        .map(|(k, v)| (format!("SPIN_VARIABLE_{}", k.to_ascii_uppercase()), v))
+        .collect()
+}
+
+/// `pairs` and `more` as the `&[(&str, &str)]` `spawn_host` takes.
+pub fn env_refs<'a>(pairs: &'a [(String, String)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    out.extend_from_slice(more);
+    out
 }
 
 pub use pipetrail_testhost::harness::Running;
