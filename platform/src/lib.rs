@@ -377,7 +377,7 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// copies the client's headers first and appends its own after them, so the first value
 /// may be whatever the client sent; only the last is Spin's.
 pub fn spin_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get_all(name).iter().last().and_then(|v| v.to_str().ok())
+    headers.get_all(name).iter().next_back().and_then(|v| v.to_str().ok())
 }
 
 pub fn json(status: StatusCode, body: &Value) -> Response<String> {

@@ -167,12 +167,21 @@ fn compare_reuse(args: &Args) -> anyhow::Result<()> {
         }
     }
     let n = deliveries.len() as f64;
-    println!("{} deliveries, {} clients, median of {} rounds", deliveries.len(), args.clients, args.rounds);
+    println!(
+        "{} deliveries, {} clients, median of {} rounds",
+        deliveries.len(),
+        args.clients,
+        args.rounds
+    );
     for (i, (name, _, _)) in variants.iter().enumerate() {
         println!("{name}: {:.0} deliveries/s", n / median(secs[i].clone()));
     }
     let rate = |i: usize| n / median(secs[i].clone());
-    println!("reuse on / off: pipetrail {:.2}x, empty component {:.2}x", rate(0) / rate(1), rate(2) / rate(3));
+    println!(
+        "reuse on / off: pipetrail {:.2}x, empty component {:.2}x",
+        rate(0) / rate(1),
+        rate(2) / rate(3)
+    );
     Ok(())
 }
 
