@@ -123,7 +123,7 @@ enum Command {
         command: TokenCommand,
     },
     /// Follow GitLab's JSON logs and post their lines to the app (POST /ingest/gitlab-logs),
-    /// for installs without Fluent Bit or Vector (docs/LOGS.md has their configs).
+    /// for installs without Fluent Bit or Vector (docs/SOURCES.md has their configs).
     ///
     /// Resumes from offsets kept in --state after a restart, follows rotation and
     /// truncation, and moves an offset only once the app acknowledged the lines.
@@ -371,7 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut query = vec![format!("format={format}")];
             query.extend(filters.iter().map(|f| {
                 let (k, v) = f.split_once('=').expect("checked above");
-                format!("{k}={}", pipetrail_core::gitlab_api::encode(v))
+                format!("{k}={}", pipetrail_core::encoding::url_encode(v))
             }));
             let endpoint = format!("{}/api/v1/export?{}", url.trim_end_matches('/'), query.join("&"));
             let mut res = ureq::get(&endpoint)
@@ -510,7 +510,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let projects = match (project, group) {
                 (Some(p), _) => {
-                    let url = client.api(&format!("/projects/{}", pipetrail_core::gitlab_api::encode(&p)));
+                    let url = client.api(&format!("/projects/{}", pipetrail_core::encoding::url_encode(&p)));
                     let Some((v, _)) = client.get(&url)? else {
                         bail!("GitLab has no project {p:?} (or the token cannot see it)");
                     };

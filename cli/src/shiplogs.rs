@@ -223,7 +223,7 @@ fn ship_from(
 fn post(o: &Options, body: &[u8]) -> anyhow::Result<()> {
     let mut endpoint = format!("{}/ingest/gitlab-logs", o.url.trim_end_matches('/'));
     if let Some(i) = &o.instance {
-        endpoint.push_str(&format!("?instance={}", pipetrail_core::gitlab_api::encode(i)));
+        endpoint.push_str(&format!("?instance={}", pipetrail_core::encoding::url_encode(i)));
     }
     let mut delay = Duration::from_secs(1);
     for attempt in 1.. {

@@ -17,7 +17,7 @@
 
 use crate::merkle::{self, NodeRef};
 use crate::retention::{Keep, Policies};
-use crate::sql::{DbError, Sql, Val};
+use crate::sql::{DbError, Sql, Val, in_writer};
 use crate::store;
 
 pub struct Options<'a> {
@@ -45,12 +45,9 @@ pub struct Report {
 }
 
 const CURSOR: &str = "compact:next_seq";
-/// Entries folded so far, kept beside the ranges so counting events is one read, not a
-/// walk over every range.
-const TOTAL: &str = "compact:entries";
 const DELIVERY_CURSOR: &str = "compact:after_delivery";
 
-/// One bounded compaction run in one `BEGIN IMMEDIATE` transaction. It stops at the first
+/// One bounded compaction run in one writer transaction. It stops at the first
 /// entry that may still change: one holding a body a policy will prune, one too recent, or
 /// one that is neither pruned nor holds a body (a gap `verify` must see, never hidden).
 pub async fn run<S: Sql>(db: &S, policies: &Policies, opts: &Options<'_>) -> Result<Report, DbError> {
@@ -58,11 +55,10 @@ pub async fn run<S: Sql>(db: &S, policies: &Policies, opts: &Options<'_>) -> Res
         return Err(DbError::Other(format!("not a time: {}", opts.now)));
     }
     let cutoff = crate::time::plus_seconds(opts.now, -(opts.days as i64) * 86_400);
-    db.exec("BEGIN IMMEDIATE", &[]).await?;
-    let result = async {
+    in_writer(db, async || {
         let mut report = Report::default();
         // Read before any range is written: the total then grows by what this run folds.
-        let before = count(db).await?;
+        let before = store::compacted_entries(db).await?;
         let mut next: u64 = store::setting(db, CURSOR)
             .await?
             .and_then(|v| v.parse().ok())
@@ -103,13 +99,12 @@ pub async fn run<S: Sql>(db: &S, policies: &Policies, opts: &Options<'_>) -> Res
         }
         compact_range(db, run_start, next, opts.now, &mut report).await?;
         store::put_setting(db, CURSOR, &next.to_string()).await?;
-        store::put_setting(db, TOTAL, &(before + report.compacted).to_string()).await?;
+        store::put_setting(db, store::COMPACTED_TOTAL, &(before + report.compacted).to_string()).await?;
         report.deliveries = drop_deliveries(db, next, &cutoff, opts.scan).await?;
         report.next_seq = next;
         Ok(report)
-    }
-    .await;
-    store::finish(db, result).await
+    })
+    .await
 }
 
 /// Compacts `start..end` (all pruned or compacted) as the aligned subtrees that tile it.
@@ -261,48 +256,4 @@ async fn drop_deliveries<S: Sql>(db: &S, next_seq: u64, cutoff: &str, scan: usiz
     }
     store::put_setting(db, DELIVERY_CURSOR, &cursor.to_string()).await?;
     Ok(doomed.len() as u64)
-}
-
-/// The compacted ranges, as (start, level), in order.
-pub async fn ranges<S: Sql>(db: &S) -> Result<Vec<(u64, u32)>, DbError> {
-    ranges_after(db, None, i64::MAX).await
-}
-
-/// Up to `limit` compacted ranges starting after `after`, in order: a page of them.
-pub async fn ranges_after<S: Sql>(db: &S, after: Option<u64>, limit: i64) -> Result<Vec<(u64, u32)>, DbError> {
-    let rows = db
-        .query(
-            "SELECT start, level FROM compacted WHERE start > ? ORDER BY start LIMIT ?",
-            &[after.map_or(Val::Int(-1), Val::int), Val::Int(limit)],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r[0].as_i64().unwrap_or(0) as u64, r[1].as_i64().unwrap_or(0) as u32))
-        .collect())
-}
-
-/// The compacted range holding entry `seq`, as (start, end).
-pub async fn containing<S: Sql>(db: &S, seq: u64) -> Result<Option<(u64, u64)>, DbError> {
-    let rows = db
-        .query(
-            "SELECT start, level FROM compacted WHERE start <= ? ORDER BY start DESC LIMIT 1",
-            &[Val::int(seq)],
-        )
-        .await?;
-    Ok(rows.first().and_then(|r| {
-        let start = r[0].as_i64()? as u64;
-        let end = start + (1u64 << r[1].as_i64()?);
-        (seq < end).then_some((start, end))
-    }))
-}
-
-/// Entries folded into compacted ranges (`verify` recounts them from the ranges). A ledger
-/// compacted before the total was kept has ranges and no total: they are summed once, and
-/// the next compaction run stores the sum.
-pub async fn count<S: Sql>(db: &S) -> Result<u64, DbError> {
-    match store::setting(db, TOTAL).await?.and_then(|v| v.parse().ok()) {
-        Some(total) => Ok(total),
-        None => Ok(ranges(db).await?.iter().map(|(_, level)| 1u64 << level).sum()),
-    }
 }

@@ -79,6 +79,24 @@ pub fn check(variable: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// A count variable's value: `default` when unset or empty, an error naming the variable
+/// when it does not parse (never a silent default: the work it sizes is refused instead).
+pub fn count(variable: &str, value: Option<&str>, default: u64) -> Result<u64, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) => check(variable, v)
+            .and_then(|()| v.parse().map_err(|_| format!("{v:?}: expected a whole number")))
+            .map_err(|e| format!("{variable}: {e}")),
+    }
+}
+
+/// How often to sign a checkpoint, in seconds (`checkpoint_interval_seconds`, default 10;
+/// 0 signs one with every append).
+pub fn checkpoint_interval(value: Option<&str>) -> Result<i64, String> {
+    let secs = count("checkpoint_interval_seconds", value, 10)?;
+    i64::try_from(secs).map_err(|_| format!("checkpoint_interval_seconds: {secs} is too large"))
+}
+
 /// Problems with the given (variable, value) pairs, as "variable: message".
 pub fn problems<'a>(values: impl IntoIterator<Item = (&'a str, Option<String>)>) -> Vec<String> {
     values
@@ -121,5 +139,18 @@ mod tests {
             assert_eq!(found.len(), 1, "{k}={v}");
             assert!(found[0].starts_with(&format!("{k}: ")), "{}", found[0]);
         }
+    }
+
+    #[test]
+    fn checkpoint_interval_is_parsed_or_refused_never_defaulted() {
+        assert_eq!(checkpoint_interval(None), Ok(10));
+        assert_eq!(checkpoint_interval(Some(" ")), Ok(10));
+        assert_eq!(checkpoint_interval(Some("0")), Ok(0));
+        assert_eq!(checkpoint_interval(Some("3600")), Ok(3600));
+        for bad in ["ten", "-5", "1.5", "99999999999999999999"] {
+            let e = checkpoint_interval(Some(bad)).unwrap_err();
+            assert!(e.starts_with("checkpoint_interval_seconds: "), "{bad}: {e}");
+        }
+        assert!(checkpoint_interval(Some("18446744073709551615")).is_err());
     }
 }

@@ -1,57 +1,21 @@
-//! Small encodings the ledger and auth need: base64 (RFC 4648, standard alphabet, padded),
-//! hex, HMAC-SHA256 (RFC 2104) and a constant-time comparison. The component dependency
-//! list is fixed (spin-sdk, serde, chrono, sha2, ed25519-dalek, ...), so these few
-//! lines live here, each tested against its RFC's vectors.
+//! The encodings the ledger and auth need, each a thin, named use of a well-kept crate:
+//! base64 (RFC 4648, standard alphabet, padded: `base64ct`, constant-time), hex,
+//! HMAC-SHA256 (RFC 2104: `hmac`), a constant-time comparison (`subtle`) and
+//! percent-encoding (RFC 3986: `percent-encoding`). Each is tested against its RFC's vectors.
 
+use base64ct::{Base64, Encoding};
+use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+use subtle::ConstantTimeEq;
 
 pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    Base64::encode_string(data)
 }
 
 /// Strict decoding: padding required, no whitespace, no non-zero trailing bits.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for (ci, chunk) in bytes.chunks(4).enumerate() {
-        let last = ci == bytes.len() / 4 - 1;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            let v = if i >= 4 - pad {
-                0
-            } else {
-                B64.iter().position(|&x| x == c)? as u32
-            };
-            n = (n << 6) | v;
-        }
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        if pad > 0 && decoded[3 - pad..].iter().any(|&b| b != 0) {
-            return None;
-        }
-        out.extend_from_slice(&decoded[..3 - pad]);
-    }
-    Some(out)
+    Base64::decode_vec(text).ok()
 }
 
 pub fn hex(data: &[u8]) -> String {
@@ -79,29 +43,48 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&sha256(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// Compares without an early exit, so the time taken does not reveal how many leading
 /// bytes of a guessed secret were right. Lengths are not secret.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    a.ct_eq(b).into()
+}
+
+/// What RFC 3986 leaves unescaped in a component: letters, digits and `-._~`.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Percent-encodes a path segment or query value (RFC 3986 unreserved characters pass).
+pub fn url_encode(value: &str) -> String {
+    utf8_percent_encode(value, COMPONENT).to_string()
+}
+
+/// Decodes a query-string key or value (`application/x-www-form-urlencoded`: `+` is a
+/// space). `None` for a `%` not followed by two hex digits or bytes that are not UTF-8:
+/// a malformed parameter is an error, never guessed at.
+pub fn form_decode(s: &str) -> Option<String> {
+    strict_decode(&s.replace('+', " "))
+}
+
+/// Decodes one path segment (RFC 3986: `+` is a plus sign, only `%XX` is decoded).
+pub fn path_decode(s: &str) -> Option<String> {
+    strict_decode(s)
+}
+
+fn strict_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let well_formed = b
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    if !well_formed {
+        return None;
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
 }
 
 #[cfg(test)]
@@ -154,5 +137,17 @@ mod tests {
         assert!(!ct_eq(b"secret", b"secret2"));
         assert_eq!(unhex(&hex(&[0, 1, 254, 255])).unwrap(), vec![0, 1, 254, 255]);
         assert!(unhex("0g").is_none());
+    }
+
+    #[test]
+    fn percent_encoding_rfc3986() {
+        assert_eq!(url_encode("grp/app name~x+y"), "grp%2Fapp%20name~x%2By");
+        assert_eq!(url_encode("é"), "%C3%A9");
+        assert_eq!(form_decode("a%20b+c").unwrap(), "a b c");
+        // In a path, `+` is a plus sign (GitLab refs and paths can hold one).
+        assert_eq!(path_decode("a+b%2Fc").unwrap(), "a+b/c");
+        for bad in ["%", "%2", "%zz", "a%G1", "%ff"] {
+            assert!(form_decode(bad).is_none() && path_decode(bad).is_none(), "{bad:?}");
+        }
     }
 }

@@ -139,7 +139,7 @@ pub fn parse(body: &[u8], event: &str) -> Result<Hook> {
         .map_err(|e| ParseError(format!("body is not valid UTF-8 (byte {})", e.valid_up_to())))?;
     let json = match text.strip_prefix("payload=") {
         Some(form) => std::borrow::Cow::Owned(
-            crate::params::percent_decode(form).ok_or_else(|| ParseError("payload: malformed form encoding".into()))?,
+            crate::encoding::form_decode(form).ok_or_else(|| ParseError("payload: malformed form encoding".into()))?,
         ),
         None => std::borrow::Cow::Borrowed(text),
     };

@@ -17,7 +17,7 @@ use crate::model::*;
 
 pub const CANCEL_NOTE: &str = "GitHub's webhook does not say who canceled; GitHub's audit log can";
 
-/// GitHub's event names → the normalized trigger of DESIGN.md §3. `workflow_dispatch` is a
+/// GitHub's event names → the normalized trigger (ARCHITECTURE.md, "The event"). `workflow_dispatch` is a
 /// person starting a run by hand, from the UI or the API (GitHub does not say which).
 pub fn normalize_trigger(event: &str) -> &'static str {
     match event {

@@ -125,17 +125,6 @@ pub fn retry_after(headers: &[(String, String)]) -> u64 {
         .clamp(1, 3600)
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
-pub fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +170,5 @@ mod tests {
         assert_eq!(next_page(&h("X-Next-Page", ""), "https://g/api"), None);
         assert_eq!(retry_after(&h("Retry-After", "7")), 7);
         assert_eq!(retry_after(&[]), 60);
-        assert_eq!(encode("2026-01-01T00:00:00Z"), "2026-01-01T00%3A00%3A00Z");
     }
 }

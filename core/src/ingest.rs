@@ -8,7 +8,7 @@ use crate::gitlab::{self, Hook};
 use crate::lifecycle::{self, Context, VariablePolicy};
 use crate::model::Evidence;
 use crate::note::NoteSigner;
-use crate::sql::{DbError, Sql};
+use crate::sql::{DbError, Sql, in_writer};
 use crate::store::{self, DeliveryRecord};
 use crate::{github, github_lifecycle};
 
@@ -253,8 +253,7 @@ async fn record_snapshot<S: Sql>(
     received_at: &str,
     settings: &Settings<'_>,
 ) -> Result<Outcome, IngestError> {
-    db.exec("BEGIN IMMEDIATE", &[]).await?;
-    let result = async {
+    in_writer(db, async || {
         if store::delivery_seen(db, s.key).await? {
             store::count_outcome(db, "duplicate").await?;
             return Ok(Outcome::Duplicate);
@@ -307,9 +306,9 @@ async fn record_snapshot<S: Sql>(
             events: stored.len(),
             first_seq,
         })
-    }
-    .await;
-    store::finish(db, result).await.map_err(IngestError::Db)
+    })
+    .await
+    .map_err(IngestError::Db)
 }
 
 /// What the GitLab API shows of one pipeline: `{"pipeline": <GET pipeline>, "jobs":
@@ -374,8 +373,7 @@ pub async fn record_audit<S: Sql>(
     };
     let payload_sha256 = hex(&sha256(body));
     let key = format!("audit-sha256:{payload_sha256}");
-    db.exec("BEGIN IMMEDIATE", &[]).await?;
-    let result = async {
+    in_writer(db, async || {
         if store::delivery_seen(db, &key).await? {
             store::count_outcome(db, "duplicate").await?;
             return Ok(Outcome::Duplicate);
@@ -417,12 +415,10 @@ pub async fn record_audit<S: Sql>(
             events: stored.len(),
             first_seq,
         })
-    }
-    .await;
-    store::finish(db, result)
-        .await
-        .map(|o| (events.len(), o))
-        .map_err(IngestError::Db)
+    })
+    .await
+    .map(|o| (events.len(), o))
+    .map_err(IngestError::Db)
 }
 
 /// What became of a batch of Rails log lines.
@@ -481,8 +477,7 @@ pub async fn record_logs<S: Sql>(
     if facts.is_empty() {
         return Ok(batch);
     }
-    db.exec("BEGIN IMMEDIATE", &[]).await?;
-    let result = async {
+    in_writer(db, async || {
         let mut seen = std::collections::HashSet::new();
         for f in &facts {
             let key = format!("rails-log:{}", f.line_sha256);
@@ -518,9 +513,8 @@ pub async fn record_logs<S: Sql>(
         store::count_outcome(db, "recorded").await?;
         store::maybe_checkpoint(db, settings.signer, received_at, settings.checkpoint_interval_secs).await?;
         Ok(())
-    }
-    .await;
-    store::finish(db, result).await.map_err(IngestError::Db)?;
+    })
+    .await?;
     Ok(batch)
 }
 

@@ -81,7 +81,7 @@ pub fn is_terminal(status: &str) -> bool {
     matches!(status, "success" | "failed" | "canceled")
 }
 
-/// GitLab's `source` → the normalized trigger method of DESIGN.md §3.
+/// GitLab's `source` → the normalized trigger method (ARCHITECTURE.md, "The event").
 pub fn normalize_trigger(source: &str) -> &'static str {
     match source {
         "push" => "push",

@@ -1,4 +1,4 @@
-//! The one event model every source is normalized into (DESIGN.md §3).
+//! The one event model every source is normalized into (ARCHITECTURE.md, "The event").
 //! `Event` serializes to the JSON whose RFC 8785 bytes are the ledger leaf (see canonical.rs).
 
 use serde::{Deserialize, Serialize};

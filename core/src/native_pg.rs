@@ -1,7 +1,7 @@
 //! `Sql` over a PostgreSQL connection (the `postgres` crate), for the native tool and the
 //! store conformance tests. Components reach PostgreSQL through Spin's interface instead;
 //! both follow the rules in `sql.rs`: numbered placeholders, the writer's advisory lock for
-//! `BEGIN IMMEDIATE`, booleans as 0/1, changed rows counted here.
+//! `begin_writer`, booleans as 0/1, changed rows counted here.
 
 use std::cell::{Cell, RefCell};
 use std::error::Error;
@@ -125,10 +125,6 @@ fn value(row: &postgres::Row, i: usize) -> Result<Val, DbError> {
 impl Sql for PgDb {
     async fn query(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
         let mut client = self.client.borrow_mut();
-        if sql.trim() == "BEGIN IMMEDIATE" {
-            client.batch_execute(&PG_BEGIN_WRITER.join("; ")).map_err(db_err)?;
-            return Ok(Vec::new());
-        }
         let sql = numbered_placeholders(sql);
         let params: Vec<Param> = params.iter().map(Param).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
@@ -150,5 +146,12 @@ impl Sql for PgDb {
 
     async fn changes(&self) -> Result<u64, DbError> {
         Ok(self.changes.get())
+    }
+
+    async fn begin_writer(&self) -> Result<(), DbError> {
+        self.client
+            .borrow_mut()
+            .batch_execute(&PG_BEGIN_WRITER.join("; "))
+            .map_err(db_err)
     }
 }

@@ -18,25 +18,6 @@ impl ParamError {
     }
 }
 
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Splits `a=1&b=2`; a malformed pair is an error naming it.
 pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ParamError> {
     query
@@ -44,8 +25,10 @@ pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ParamError> {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = percent_decode(k).ok_or_else(|| ParamError::new(k, "malformed percent-encoding"))?;
-            let value = percent_decode(v).ok_or_else(|| ParamError::new(&key, "malformed percent-encoding"))?;
+            let key =
+                crate::encoding::form_decode(k).ok_or_else(|| ParamError::new(k, "malformed percent-encoding"))?;
+            let value =
+                crate::encoding::form_decode(v).ok_or_else(|| ParamError::new(&key, "malformed percent-encoding"))?;
             Ok((key, value))
         })
         .collect()
@@ -187,6 +170,5 @@ mod tests {
             assert_eq!(event_filter(&pairs(q)).unwrap_err().param, param, "{q}");
         }
         assert_eq!(parse_query("a=%zz").unwrap_err().param, "a");
-        assert_eq!(percent_decode("a%20b+c").unwrap(), "a b c");
     }
 }

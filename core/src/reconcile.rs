@@ -17,8 +17,9 @@
 
 use serde_json::{Value, json};
 
+use crate::encoding::url_encode as encode;
 use crate::encoding::{hex, sha256};
-use crate::gitlab_api::{encode, next_page, retry_after};
+use crate::gitlab_api::{next_page, retry_after};
 use crate::ingest::{self, IngestError, Outcome, Settings};
 use crate::lifecycle::event_id;
 use crate::model::{Actor, Event, Evidence, Forge, LEDGER_FORMAT, Pipeline, Project, Window};
@@ -407,8 +408,7 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
                 remote_ip: None,
             },
         };
-        db.exec("BEGIN IMMEDIATE", &[]).await?;
-        let appended = async {
+        let appended = crate::sql::in_writer(db, async || {
             let stored = store::append(db, vec![event]).await?;
             store::maybe_checkpoint(
                 db,
@@ -418,9 +418,9 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
             )
             .await?;
             Ok(stored.len())
-        }
-        .await;
-        self.report.events += store::finish(db, appended).await?;
+        })
+        .await?;
+        self.report.events += appended;
         self.report.deleted.push(id);
         Ok(())
     }

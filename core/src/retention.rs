@@ -131,7 +131,7 @@ const CURSOR: &str = "retention:after_seq";
 
 /// One bounded sweep: looks at up to `scan` events after the stored cursor (from the start
 /// when it is done) and prunes those a policy says are too old. `dry_run` reports and
-/// changes nothing. Runs in one `BEGIN IMMEDIATE` transaction.
+/// changes nothing. Runs in one writer transaction.
 pub async fn sweep<S: Sql>(
     db: &S,
     policies: &Policies,
@@ -153,8 +153,7 @@ pub async fn sweep<S: Sql>(
             Keep::Forever => None,
         })
         .collect();
-    db.exec("BEGIN IMMEDIATE", &[]).await?;
-    let result = async {
+    let pass = async || {
         let after: i64 = crate::store::setting(db, CURSOR)
             .await?
             .and_then(|c| c.parse().ok())
@@ -221,14 +220,12 @@ pub async fn sweep<S: Sql>(
             rows.last().and_then(|r| r[0].as_i64()).unwrap_or(-1)
         };
         crate::store::put_setting(db, CURSOR, &next.to_string()).await
-    }
-    .await;
+    };
     if dry_run {
-        let _ = db.exec("ROLLBACK", &[]).await;
-        result?;
-        return Ok(report);
+        crate::sql::rehearse_in_writer(db, pass).await?;
+    } else {
+        crate::sql::in_writer(db, pass).await?;
     }
-    crate::store::finish(db, result).await?;
     Ok(report)
 }
 

@@ -416,6 +416,9 @@ pub enum Found<'a> {
     Route(&'a Route, Vec<(&'static str, String)>),
     /// The path exists with other methods.
     WrongMethod(Vec<&'static str>),
+    /// The path matches a route, but this parameter's segment is not valid percent-encoded
+    /// UTF-8: 400, naming it.
+    MalformedSegment(&'static str),
     NotFound,
 }
 
@@ -428,11 +431,11 @@ pub fn find(component: &str, method: &str, path: &str) -> Found<'static> {
     };
     let mut methods = Vec::new();
     for r in ROUTES.iter().filter(|r| r.component == component) {
-        if let Some(params) = matches(r.path, path) {
-            if r.method == method {
-                return Found::Route(r, params);
-            }
-            methods.push(r.method);
+        match matches(r.path, path) {
+            Some(Ok(params)) if r.method == method => return Found::Route(r, params),
+            Some(Err(name)) if r.method == method => return Found::MalformedSegment(name),
+            Some(_) => methods.push(r.method),
+            None => {}
         }
     }
     if methods.is_empty() {
@@ -442,7 +445,11 @@ pub fn find(component: &str, method: &str, path: &str) -> Found<'static> {
     }
 }
 
-fn matches(template: &'static str, path: &str) -> Option<Vec<(&'static str, String)>> {
+/// The template's parameters if `path` has its shape; `Err(name)` when a parameter's
+/// segment does not decode.
+type Matched = Result<Vec<(&'static str, String)>, &'static str>;
+
+fn matches(template: &'static str, path: &str) -> Option<Matched> {
     let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
     if t.len() != p.len() {
         return None;
@@ -450,16 +457,16 @@ fn matches(template: &'static str, path: &str) -> Option<Vec<(&'static str, Stri
     let mut params = Vec::new();
     for (ts, ps) in t.iter().zip(&p) {
         match ts.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
-            Some(name) if !ps.is_empty() => params.push((
-                name,
-                crate::params::percent_decode(ps).unwrap_or_else(|| ps.to_string()),
-            )),
+            Some(name) if !ps.is_empty() => match crate::encoding::path_decode(ps) {
+                Some(value) => params.push((name, value)),
+                None => return Some(Err(name)),
+            },
             Some(_) => return None,
             None if ts == ps => {}
             None => return None,
         }
     }
-    Some(params)
+    Some(Ok(params))
 }
 
 /// The OpenAPI 3 document of every route.
@@ -530,6 +537,15 @@ mod tests {
             Found::Route(_, p) => assert_eq!(p[0].1, "grp/app"),
             _ => panic!("no match"),
         }
+        // A path segment is not form data: `+` stays a plus sign.
+        match find("query", "GET", "/api/v4/projects/grp%2Fc+%2B/audit_events") {
+            Found::Route(_, p) => assert_eq!(p[0].1, "grp/c++"),
+            _ => panic!("no match"),
+        }
+        assert!(matches!(
+            find("query", "GET", "/api/v4/projects/grp%zz/audit_events"),
+            Found::MalformedSegment("id")
+        ));
         assert!(matches!(find("query", "DELETE", "/api/v1/events"), Found::WrongMethod(m) if m == ["GET"]));
         assert!(matches!(
             find("query", "GET", "/api/v1/pipelines/gitlab"),

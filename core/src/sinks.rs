@@ -23,7 +23,7 @@
 use serde_json::{Value, json};
 
 use crate::encoding::{hex, hmac_sha256};
-use crate::sql::{DbError, Sql, Val};
+use crate::sql::{DbError, Sql, Val, in_writer};
 use crate::store::{self, EventFilter};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -501,8 +501,7 @@ pub async fn prune_delivered<S: Sql>(db: &S, sinks: &[Sink], now: &str) -> Resul
     if sinks.is_empty() || through < 0 {
         return Ok(0);
     }
-    db.exec("BEGIN IMMEDIATE", &[]).await?;
-    let result = async {
+    in_writer(db, async || {
         db.exec(
             "INSERT INTO pruned (seq, policy, pruned_at) SELECT seq, 'stream-only', ? FROM event_bodies WHERE seq <= ?",
             &[Val::text(now), Val::Int(through)],
@@ -518,9 +517,8 @@ pub async fn prune_delivered<S: Sql>(db: &S, sinks: &[Sink], now: &str) -> Resul
         )
         .await?;
         Ok(n)
-    }
-    .await;
-    store::finish(db, result).await
+    })
+    .await
 }
 
 #[cfg(test)]

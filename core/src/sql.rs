@@ -3,13 +3,17 @@
 //!
 //! Statements are written once, in the SQL both databases accept (`?` placeholders,
 //! `INSERT … ON CONFLICT`, `RETURNING`). What differs is the implementation's business:
-//! a PostgreSQL `Sql` numbers the placeholders (`numbered_placeholders`), takes the
-//! writer's advisory lock for `BEGIN IMMEDIATE`, reports booleans as 0/1 and counts changed
-//! rows itself. The schema differs too (`store::migrate` picks by `dialect`).
+//! a PostgreSQL `Sql` numbers the placeholders (`numbered_placeholders`), opens the writer's
+//! transaction its own way (`begin_writer`), reports booleans as 0/1 and counts changed
+//! rows itself. The schema differs too (`store::schema` picks by `dialect`).
+//!
+//! Every write that touches the ledger runs in [`in_writer`]: one writer at a time,
+//! serialized by the database (never by component memory), committed whole or not at all.
 
 use std::future::Future;
 use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Val {
@@ -102,6 +106,32 @@ pub trait Sql {
     async fn changes(&self) -> Result<u64, DbError> {
         sqlite_changes(self).await
     }
+
+    /// Opens the writer's transaction, waiting for any other writer to finish: SQLite's
+    /// `BEGIN IMMEDIATE`; a PostgreSQL `Sql` runs [`PG_BEGIN_WRITER`] instead. Called by
+    /// [`in_writer`] only.
+    async fn begin_writer(&self) -> Result<(), DbError> {
+        self.exec("BEGIN IMMEDIATE", &[]).await
+    }
+}
+
+/// Runs `body` in the writer's transaction: commits when it returns Ok, rolls back (and
+/// reports the body's error) when it returns Err, so nothing is ever half-written.
+pub async fn in_writer<S: Sql + ?Sized, T>(
+    db: &S,
+    body: impl AsyncFnOnce() -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    db.begin_writer().await?;
+    match body().await {
+        Ok(v) => {
+            db.exec("COMMIT", &[]).await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = db.exec("ROLLBACK", &[]).await;
+            Err(e)
+        }
+    }
 }
 
 /// SQLite's count of rows the last statement changed, asked of the connection itself.
@@ -128,12 +158,12 @@ pub enum Dialect {
     Postgres,
 }
 
-/// The transaction-scoped advisory lock every PostgreSQL ledger writer takes for
-/// `BEGIN IMMEDIATE`: appends are serialized by the database, whichever instance or host
+/// The transaction-scoped advisory lock every PostgreSQL ledger writer takes in
+/// `begin_writer`: appends are serialized by the database, whichever instance or host
 /// runs them, never by memory.
 pub const PG_WRITER_LOCK: i64 = 0x7069_7065_7472_6169; // "pipetrai"
 
-/// The statements a PostgreSQL `Sql` runs for `BEGIN IMMEDIATE`. The transaction bounds
+/// The statements a PostgreSQL `Sql` runs in `begin_writer`. The transaction bounds
 /// what a crashed writer can cost the others: Spin returns a trapped instance's connection
 /// to its pool still inside the transaction and holding the lock, so PostgreSQL ends a
 /// writer's transaction that sits idle for 3 s (rolling it back, freeing the lock), and a
@@ -183,20 +213,44 @@ pub fn numbered_placeholders(sql: &str) -> String {
     out
 }
 
-/// Runs a future that never waits on anything external (the rusqlite `Sql`) to completion.
+/// Runs `body` in the writer's transaction and rolls it back whatever it returns: a dry
+/// run sees exactly what the real one would, and changes nothing.
+pub async fn rehearse_in_writer<S: Sql + ?Sized, T>(
+    db: &S,
+    body: impl AsyncFnOnce() -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    db.begin_writer().await?;
+    let result = body().await;
+    db.exec("ROLLBACK", &[]).await?;
+    result
+}
+
+/// Runs a future to completion on this thread (the native `Sql`s complete at once). A
+/// future that is pending parks the thread until its waker is called, rather than polling
+/// it again in a loop.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
     let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
     loop {
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return v;
         }
-        std::thread::yield_now();
+        std::thread::park();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
     #[test]
     fn the_writer_lock_statement_names_the_lock() {
         assert_eq!(
@@ -205,6 +259,42 @@ mod tests {
         );
         assert!(super::returns_rows("SELECT 1") && super::returns_rows("INSERT INTO t VALUES (1) RETURNING id"));
         assert!(!super::returns_rows(" DELETE FROM t"));
+    }
+
+    /// Pending until another thread wakes it 50 ms later; counts its polls.
+    struct WokenLater {
+        polls: usize,
+        done: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Future for WokenLater {
+        type Output = usize;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+            self.polls += 1;
+            if self.done.load(std::sync::atomic::Ordering::SeqCst) {
+                return Poll::Ready(self.polls);
+            }
+            if self.polls == 1 {
+                let (waker, done) = (cx.waker().clone(), self.done.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                    waker.wake();
+                });
+            }
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn block_on_sleeps_until_woken() {
+        let polls = super::block_on(WokenLater {
+            polls: 0,
+            done: Default::default(),
+        });
+        // Polled once, then again when woken (a spurious unpark may add one): a loop that
+        // polls while pending would count thousands here.
+        assert!((2..=3).contains(&polls), "{polls} polls");
     }
 
     #[test]

@@ -308,7 +308,7 @@ struct Ranges {
 impl Ranges {
     async fn peek<S: Sql>(&mut self, db: &S) -> Result<Option<(u64, u32)>, DbError> {
         if self.page.is_empty() && !self.done {
-            let page = crate::compact::ranges_after(db, self.after, CHUNK).await?;
+            let page = crate::store::compacted_ranges_after(db, self.after, CHUNK).await?;
             self.done = page.len() < CHUNK as usize;
             self.after = page.last().map(|r| r.0).or(self.after);
             self.page.extend(page);

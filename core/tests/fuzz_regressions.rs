@@ -10,13 +10,11 @@ use std::path::{Path, PathBuf};
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
     out.sort();
     out
 }
@@ -40,16 +38,45 @@ const TARGETS: &[Target] = &[
     ("proofs", entries::proofs),
 ];
 
-#[test]
-fn every_recorded_fuzz_finding_stays_fixed() {
+/// Replays every finding under `dir`, one folder per target, and says how many it ran. A
+/// missing folder, a folder no target owns, or no finding at all is an error: a replay that
+/// quietly ran nothing would pass forever.
+fn replay_findings(dir: &Path) -> Result<usize, String> {
+    let folders = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut ran = 0;
-    for (name, target) in TARGETS {
-        for f in files(&root().join("fuzz/regressions").join(name)) {
+    for folder in folders.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()) {
+        let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+        let (_, target) = TARGETS
+            .iter()
+            .find(|(t, _)| *t == name)
+            .ok_or_else(|| format!("{}: no fuzz target is called {name}", folder.display()))?;
+        for f in files(&folder) {
             target(&std::fs::read(&f).unwrap());
             ran += 1;
         }
     }
+    if ran == 0 {
+        return Err(format!("{}: no recorded finding to replay", dir.display()));
+    }
+    Ok(ran)
+}
+
+#[test]
+fn every_recorded_fuzz_finding_stays_fixed() {
+    let ran = replay_findings(&root().join("fuzz/regressions")).unwrap();
     println!("{ran} recorded findings replayed");
+}
+
+#[test]
+fn a_moved_or_empty_findings_folder_is_an_error() {
+    let missing = root().join("fuzz/no-such-folder");
+    assert!(replay_findings(&missing).unwrap_err().contains("no-such-folder"));
+    let empty = std::env::temp_dir().join(format!("pipetrail-fuzz-empty-{}", std::process::id()));
+    std::fs::create_dir_all(empty.join("gitlab_hook")).unwrap();
+    assert!(replay_findings(&empty).unwrap_err().contains("no recorded finding"));
+    std::fs::create_dir_all(empty.join("renamed_target")).unwrap();
+    assert!(replay_findings(&empty).unwrap_err().contains("renamed_target"));
+    std::fs::remove_dir_all(&empty).unwrap();
 }
 
 #[test]

@@ -320,6 +320,8 @@ fn a_ledger_from_schema_2_upgrades_and_still_verifies() {
          DROP TABLE sink_cursors;
          DROP TABLE compacted;
          ALTER TABLE pipelines DROP COLUMN forge;
+         DROP INDEX events_source;
+         ALTER TABLE events DROP COLUMN source;
          DELETE FROM schema_migrations WHERE version >= 3;",
     )
     .unwrap();
@@ -332,6 +334,10 @@ fn a_ledger_from_schema_2_upgrades_and_still_verifies() {
     );
     let cols = block_on(db.query("SELECT name FROM pragma_table_info('events')", &[])).unwrap();
     assert!(!cols.iter().any(|r| r[0].as_str() == Some("body")));
+    // Each event's evidence source became a column, read from its body.
+    let sources = block_on(db.query("SELECT DISTINCT source FROM events", &[])).unwrap();
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0][0].as_str(), Some("gitlab.webhook"));
     // Pipelines projected before GitHub existed are GitLab's.
     let forges = block_on(db.query("SELECT DISTINCT forge FROM pipelines", &[])).unwrap();
     assert_eq!(forges.len(), 1);
@@ -388,7 +394,7 @@ fn count(db: &NativeDb, table: &str) -> i64 {
 fn assert_proofs_hold(db: &NativeDb, all: &[Hash]) {
     let n = all.len() as u64;
     let inside = |at: u64, size: bool| {
-        block_on(compact::containing(db, at))
+        block_on(store::compacted_range_containing(db, at))
             .unwrap()
             .is_some_and(|(start, _)| !size || at != start)
     };
@@ -433,7 +439,7 @@ fn a_fully_expired_ledger_compacts_to_a_few_ranges_and_still_verifies() {
         "a pipeline and its delivery go once all their entries are compacted; the newest delivery record stays, so SQLite never reuses its id"
     );
     // 120 = 64 + 32 + 16 + 8: one range each, every row, tombstone and inner node gone.
-    let ranges = block_on(compact::ranges(&db)).unwrap();
+    let ranges = block_on(store::compacted_ranges(&db)).unwrap();
     assert_eq!(ranges, vec![(0, 6), (64, 5), (96, 4), (112, 3)]);
     for table in ["events", "pruned", "event_bodies", "pipelines", "jobs"] {
         assert_eq!(count(&db, table), 0, "{table}");
@@ -550,7 +556,7 @@ fn compacted_ranges_cannot_hide_tampering() {
         compact(&db, "job.*=1d", 7, 1000);
         db
     };
-    let ranges = block_on(compact::ranges(&build("compact-r"))).unwrap();
+    let ranges = block_on(store::compacted_ranges(&build("compact-r"))).unwrap();
     let &(start, level) = ranges.iter().find(|(_, l)| *l >= 1).expect("a range of two or more");
     let key = merkle::node_key((level, start >> level));
 
@@ -621,5 +627,79 @@ fn compacted_ranges_cannot_hide_tampering() {
         &block_on(verify_db(&db, &signer().verifier(), None)).unwrap(),
         Some(row as u64),
         "inserted",
+    );
+}
+
+/// A ledger the previous release wrote (tests/fixtures/ledger/SOURCES.md) verifies as it is,
+/// read-only, with today's verifier; then it upgrades in place (each event's evidence source
+/// becomes a column, read from its body), verifies again to the same root, and filters by
+/// source. The ledger's bytes are the same before and after.
+#[test]
+fn a_ledger_from_the_previous_release_verifies_and_upgrades() {
+    let dir = temp_dir("previous-release");
+    let path = dir.join("previous-release.db");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ledger/previous-release.db"),
+        &path,
+    )
+    .unwrap();
+    let verdict = |db: &NativeDb| block_on(verify_db(db, &signer().verifier(), None)).unwrap();
+    let as_written = verdict(&NativeDb::open_read_only(&path).unwrap());
+    let Verdict::Ok { size: 363, root, .. } = as_written else {
+        panic!("{}", as_written.line());
+    };
+    let leaves_before = {
+        let db = NativeDb::open_read_only(&path).unwrap();
+        block_on(db.query(
+            "SELECT e.seq, t.hash FROM events e JOIN tree_nodes t ON t.id = e.seq * 64 ORDER BY e.seq",
+            &[],
+        ))
+        .unwrap()
+    };
+
+    let db = NativeDb::open(&path).unwrap();
+    block_on(store::migrate(&db)).unwrap();
+    let upgraded = verdict(&db);
+    assert!(
+        matches!(upgraded, Verdict::Ok { size: 363, root: r, .. } if r == root),
+        "{}",
+        upgraded.line()
+    );
+    assert_eq!(
+        block_on(db.query(
+            "SELECT e.seq, t.hash FROM events e JOIN tree_nodes t ON t.id = e.seq * 64 ORDER BY e.seq",
+            &[]
+        ))
+        .unwrap(),
+        leaves_before
+    );
+    let per_source = block_on(db.query(
+        "SELECT source, COUNT(*) FROM events GROUP BY source ORDER BY source",
+        &[],
+    ))
+    .unwrap();
+    let per_source: Vec<(String, i64)> = per_source
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        per_source,
+        [
+            ("github.webhook".to_string(), 13),
+            ("gitlab.api".into(), 2),
+            ("gitlab.audit_stream".into(), 1),
+            ("gitlab.rails_log".into(), 1),
+            ("gitlab.webhook".into(), 346),
+        ]
+    );
+    let filter = store::EventFilter {
+        source: Some("gitlab.rails_log".into()),
+        ..Default::default()
+    };
+    let logged = block_on(store::list_events(&db, &filter, 10)).unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(
+        logged[0].body.as_ref().unwrap()["evidence"]["source"],
+        "gitlab.rails_log"
     );
 }

@@ -176,7 +176,7 @@ pub fn query_params(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = params::percent_decode(text);
+    let _ = pipetrail_core::encoding::form_decode(text);
     if let Ok(pairs) = params::parse_query(text) {
         let _ = params::event_filter(&pairs);
         let _ = params::event_filter_up_to(&pairs, 100_000);

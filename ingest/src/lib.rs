@@ -20,7 +20,9 @@ async fn handle(req: Request) -> Response<String> {
     let route = match routes::find("ingest", req.method().as_str(), &path) {
         Found::Route(r, _) => r.path,
         Found::WrongMethod(_) => return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
-        Found::NotFound => return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}")),
+        Found::NotFound | Found::MalformedSegment(_) => {
+            return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"));
+        }
     };
     let result = match route {
         "/hooks/gitlab" => gitlab(req).await,
@@ -93,9 +95,9 @@ async fn body(db: &Db, req: Request) -> Result<Vec<u8>, Refusal> {
 }
 
 async fn ledger(db: &Db) -> Result<(NoteSigner, i64), Refusal> {
-    platform::ledger_settings(db)
-        .await
-        .map_err(|e| platform::db_failure(&e))
+    let interval = platform::checkpoint_interval().await.map_err(platform::misconfigured)?;
+    let (signer, _) = platform::signer(db).await.map_err(|e| platform::db_failure(&e))?;
+    Ok((signer, interval))
 }
 
 /// The answer to a recorded (or already recorded) delivery.

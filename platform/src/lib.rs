@@ -138,6 +138,23 @@ impl Sql for Db {
             Db::Postgres { changes, .. } => Ok(changes.get()),
         }
     }
+
+    async fn begin_writer(&self) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(_) => self.exec("BEGIN IMMEDIATE", &[]).await,
+            Db::Postgres { conn, .. } => {
+                for stmt in PG_BEGIN_WRITER {
+                    conn.query(stmt, Vec::new())
+                        .await
+                        .map_err(pg_error)?
+                        .collect()
+                        .await
+                        .map_err(pg_error)?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 async fn sqlite_query(conn: &Connection, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
@@ -167,8 +184,8 @@ async fn sqlite_query(conn: &Connection, sql: &str, params: &[Val]) -> Result<Ve
         .collect())
 }
 
-/// PostgreSQL by the rules in core's `sql.rs`: numbered placeholders, the writer's advisory
-/// lock for `BEGIN IMMEDIATE`, booleans as 0/1, changed rows counted here.
+/// PostgreSQL by the rules in core's `sql.rs`: numbered placeholders, booleans as 0/1,
+/// changed rows counted here.
 async fn pg_query(
     conn: &spin_sdk::pg::Connection,
     changes: &std::cell::Cell<u64>,
@@ -176,17 +193,6 @@ async fn pg_query(
     params: &[Val],
 ) -> Result<Vec<Row>, DbError> {
     use spin_sdk::pg::{DbValue, ParameterValue};
-    if sql.trim() == "BEGIN IMMEDIATE" {
-        for stmt in PG_BEGIN_WRITER {
-            conn.query(stmt, Vec::new())
-                .await
-                .map_err(pg_error)?
-                .collect()
-                .await
-                .map_err(pg_error)?;
-        }
-        return Ok(Vec::new());
-    }
     let sql = numbered_placeholders(sql);
     let params: Vec<ParameterValue> = params
         .iter()
@@ -267,12 +273,7 @@ pub async fn config_problems() -> Vec<String> {
 /// A count variable (`retention_scan_per_run`, …): its default when unset, an error naming
 /// it when it does not parse, so the work it sizes is skipped rather than run at a guess.
 pub async fn count_var(name: &str, default: u64) -> Result<u64, String> {
-    match var(name).await {
-        None => Ok(default),
-        Some(v) => pipetrail_core::config::check(name, &v)
-            .and_then(|()| v.trim().parse().map_err(|_| format!("{v:?}: expected a whole number")))
-            .map_err(|e| format!("{name}: {e}")),
-    }
+    pipetrail_core::config::count(name, var(name).await.as_deref(), default)
 }
 
 /// The `sinks` variable, parsed; an error names it.
@@ -488,14 +489,21 @@ pub async fn signer(db: &Db) -> Result<(NoteSigner, bool), DbError> {
         .map_err(|e| DbError::Other(e.0))
 }
 
-/// What appending to the ledger needs: the signer and how often to sign a checkpoint.
-pub async fn ledger_settings(db: &Db) -> Result<(NoteSigner, i64), DbError> {
-    let (signer, _) = signer(db).await?;
-    let interval = var("checkpoint_interval_seconds")
-        .await
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    Ok((signer, interval))
+/// How often to sign a checkpoint; a bad value is an error naming the variable, and what
+/// would append refuses to rather than sign at a guessed rate.
+pub async fn checkpoint_interval() -> Result<i64, String> {
+    pipetrail_core::config::checkpoint_interval(var("checkpoint_interval_seconds").await.as_deref())
+}
+
+/// The answer when the operator's configuration stops a request (named in the message and
+/// in `/healthz`): nothing was recorded.
+pub fn misconfigured(message: String) -> Response<String> {
+    eprintln!("pipetrail: configuration: {message}");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "misconfigured",
+        format!("{message}; nothing was recorded"),
+    )
 }
 
 /// Who is asking.

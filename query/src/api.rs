@@ -161,7 +161,7 @@ pub async fn stats(db: &Db) -> Reply {
             "storage_mode": storage_mode().await,
             "deliveries": outcomes,
             "events_stored": size,
-            "events_compacted": pipetrail_core::compact::count(db).await?,
+            "events_compacted": pipetrail_core::store::compacted_entries(db).await?,
             "latest_checkpoint": cp.map(|c| json!({"size": c.size, "signed_at": c.signed_at})),
             "sinks": sinks,
         }),
@@ -299,7 +299,7 @@ async fn proof_size(db: &Db, pairs: &[(String, String)], name: &str) -> Result<R
 /// 410 when entry `at` lies in a compacted range or, for a tree size, strictly inside one:
 /// only the range's subtree hash remains, so no proof can reach into it.
 async fn compacted(db: &Db, at: u64, is_size: bool) -> Result<Option<Response<String>>, DbError> {
-    match pipetrail_core::compact::containing(db, at).await? {
+    match pipetrail_core::store::compacted_range_containing(db, at).await? {
         Some((start, _)) if is_size && at == start => Ok(None),
         Some((start, end)) => Ok(Some(error(
             StatusCode::GONE,

@@ -23,7 +23,7 @@ pub fn esc(text: &str) -> String {
 
 /// A URL path segment or query value, percent-encoded (then safe inside an attribute).
 pub fn enc(text: &str) -> String {
-    pipetrail_core::gitlab_api::encode(text)
+    pipetrail_core::encoding::url_encode(text)
 }
 
 const STYLE: &str = r#"

@@ -60,6 +60,12 @@ async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
             }
             return left(r);
         }
+        Found::MalformedSegment(name) => {
+            return left(api::bad_param(&ParamError::new(
+                name,
+                "not valid percent-encoded UTF-8",
+            )));
+        }
         Found::NotFound => {
             return left(error(
                 StatusCode::NOT_FOUND,

@@ -152,7 +152,7 @@ fn evidence_html(ev: &Value) -> String {
 
 /// One audit-log row (the live script builds the same cells).
 fn row(ev: &Value) -> String {
-    let forge = ev["forge"]["kind"].as_str().unwrap_or("gitlab");
+    let forge = enc(ev["forge"]["kind"].as_str().unwrap_or("gitlab"));
     let project = match (ev["project"]["path"].as_str(), ev["project"]["id"].as_u64()) {
         (Some(p), _) => format!("<a href=\"/ui?project={}\">{}</a>", enc(p), esc(p)),
         (None, Some(id)) if id > 0 => format!("<a href=\"/ui?project={id}\">{id}</a>"),
@@ -593,6 +593,9 @@ pub async fn job(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
     let Ok(id) = params::parse_u64("id", id) else {
         return Ok(problem(StatusCode::NOT_FOUND, true, "Not found", "No such job."));
     };
+    if !matches!(forge, "gitlab" | "github") {
+        return Ok(problem(StatusCode::NOT_FOUND, true, "Not found", "No such forge."));
+    }
     let events = api::all_events(db, caller, forge, id, "job").await?;
     let Some(last) = events.iter().rev().find(|e| e["job"].is_object()) else {
         return Ok(problem(
@@ -671,5 +674,26 @@ pub fn asset(name: &str) -> Response<String> {
             r
         }
         _ => problem(StatusCode::NOT_FOUND, false, "Not found", "No such asset."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row;
+    use serde_json::json;
+
+    /// Whatever a stored event says its forge is, a row's links stay one attribute each.
+    #[test]
+    fn row_links_encode_the_forge() {
+        let ev = json!({
+            "forge": {"kind": "x\"><img src=x onerror=alert(1)>", "instance": "i"},
+            "project": {"id": 1},
+            "pipeline": {"id": 7},
+            "job": {"id": 8},
+        });
+        let html = row(&ev);
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("x\""), "{html}");
+        assert!(html.contains("/ui/pipelines/x%22%3E%3Cimg"), "{html}");
     }
 }

@@ -72,7 +72,7 @@ pub async fn list(db: &Db, caller: &Caller, entity: Entity, pairs: &[(String, St
         let mut kept: Vec<String> = pairs
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "page" | "cursor" | "per_page" | "pagination"))
-            .map(|(k, v)| format!("{k}={}", pipetrail_core::gitlab_api::encode(v)))
+            .map(|(k, v)| format!("{k}={}", pipetrail_core::encoding::url_encode(v)))
             .collect();
         kept.push(format!("per_page={per_page}"));
         kept.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));

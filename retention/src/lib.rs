@@ -20,7 +20,7 @@ use pipetrail_core::ingest::Settings;
 use pipetrail_core::reconcile::{self, ApiResponse, Config, Fetch};
 use pipetrail_core::routes::{self, Found};
 use pipetrail_core::sinks::{Message, Transport};
-use pipetrail_core::sql::{DbError, Sql};
+use pipetrail_core::sql::{DbError, in_writer};
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
 use serde_json::{Value, json};
@@ -32,7 +32,9 @@ async fn handle(req: Request) -> Response<String> {
     let route = match routes::find("retention", req.method().as_str(), &path) {
         Found::Route(r, _) => r,
         Found::WrongMethod(_) => return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
-        Found::NotFound => return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}")),
+        Found::NotFound | Found::MalformedSegment(_) => {
+            return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"));
+        }
     };
     let db = match Db::open().await {
         Ok(db) => db,
@@ -238,9 +240,8 @@ async fn tick(db: &Db) -> Result<Value, DbError> {
     // PostgreSQL: next months' partitions exist before their first row arrives.
     store::ensure_partitions(db, &pipetrail_core::time::now()).await?;
     let (signer, _) = platform::signer(db).await?;
-    db.exec("BEGIN IMMEDIATE", &[]).await?;
-    let signed = store::maybe_checkpoint(db, &signer, &pipetrail_core::time::now(), 0).await;
-    let signed = store::finish(db, signed).await?;
+    let now = pipetrail_core::time::now();
+    let signed = in_writer(db, async || store::maybe_checkpoint(db, &signer, &now, 0).await).await?;
     let mut witnesses = Vec::new();
     if let Some(cp) = store::latest_checkpoint(db).await? {
         for url in platform::var_list("witness_urls").await {
@@ -309,7 +310,8 @@ async fn reconcile(db: &Db) -> Result<Option<Value>, DbError> {
         max_requests,
         since: platform::var("reconcile_since").await,
     };
-    let (signer, interval) = platform::ledger_settings(db).await?;
+    let interval = platform::checkpoint_interval().await.map_err(DbError::Other)?;
+    let (signer, _) = platform::signer(db).await?;
     let settings = Settings::without_variables(&signer, interval);
     let report = reconcile::run(db, &GitlabApi { token }, &cfg, &pipetrail_core::time::now(), &settings).await?;
     if let Some(e) = &report.error {

@@ -2,20 +2,25 @@
 //! tests use it) and on PostgreSQL (the real server at 127.0.0.1:5432, each test in a schema
 //! of its own), through the same storage code. `PIPETRAIL_TEST_PG` overrides the URL.
 
-mod common;
+mod support;
 
-use common::{fixture, signer, temp_dir};
 use pipetrail_core::ingest::{self, Delivery, Outcome, Settings};
 use pipetrail_core::lifecycle::VariablePolicy;
 use pipetrail_core::merkle;
 use pipetrail_core::native::NativeDb;
 use pipetrail_core::native_pg::PgDb;
+use pipetrail_core::note::NoteSigner;
 use pipetrail_core::sinks::{self, Message, Transport};
 use pipetrail_core::sql::{Sql, Val, block_on};
 use pipetrail_core::store::{self, EventFilter, TokenRecord};
 use pipetrail_core::verify::{Verdict, verify_db};
 use pipetrail_core::{compact, retention};
 use serde_json::{Value, json};
+use support::{fixture, temp_dir};
+
+fn signer() -> NoteSigner {
+    NoteSigner::from_seed("test.example/log", [42u8; 32]).unwrap()
+}
 
 const T: &str = "2026-01-01T00:00:00.000Z";
 const LATER: &str = "2026-03-01T00:00:00.000Z";
@@ -78,6 +83,7 @@ conformance!(
     sinks_cursors_and_stream_only_pruning,
     settings_tokens_and_outcomes,
     monthly_partitions,
+    filter_by_evidence_source,
 );
 
 fn send<S: Sql>(db: &S, body: &Value, event: &str, uuid: &str, at: &str) -> Outcome {
@@ -289,11 +295,11 @@ fn retention_and_compaction<S: Sql>(db: &S, _: &str) {
         "{}",
         v.line()
     );
-    assert_eq!(block_on(compact::count(db)).unwrap(), jobs);
+    assert_eq!(block_on(store::compacted_entries(db)).unwrap(), jobs);
     // A ledger compacted before the total was kept: the ranges are summed, and the next
     // run stores the sum plus what it folds.
     block_on(db.exec("DELETE FROM settings WHERE key = 'compact:entries'", &[])).unwrap();
-    assert_eq!(block_on(compact::count(db)).unwrap(), jobs);
+    assert_eq!(block_on(store::compacted_entries(db)).unwrap(), jobs);
     block_on(compact::run(db, &policies, &opts)).unwrap();
     assert_eq!(
         block_on(store::setting(db, "compact:entries")).unwrap().as_deref(),
@@ -393,4 +399,49 @@ fn monthly_partitions<S: Sql>(db: &S, _: &str) {
         );
         assert_eq!(count(db, "ONLY events_default"), 0);
     }
+}
+
+/// `?source=` reads the stored `source` column, on both databases: a webhook's events and an
+/// API snapshot's events of another pipeline are told apart, and an unknown source matches
+/// nothing.
+fn filter_by_evidence_source<S: Sql>(db: &S, _: &str) {
+    fill(db, 1);
+    let api = json!({"pipeline": fixture("pipelines_api_get_single_docs.json"), "jobs": []});
+    let signer = signer();
+    let settings = Settings::without_variables(&signer, 0);
+    let outcome = block_on(ingest::record_api(db, &serde_json::to_vec(&api).unwrap(), T, &settings)).unwrap();
+    assert!(matches!(outcome, Outcome::Recorded { events, .. } if events > 0));
+    let of = |source: &str| {
+        events(
+            db,
+            &EventFilter {
+                source: Some(source.into()),
+                ..Default::default()
+            },
+        )
+    };
+    let webhook = of("gitlab.webhook");
+    let from_api = of("gitlab.api");
+    assert_eq!(webhook.len(), 15);
+    assert!(!from_api.is_empty());
+    assert_eq!(
+        webhook.len() + from_api.len(),
+        events(db, &EventFilter::default()).len()
+    );
+    assert!(webhook.iter().all(|e| e["evidence"]["source"] == "gitlab.webhook"));
+    assert!(
+        from_api
+            .iter()
+            .all(|e| e["evidence"]["source"] == "gitlab.api" && e["pipeline"]["id"] == 287)
+    );
+    assert!(of("gitlab.nothing").is_empty());
+    let counted = block_on(store::count_events(
+        db,
+        &EventFilter {
+            source: Some("gitlab.api".into()),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    assert_eq!(counted, from_api.len() as u64);
 }

@@ -1,0 +1,145 @@
+//! The projection: each pipeline's and job's last known state, what the differ of every
+//! source compares a new snapshot with. Derived from the ledger; never evidence itself.
+
+use super::{Result, text_at, u64_at};
+use crate::lifecycle::{JobState, PipelineState, Projection};
+use crate::sql::{Sql, Val};
+
+pub async fn load_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64) -> Result<Projection> {
+    let p = db
+        .query(
+            "SELECT project_id, project_path, status, attempt, iid, ref, sha, source, trigger FROM pipelines WHERE instance = ? AND pipeline_id = ?",
+            &[Val::text(instance), Val::int(pipeline_id)],
+        )
+        .await?;
+    let pipeline = p.first().map(|r| PipelineState {
+        project_id: u64_at(r, 0).unwrap_or(0),
+        project_path: text_at(r, 1),
+        status: text_at(r, 2),
+        attempt: u64_at(r, 3).unwrap_or(0) as u32,
+        iid: u64_at(r, 4),
+        git_ref: text_at(r, 5),
+        sha: text_at(r, 6),
+        source: text_at(r, 7),
+        trigger: text_at(r, 8),
+    });
+    let rows = db
+        .query(
+            "SELECT job_id, status, name, retried FROM jobs WHERE instance = ? AND pipeline_id = ?",
+            &[Val::text(instance), Val::int(pipeline_id)],
+        )
+        .await?;
+    let jobs = rows
+        .iter()
+        .map(|r| {
+            (
+                u64_at(r, 0).unwrap_or(0),
+                JobState {
+                    status: text_at(r, 1).unwrap_or_default(),
+                    name: text_at(r, 2),
+                    retried: r.get(3).and_then(Val::as_i64) == Some(1),
+                },
+            )
+        })
+        .collect();
+    Ok(Projection { pipeline, jobs })
+}
+
+/// Where pipeline `id` lives (instance, project id, path), when exactly one instance holds it.
+pub async fn pipeline_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::audit::PipelineHome>> {
+    let rows = db
+        .query(
+            "SELECT instance, project_id, project_path FROM pipelines WHERE pipeline_id = ? AND forge = 'gitlab' LIMIT 2",
+            &[Val::int(id)],
+        )
+        .await?;
+    Ok(match rows.as_slice() {
+        [r] => Some((
+            text_at(r, 0).unwrap_or_default(),
+            u64_at(r, 1).unwrap_or(0),
+            text_at(r, 2),
+        )),
+        _ => None,
+    })
+}
+
+/// Where job `id` lives: (instance, pipeline id, project id, project path), when exactly
+/// one instance holds it.
+pub async fn job_home<S: Sql>(db: &S, id: u64) -> Result<Option<(String, u64, u64, Option<String>)>> {
+    let rows = db
+        .query(
+            "SELECT j.instance, j.pipeline_id, p.project_id, p.project_path FROM jobs j LEFT JOIN pipelines p ON p.instance = j.instance AND p.pipeline_id = j.pipeline_id WHERE j.job_id = ? AND COALESCE(p.forge, 'gitlab') = 'gitlab' LIMIT 2",
+            &[Val::int(id)],
+        )
+        .await?;
+    Ok(match rows.as_slice() {
+        [r] => Some((
+            text_at(r, 0).unwrap_or_default(),
+            u64_at(r, 1).unwrap_or(0),
+            u64_at(r, 2).unwrap_or(0),
+            text_at(r, 3),
+        )),
+        _ => None,
+    })
+}
+
+pub async fn save_projection<S: Sql>(
+    db: &S,
+    forge: &str,
+    instance: &str,
+    pipeline_id: u64,
+    before: &Projection,
+    after: &Projection,
+) -> Result<()> {
+    if let Some(p) = &after.pipeline
+        && before.pipeline.as_ref() != Some(p)
+    {
+        db.exec(
+            "INSERT INTO pipelines (instance, pipeline_id, project_id, project_path, status, attempt, iid, ref, sha, source, trigger, forge) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (instance, pipeline_id) DO UPDATE SET project_id = excluded.project_id, project_path = excluded.project_path, status = excluded.status, attempt = excluded.attempt, iid = excluded.iid, ref = excluded.ref, sha = excluded.sha, source = excluded.source, trigger = excluded.trigger",
+            &[
+                Val::text(instance),
+                Val::int(pipeline_id),
+                Val::int(p.project_id),
+                Val::opt_text(p.project_path.as_deref()),
+                Val::opt_text(p.status.as_deref()),
+                Val::Int(i64::from(p.attempt)),
+                Val::opt_int(p.iid),
+                Val::opt_text(p.git_ref.as_deref()),
+                Val::opt_text(p.sha.as_deref()),
+                Val::opt_text(p.source.as_deref()),
+                Val::opt_text(p.trigger.as_deref()),
+                Val::text(forge),
+            ],
+        )
+        .await?;
+    }
+    // Every changed job in one statement (a delivery changes most of its pipeline's jobs).
+    let changed: Vec<Val> = after
+        .jobs
+        .iter()
+        .filter(|(id, job)| before.jobs.get(id) != Some(job))
+        .flat_map(|(id, job)| {
+            [
+                Val::text(instance),
+                Val::int(*id),
+                Val::int(pipeline_id),
+                Val::text(&job.status),
+                Val::opt_text(job.name.as_deref()),
+                Val::Int(i64::from(job.retried)),
+            ]
+        })
+        .collect();
+    for chunk in changed.chunks(6 * 500) {
+        let rows = crate::sql::value_rows(6, chunk.len() / 6);
+        db.exec(
+            &format!(
+                "INSERT INTO jobs (instance, job_id, pipeline_id, status, name, retried) VALUES {rows} \
+                 ON CONFLICT (instance, job_id) DO UPDATE SET pipeline_id = excluded.pipeline_id, status = excluded.status, name = excluded.name, retried = excluded.retried"
+            ),
+            chunk,
+        )
+        .await?;
+    }
+    Ok(())
+}
