@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use pipetrail_core::ingest::{self, Settings};
-use pipetrail_core::lifecycle::VariablePolicy;
 use pipetrail_core::native::NativeDb;
 use pipetrail_core::note::NoteSigner;
+use pipetrail_core::sources::facts::VariablePolicy;
 use pipetrail_core::sql::{Sql, block_on};
 use pipetrail_core::{generate, store, verify};
 

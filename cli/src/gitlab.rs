@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use pipetrail_core::encoding::url_encode as encode;
-use pipetrail_core::gitlab_api::{next_page, retry_after};
+use pipetrail_core::sources::gitlab_api::{next_page, retry_after};
 use serde_json::{Value, json};
 
 type Headers = Vec<(String, String)>;

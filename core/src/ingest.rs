@@ -4,13 +4,13 @@
 //! 2xx only after this returns Ok, i.e. after COMMIT.
 
 use crate::encoding::{hex, sha256};
-use crate::gitlab::{self, Hook};
-use crate::lifecycle::{self, Context, VariablePolicy};
 use crate::model::Evidence;
 use crate::note::NoteSigner;
+use crate::sources::facts::{Context, VariablePolicy};
+use crate::sources::gitlab_hooks::{self, Hook};
+use crate::sources::{github, gitlab_logs};
 use crate::sql::{DbError, Sql, in_writer};
 use crate::store::{self, DeliveryRecord};
-use crate::{github, github_lifecycle};
 
 pub struct Delivery<'a> {
     pub body: &'a [u8],
@@ -78,7 +78,7 @@ pub fn delivery_key(d: &Delivery) -> String {
 }
 
 pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings<'_>) -> Result<Outcome, IngestError> {
-    let hook = match gitlab::parse_hook(d.body, d.event_header) {
+    let hook = match gitlab_hooks::parse_hook(d.body, d.event_header) {
         Ok(h) => h,
         Err(e) => {
             let _ = store::count_outcome(db, "invalid").await;
@@ -114,7 +114,7 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
         key: &key,
         kind,
         evidence: &evidence,
-        redacted_body: gitlab::redact_body(d.body),
+        redacted_body: gitlab_hooks::redact_body(d.body),
     };
     record_snapshot(db, &snapshot, d.received_at, settings).await
 }
@@ -265,9 +265,9 @@ async fn record_snapshot<S: Sql>(
             variables: settings.variables,
         };
         let (mut events, after) = match s.hook {
-            Decoded::Gitlab(h) => lifecycle::diff(h, &before, &ctx),
-            Decoded::GithubRun(r) => github_lifecycle::diff_run(r, &before, &ctx),
-            Decoded::GithubJob(j) => github_lifecycle::diff_job(j, &before, &ctx),
+            Decoded::Gitlab(h) => gitlab_hooks::facts::diff(h, &before, &ctx),
+            Decoded::GithubRun(r) => github::facts::diff_run(r, &before, &ctx),
+            Decoded::GithubJob(j) => github::facts::diff_job(j, &before, &ctx),
         };
         if s.evidence.source == "gitlab.api" {
             // The API's `user` is the triggerer as the webhook's is; the claim rests on the API.
@@ -328,8 +328,8 @@ pub async fn record_api<S: Sql>(
         serde_json::Value::Null => Vec::new(),
         _ => return Err(invalid("jobs: expected an array".into())),
     };
-    let hook_body = crate::gitlab_api::hook_from_api(&v["pipeline"], &jobs).map_err(|e| invalid(e.0))?;
-    let hook = gitlab::parse_hook(&hook_body, Some("Pipeline Hook")).map_err(|e| invalid(e.0))?;
+    let hook_body = crate::sources::gitlab_api::hook_from_api(&v["pipeline"], &jobs).map_err(|e| invalid(e.0))?;
+    let hook = gitlab_hooks::parse_hook(&hook_body, Some("Pipeline Hook")).map_err(|e| invalid(e.0))?;
     let Hook::Pipeline(p) = &hook else {
         return Err(invalid("not a pipeline".into()));
     };
@@ -364,7 +364,7 @@ pub async fn record_audit<S: Sql>(
     received_at: &str,
     settings: &Settings<'_>,
 ) -> Result<(usize, Outcome), IngestError> {
-    let events = match crate::audit::parse(body) {
+    let events = match crate::sources::gitlab_audit::parse(body) {
         Ok(e) => e,
         Err(e) => {
             let _ = store::count_outcome(db, "invalid").await;
@@ -380,7 +380,10 @@ pub async fn record_audit<S: Sql>(
         }
         let mut drafts = Vec::with_capacity(events.len());
         for a in &events {
-            let home = match (crate::audit::action_for(&a.audit.event_type), a.audit.target_id) {
+            let home = match (
+                crate::sources::gitlab_audit::action_for(&a.audit.event_type),
+                a.audit.target_id,
+            ) {
                 ("pipeline.deleted", Some(pid)) if pid > 0 => store::pipeline_home(db, pid as u64).await?,
                 _ => None,
             };
@@ -390,7 +393,12 @@ pub async fn record_audit<S: Sql>(
                 payload_sha256: hex(&sha256(&crate::canonical::to_vec(&a.raw))),
                 remote_ip: a.audit.ip_address.clone(),
             };
-            drafts.push(crate::audit::to_event(a, home.as_ref(), evidence, received_at));
+            drafts.push(crate::sources::gitlab_audit::to_event(
+                a,
+                home.as_ref(),
+                evidence,
+                received_at,
+            ));
         }
         let stored = store::append(db, drafts).await?;
         let first_seq = stored.first().map(|(e, _)| e.seq);
@@ -447,8 +455,8 @@ pub async fn record_logs<S: Sql>(
     received_at: &str,
     settings: &Settings<'_>,
 ) -> Result<LogBatch, IngestError> {
-    use crate::railslog::{self, Line};
-    let lines = match railslog::parse_batch(body) {
+    use crate::sources::gitlab_logs::Line;
+    let lines = match gitlab_logs::parse_batch(body) {
         Ok(l) => l,
         Err(e) => {
             let _ = store::count_outcome(db, "invalid").await;
@@ -490,7 +498,7 @@ pub async fn record_logs<S: Sql>(
                 Some(pid) => store::load_projection(db, &target.instance, pid).await?,
                 None => Default::default(),
             };
-            let event = railslog::to_event(f, &target, &proj, received_at);
+            let event = gitlab_logs::to_event(f, &target, &proj, received_at);
             let stored = store::append(db, vec![event]).await?;
             store::insert_delivery(
                 db,
@@ -521,9 +529,9 @@ pub async fn record_logs<S: Sql>(
 /// The store's knowledge of a log line's target, else what the line itself says.
 async fn log_target<S: Sql>(
     db: &S,
-    f: &crate::railslog::LogFact,
+    f: &crate::sources::gitlab_logs::LogFact,
     instance: &str,
-) -> Result<crate::railslog::Target, DbError> {
+) -> Result<crate::sources::gitlab_logs::Target, DbError> {
     use crate::model::Project;
     let known = if f.action.on_job() {
         store::job_home(db, f.target_id)
@@ -535,7 +543,7 @@ async fn log_target<S: Sql>(
             .map(|(inst, project_id, path)| (inst, Some(f.target_id), project_id, path))
     };
     Ok(match known {
-        Some((instance, pipeline_id, id, path)) => crate::railslog::Target {
+        Some((instance, pipeline_id, id, path)) => crate::sources::gitlab_logs::Target {
             instance,
             project: Project { id, path },
             pipeline_id,
@@ -543,7 +551,7 @@ async fn log_target<S: Sql>(
         None => {
             let named = f.project.clone();
             let id = named.as_deref().and_then(|p| p.parse().ok());
-            crate::railslog::Target {
+            crate::sources::gitlab_logs::Target {
                 instance: instance.to_string(),
                 project: Project {
                     id: id.unwrap_or(0),

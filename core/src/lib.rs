@@ -3,7 +3,6 @@
 //! Everything here is plain Rust with no Spin or wasmtime types, so it is tested natively
 //! and compiled into each component unchanged.
 
-pub mod audit;
 pub mod bundle;
 pub mod canonical;
 pub mod compact;
@@ -11,13 +10,8 @@ pub mod config;
 pub mod encoding;
 pub mod export;
 pub mod generate;
-pub mod github;
-pub mod github_lifecycle;
-pub mod gitlab;
-pub mod gitlab_api;
 pub mod gitlab_compat;
 pub mod ingest;
-pub mod lifecycle;
 pub mod merge;
 pub mod merkle;
 pub mod model;
@@ -28,11 +22,11 @@ pub mod native_pg;
 pub mod note;
 pub mod params;
 pub mod provenance;
-pub mod railslog;
 pub mod reconcile;
 pub mod retention;
 pub mod routes;
 pub mod sinks;
+pub mod sources;
 pub mod sql;
 pub mod store;
 pub mod time;

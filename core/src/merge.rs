@@ -7,8 +7,8 @@
 
 use serde_json::{Value, json};
 
-use crate::lifecycle::event_id;
 use crate::model::Event;
+use crate::sources::facts::event_id;
 
 pub const EVIDENCE_ADDED: &str = "evidence.added";
 

@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 
 use crate::encoding::url_encode as encode;
 use crate::encoding::{hex, sha256};
-use crate::gitlab_api::{next_page, retry_after};
 use crate::ingest::{self, IngestError, Outcome, Settings};
-use crate::lifecycle::event_id;
 use crate::model::{Actor, Event, Evidence, Forge, LEDGER_FORMAT, Pipeline, Project, Window};
+use crate::sources::facts::event_id;
+use crate::sources::gitlab_api::{next_page, retry_after};
 use crate::sql::{DbError, Sql, Val};
 use crate::store;
 
@@ -112,7 +112,7 @@ pub async fn run<S: Sql, F: Fetch>(
         r.report.waiting_until = Some(until);
         return Ok(r.report);
     }
-    let instance = crate::gitlab::instance_of(Some(&cfg.api_url));
+    let instance = crate::sources::gitlab_hooks::instance_of(Some(&cfg.api_url));
     let mut outcome = Ok(());
     for &project in &cfg.projects {
         outcome = r.sync(project).await;
@@ -265,7 +265,7 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
             }
         }
         self.report.pipelines_synced += 1;
-        let instance = crate::gitlab::instance_of(pipeline["web_url"].as_str());
+        let instance = crate::sources::gitlab_hooks::instance_of(pipeline["web_url"].as_str());
         self.seen(&instance, id).await?;
         Ok(())
     }

@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use pipetrail_core::github::{self, Hook, signature_valid, status_of};
 use pipetrail_core::ingest::{self, GithubDelivery, GithubOutcome, IngestError, Outcome, Settings};
+use pipetrail_core::sources::github::{self, Hook, signature_valid, status_of};
 use pipetrail_core::sql::block_on;
 use serde_json::{Value, json};
 
@@ -392,7 +392,7 @@ fn a_run_canceled_and_rerun_by_someone_else() {
 }
 
 fn github_note() -> &'static str {
-    pipetrail_core::github_lifecycle::CANCEL_NOTE
+    pipetrail_core::sources::github::facts::CANCEL_NOTE
 }
 
 #[test]
@@ -534,7 +534,7 @@ fn jobs_carry_runner_labels_and_steps_and_a_later_attempt_is_a_retry() {
     assert_eq!(retried[0]["job"]["run_attempt"], 2);
     assert_eq!(
         retried[0]["id"],
-        pipetrail_core::lifecycle::event_id(&format!("github|github.com|job|{}|retried", w["id"]))
+        pipetrail_core::sources::facts::event_id(&format!("github|github.com|job|{}|retried", w["id"]))
     );
 }
 

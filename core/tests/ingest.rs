@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use pipetrail_core::ingest::{IngestError, Outcome};
-use pipetrail_core::lifecycle::{CANCEL_NOTE, VariablePolicy};
+use pipetrail_core::sources::facts::VariablePolicy;
+use pipetrail_core::sources::gitlab_hooks::facts::CANCEL_NOTE;
 use serde_json::{Value, json};
 
 const T: &str = "2026-01-01T00:00:00.000Z";

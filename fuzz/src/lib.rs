@@ -7,10 +7,10 @@
 //! and every input a fuzzer ever found (`fuzz/regressions/<target>/`), so a finding stays
 //! fixed.
 
-use pipetrail_core::lifecycle::{Context, Projection, VariablePolicy};
 use pipetrail_core::model::Evidence;
-use pipetrail_core::{audit, bundle, config, github, github_lifecycle, gitlab, gitlab_api, gitlab_compat, lifecycle};
-use pipetrail_core::{merkle, note, params, railslog, retention, sinks};
+use pipetrail_core::sources::facts::{Context, Projection, VariablePolicy};
+use pipetrail_core::sources::{github, gitlab_api, gitlab_audit, gitlab_hooks, gitlab_logs};
+use pipetrail_core::{bundle, config, gitlab_compat, merkle, note, params, retention, sinks};
 
 const AT: &str = "2026-01-01T00:00:00.000Z";
 
@@ -33,7 +33,7 @@ fn policy() -> VariablePolicy {
 /// GitLab Pipeline and Job Hooks: decode, diff, and a repeat of the same delivery against
 /// the projection it produced yields nothing.
 pub fn gitlab_hook(data: &[u8]) {
-    let _ = gitlab::redact_body(data);
+    let _ = gitlab_hooks::redact_body(data);
     let (ev, vars) = (evidence(), policy());
     let ctx = Context {
         recorded_at: AT,
@@ -41,12 +41,12 @@ pub fn gitlab_hook(data: &[u8]) {
         variables: &vars,
     };
     for header in [None, Some("Pipeline Hook"), Some("Job Hook")] {
-        if let Ok(hook) = gitlab::parse_hook(data, header) {
-            let (events, after) = lifecycle::diff(&hook, &Projection::default(), &ctx);
+        if let Ok(hook) = gitlab_hooks::parse_hook(data, header) {
+            let (events, after) = gitlab_hooks::facts::diff(&hook, &Projection::default(), &ctx);
             for e in &events {
                 let _ = e.canonical_bytes();
             }
-            let (again, _) = lifecycle::diff(&hook, &after, &ctx);
+            let (again, _) = gitlab_hooks::facts::diff(&hook, &after, &ctx);
             assert!(again.is_empty(), "a repeated delivery made {} new facts", again.len());
         }
     }
@@ -65,15 +65,15 @@ pub fn github_hook(data: &[u8]) {
     for event in ["workflow_run", "workflow_job", "ping", "push"] {
         match github::parse(data, event) {
             Ok(github::Hook::Run(r)) => {
-                let (events, after) = github_lifecycle::diff_run(&r, &Projection::default(), &ctx);
+                let (events, after) = github::facts::diff_run(&r, &Projection::default(), &ctx);
                 events.iter().for_each(|e| drop(e.canonical_bytes()));
-                let (again, _) = github_lifecycle::diff_run(&r, &after, &ctx);
+                let (again, _) = github::facts::diff_run(&r, &after, &ctx);
                 assert!(again.is_empty(), "a repeated run delivery made new facts");
             }
             Ok(github::Hook::Job(j)) => {
-                let (events, after) = github_lifecycle::diff_job(&j, &Projection::default(), &ctx);
+                let (events, after) = github::facts::diff_job(&j, &Projection::default(), &ctx);
                 events.iter().for_each(|e| drop(e.canonical_bytes()));
-                let (again, _) = github_lifecycle::diff_job(&j, &after, &ctx);
+                let (again, _) = github::facts::diff_job(&j, &after, &ctx);
                 assert!(again.is_empty(), "a repeated job delivery made new facts");
             }
             _ => {}
@@ -83,18 +83,18 @@ pub fn github_hook(data: &[u8]) {
 
 /// GitLab's audit-event stream: decode, and build the event of each item.
 pub fn audit_stream(data: &[u8]) {
-    if let Ok(items) = audit::parse(data) {
+    if let Ok(items) = gitlab_audit::parse(data) {
         let home = ("gitlab.example.com".to_string(), 1, Some("g/p".to_string()));
         for a in &items {
-            let _ = audit::to_event(a, None, evidence(), AT).canonical_bytes();
-            let _ = audit::to_event(a, Some(&home), evidence(), AT).canonical_bytes();
+            let _ = gitlab_audit::to_event(a, None, evidence(), AT).canonical_bytes();
+            let _ = gitlab_audit::to_event(a, Some(&home), evidence(), AT).canonical_bytes();
         }
     }
 }
 
 /// Rails log batches (NDJSON) and single lines: decode, and build each fact's event.
 pub fn rails_log(data: &[u8]) {
-    let target = railslog::Target {
+    let target = gitlab_logs::Target {
         instance: "gitlab.example.com".into(),
         project: pipetrail_core::model::Project {
             id: 1,
@@ -102,15 +102,15 @@ pub fn rails_log(data: &[u8]) {
         },
         pipeline_id: Some(1),
     };
-    if let Ok(lines) = railslog::parse_batch(data) {
+    if let Ok(lines) = gitlab_logs::parse_batch(data) {
         for l in lines {
-            if let (_, Ok(railslog::Line::Fact(f))) = l {
-                let _ = railslog::to_event(&f, &target, &Projection::default(), AT).canonical_bytes();
+            if let (_, Ok(gitlab_logs::Line::Fact(f))) = l {
+                let _ = gitlab_logs::to_event(&f, &target, &Projection::default(), AT).canonical_bytes();
             }
         }
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = railslog::parse_line(text);
+        let _ = gitlab_logs::parse_line(text);
     }
 }
 
@@ -123,7 +123,7 @@ pub fn gitlab_api(data: &[u8]) {
     let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
     match gitlab_api::hook_from_api(&v["pipeline"], &jobs) {
         Ok(body) => {
-            if let Err(e) = gitlab::parse_hook(&body, Some("Pipeline Hook")) {
+            if let Err(e) = gitlab_hooks::parse_hook(&body, Some("Pipeline Hook")) {
                 assert!(
                     !e.0.starts_with("object_attributes.id:") && !e.0.starts_with("object_attributes.status:"),
                     "a required API field reported under the hook's name: {e}"

@@ -4,11 +4,11 @@
 
 use http::{Response, StatusCode};
 use pipetrail_core::encoding::ct_eq;
-use pipetrail_core::github;
 use pipetrail_core::ingest::{self, Delivery, GithubDelivery, GithubOutcome, IngestError, Outcome, Settings};
-use pipetrail_core::lifecycle::VariablePolicy;
 use pipetrail_core::note::NoteSigner;
 use pipetrail_core::routes::{self, Found};
+use pipetrail_core::sources::facts::VariablePolicy;
+use pipetrail_core::sources::github;
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Db, Request, error, header, json};
 use serde_json::json;

@@ -5,12 +5,12 @@
 mod support;
 
 use pipetrail_core::ingest::{self, Delivery, Outcome, Settings};
-use pipetrail_core::lifecycle::VariablePolicy;
 use pipetrail_core::merkle;
 use pipetrail_core::native::NativeDb;
 use pipetrail_core::native_pg::PgDb;
 use pipetrail_core::note::NoteSigner;
 use pipetrail_core::sinks::{self, Message, Transport};
+use pipetrail_core::sources::facts::VariablePolicy;
 use pipetrail_core::sql::{Sql, Val, block_on};
 use pipetrail_core::store::{self, EventFilter, TokenRecord};
 use pipetrail_core::verify::{Verdict, verify_db};

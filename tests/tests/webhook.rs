@@ -3,9 +3,9 @@
 mod support;
 
 use pipetrail_core::ingest::{self, Delivery, Settings};
-use pipetrail_core::lifecycle::VariablePolicy;
 use pipetrail_core::native::NativeDb;
 use pipetrail_core::note::NoteSigner;
+use pipetrail_core::sources::facts::VariablePolicy;
 use pipetrail_core::sql::block_on;
 use pipetrail_core::store;
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! source compares a new snapshot with. Derived from the ledger; never evidence itself.
 
 use super::{Result, text_at, u64_at};
-use crate::lifecycle::{JobState, PipelineState, Projection};
+use crate::sources::facts::{JobState, PipelineState, Projection};
 use crate::sql::{Sql, Val};
 
 pub async fn load_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64) -> Result<Projection> {
@@ -46,7 +46,7 @@ pub async fn load_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64) -
 }
 
 /// Where pipeline `id` lives (instance, project id, path), when exactly one instance holds it.
-pub async fn pipeline_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::audit::PipelineHome>> {
+pub async fn pipeline_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::sources::PipelineHome>> {
     let rows = db
         .query(
             "SELECT instance, project_id, project_path FROM pipelines WHERE pipeline_id = ? AND forge = 'gitlab' LIMIT 2",

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use pipetrail_core::ingest::{self, Delivery, IngestError, Outcome, Settings};
-use pipetrail_core::lifecycle::VariablePolicy;
 use pipetrail_core::native::NativeDb;
 use pipetrail_core::note::NoteSigner;
+use pipetrail_core::sources::facts::VariablePolicy;
 use pipetrail_core::sql::block_on;
 use pipetrail_core::store::{self, EventFilter};
 use serde_json::Value;

@@ -261,7 +261,7 @@ fn native(deliveries: &[Delivery], clients: usize, path: &Path) -> anyhow::Resul
     block_on(pipetrail_core::store::migrate(&db)).map_err(e)?;
     let signer = pipetrail_core::note::NoteSigner::from_seed("bench.example/log", [9; 32])
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let policy = pipetrail_core::lifecycle::VariablePolicy::default();
+    let policy = pipetrail_core::sources::facts::VariablePolicy::default();
     let conns = (0..clients.max(1))
         .map(|_| NativeDb::open(path).map_err(e).map(std::sync::Mutex::new))
         .collect::<anyhow::Result<Vec<_>>>()?;

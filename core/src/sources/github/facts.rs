@@ -11,9 +11,9 @@
 //! - Job ids are new in every attempt; a job of a later attempt whose name an earlier job
 //!   had is that job's retry, keyed as GitLab's (`job|<earlier id>|retried`).
 
-use crate::github::{Run, RunJob, User};
-use crate::lifecycle::{Context, JobState, PipelineState, Projection, event_id, status_change, unknown};
+use super::{Run, RunJob, User};
 use crate::model::*;
+use crate::sources::facts::{Context, JobState, PipelineState, Projection, event_id, status_change, unknown};
 
 pub const CANCEL_NOTE: &str = "GitHub's webhook does not say who canceled; GitHub's audit log can";
 
@@ -308,11 +308,7 @@ impl Scope<'_> {
             "created" => run.created_at.clone(),
             _ => run.updated_at.clone(),
         };
-        let mut ev = status_change(ev, from, to, at.unwrap_or(now));
-        if to == "canceled" {
-            ev.actor = unknown(CANCEL_NOTE);
-        }
-        ev
+        status_change(ev, from, to, at.unwrap_or(now), CANCEL_NOTE)
     }
 
     fn job_event(&self, j: &RunJob, action: &str, key: &str) -> Event {
@@ -352,11 +348,7 @@ impl Scope<'_> {
         if let Some(job) = ev.job.as_mut() {
             job.status = Some(to.to_string());
         }
-        let mut ev = status_change(ev, from, to, at);
-        if to == "canceled" {
-            ev.actor = unknown(CANCEL_NOTE);
-        }
-        ev
+        status_change(ev, from, to, at, CANCEL_NOTE)
     }
 }
 

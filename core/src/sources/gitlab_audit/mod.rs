@@ -5,8 +5,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::gitlab::ParseError;
 use crate::model::{Actor, Audit, Event, Evidence, Forge, LEDGER_FORMAT, Pipeline, Project};
+use crate::sources::{ParseError, PipelineHome};
 
 /// One streamed audit event, decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,9 +153,6 @@ pub fn action_for(event_type: &str) -> &'static str {
     }
 }
 
-/// Where a deleted pipeline lived, from the projection: (instance, project id, path).
-pub type PipelineHome = (String, u64, Option<String>);
-
 /// Maps one audit event. `home` is what the store knows of the target pipeline (for
 /// `destroy_pipeline`), so the deletion joins that pipeline's record and is one fact with
 /// any other report of the same deletion.
@@ -221,7 +218,7 @@ pub fn to_event(a: &AuditEvent, home: Option<&PipelineHome>, evidence: Evidence,
     Event {
         v: LEDGER_FORMAT,
         seq: 0,
-        id: crate::lifecycle::event_id(&key),
+        id: crate::sources::facts::event_id(&key),
         action: action.into(),
         occurred_at: a.created_at.clone().unwrap_or_else(|| recorded_at.into()),
         recorded_at: recorded_at.into(),

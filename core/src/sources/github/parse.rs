@@ -9,8 +9,9 @@
 use serde_json::Value;
 
 use crate::encoding::{ct_eq, hmac_sha256, unhex};
-use crate::gitlab::{ParseError, field, instance_of, opt_str, opt_time, opt_u64, req_str_at, req_u64, type_name};
 use crate::model::{MergeRequest, Step};
+use crate::sources::gitlab_hooks::instance_of;
+use crate::sources::json::{ParseError, field, opt_str, opt_time, opt_u64, req_str_at, req_u64, type_name};
 
 type Result<T> = std::result::Result<T, ParseError>;
 

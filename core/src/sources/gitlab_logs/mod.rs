@@ -15,9 +15,10 @@
 use serde_json::{Map, Value};
 
 use crate::encoding::{hex, sha256};
-use crate::gitlab::ParseError;
-use crate::lifecycle::{Projection, event_id, is_terminal};
 use crate::model::{Actor, Event, Evidence, Forge, Job, LEDGER_FORMAT, Pipeline, Project};
+use crate::sources::ParseError;
+use crate::sources::facts::{Projection, event_id};
+use crate::sources::gitlab_hooks::facts::is_terminal;
 
 /// What the line says someone did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::gitlab::ParseError;
+use crate::sources::ParseError;
 
 /// A Pipeline Hook body equivalent to what the API shows of a pipeline and its jobs.
 /// `pipeline` is `GET /projects/:id/pipelines/:pipeline_id`; `jobs` are
@@ -128,7 +128,7 @@ pub fn retry_after(headers: &[(String, String)]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gitlab::{Hook, parse_hook};
+    use crate::sources::gitlab_hooks::{Hook, parse_hook};
 
     fn fixture(name: &str) -> Value {
         let path = format!("{}/../tests/fixtures/gitlab/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -13,55 +13,12 @@
 //! - Cancels carry actor `unknown` and attribution `none`: the webhook's `user` is the
 //!   triggerer, never the canceler.
 
-use std::collections::BTreeMap;
-
-use crate::encoding::{hex, hmac_sha256, sha256};
-use crate::gitlab::{Hook, JobHook, JobSnapshot, PipelineSnapshot, UserRef};
+use super::{Hook, JobHook, JobSnapshot, PipelineSnapshot, UserRef};
+use crate::encoding::{hex, hmac_sha256};
 use crate::model::*;
+use crate::sources::facts::{Context, JobState, PipelineState, Projection, event_id, status_change, unknown};
 
 pub const CANCEL_NOTE: &str = "GitLab's webhook does not say who canceled; the audit stream or Rails logs can";
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PipelineState {
-    pub project_id: u64,
-    pub project_path: Option<String>,
-    /// `None` while the pipeline is known only from Job Hooks.
-    pub status: Option<String>,
-    pub attempt: u32,
-    pub iid: Option<u64>,
-    pub git_ref: Option<String>,
-    pub sha: Option<String>,
-    pub source: Option<String>,
-    pub trigger: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobState {
-    pub status: String,
-    pub name: Option<String>,
-    pub retried: bool,
-}
-
-/// What the store holds about one pipeline: the input and output of a diff.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Projection {
-    pub pipeline: Option<PipelineState>,
-    pub jobs: BTreeMap<u64, JobState>,
-}
-
-/// Operator policy for pipeline variables: keys always, values only when allowlisted,
-/// and an optional keyed hash so equal values can be compared without being stored.
-#[derive(Clone, Debug, Default)]
-pub struct VariablePolicy {
-    pub allowlist: Vec<String>,
-    pub hmac_key: Option<Vec<u8>>,
-}
-
-pub struct Context<'a> {
-    pub recorded_at: &'a str,
-    pub evidence: &'a Evidence,
-    pub variables: &'a VariablePolicy,
-}
 
 pub fn rank(status: &str) -> u8 {
     match status {
@@ -101,10 +58,6 @@ pub fn normalize_trigger(source: &str) -> &'static str {
         | "ondemand_dast_validation" => "policy",
         _ => "other",
     }
-}
-
-pub fn event_id(key: &str) -> String {
-    format!("ev_{}", &hex(&sha256(key.as_bytes()))[..32])
 }
 
 /// Diffs one decoded hook against the projection. Returns the new facts (seq 0: the
@@ -399,7 +352,7 @@ impl Differ<'_> {
         if let Some(job) = ev.job.as_mut() {
             job.status = Some(to.to_string());
         }
-        self.out.push(status_change(ev, from, to, at));
+        self.out.push(status_change(ev, from, to, at, CANCEL_NOTE));
     }
 
     fn pipeline_status_event(
@@ -420,7 +373,7 @@ impl Differ<'_> {
         if let Some(p) = ev.pipeline.as_mut() {
             p.status = Some(to.to_string());
         }
-        self.out.push(status_change(ev, from, to, at));
+        self.out.push(status_change(ev, from, to, at, CANCEL_NOTE));
     }
 
     fn job_event(&self, scope: &Scope, j: &JobSnapshot, action: &str, key: &str) -> Event {
@@ -506,26 +459,6 @@ fn moves_forward(cur: Option<&str>, new: &str) -> bool {
     }
 }
 
-/// A status change: when, from what to what, and by whom. Nobody acts in most (the runner
-/// and scheduler move statuses); a cancel has an actor the webhook does not name.
-pub(crate) fn status_change(mut ev: Event, from: Option<String>, to: &str, at: String) -> Event {
-    ev.occurred_at = at;
-    ev.actor = if to == "canceled" {
-        unknown(CANCEL_NOTE)
-    } else {
-        Actor {
-            kind: "system".into(),
-            ..Default::default()
-        }
-    };
-    ev.attribution = "none".into();
-    ev.change = Some(Change {
-        from,
-        to: to.to_string(),
-    });
-    ev
-}
-
 /// A finished job without `finished_at` (GitLab omits it in some snapshots) ended
 /// `duration` seconds after it started.
 fn finished_from_duration(j: &JobSnapshot) -> Option<String> {
@@ -564,14 +497,6 @@ fn user_actor(u: &UserRef, kind: &str) -> Actor {
         name: u.name.clone(),
         kind: kind.into(),
         note: None,
-    }
-}
-
-pub(crate) fn unknown(why: &str) -> Actor {
-    Actor {
-        kind: "unknown".into(),
-        note: Some(why.into()),
-        ..Default::default()
     }
 }
 
