@@ -1,17 +1,22 @@
-//! One webhook delivery, end to end: decode outside the lock, then in one `BEGIN IMMEDIATE`
-//! transaction dedupe, diff against the projection, append to the ledger, save the
-//! projection and the delivery, and sign a checkpoint when one is due. The caller answers
-//! 2xx only after this returns Ok, i.e. after COMMIT.
+//! Recording, one path for every source. A delivery is decoded outside the lock by its
+//! source (`decode_*` here, the readers in `sources/`), then `record` runs one writer
+//! transaction: dedupe by the delivery's key, derive the new facts (diffing a snapshot
+//! against its projection, or mapping audit events and log lines), append them to the
+//! ledger, save the projection and the delivery, count the outcome, and sign a checkpoint
+//! when one is due. The caller answers 2xx only after this returns Ok, i.e. after COMMIT.
 
 use crate::encoding::{hex, sha256};
-use crate::model::Evidence;
+use crate::model::{Event, Evidence, Project};
 use crate::note::NoteSigner;
-use crate::sources::facts::{Context, VariablePolicy};
-use crate::sources::gitlab_hooks::{self, Hook};
-use crate::sources::{github, gitlab_logs};
+use crate::sources::facts::{Context, Projection, VariablePolicy};
+use crate::sources::gitlab_audit::AuditEvent;
+use crate::sources::gitlab_hooks::Hook;
+use crate::sources::gitlab_logs::{self, LogFact, Target};
+use crate::sources::{github, gitlab_api, gitlab_audit, gitlab_hooks};
 use crate::sql::{DbError, Sql, in_writer};
 use crate::store::{self, DeliveryRecord};
 
+/// A GitLab webhook delivery as received.
 pub struct Delivery<'a> {
     pub body: &'a [u8],
     pub event_header: Option<&'a str>,
@@ -66,6 +71,253 @@ impl<'a> Settings<'a> {
     }
 }
 
+/// What a source decoded a delivery to: the facts it can prove, before the store is read.
+pub enum Decoded<'a> {
+    /// A GitLab pipeline's state, from a webhook or GitLab's API: diffed against its
+    /// projection.
+    GitlabPipeline {
+        hook: &'a Hook,
+        instance: &'a str,
+        pipeline_id: u64,
+    },
+    /// A GitHub workflow run or one of its jobs: diffed against the run's projection.
+    GithubRun(&'a github::Run),
+    GithubJob(&'a github::RunJob),
+    /// Streamed audit events: each maps to one fact (a deletion joins its pipeline).
+    Audit(&'a [AuditEvent]),
+    /// One Rails log line naming an action; `instance` is the GitLab the shipper named,
+    /// for targets the store has not seen.
+    LogLine {
+        fact: &'a LogFact,
+        instance: &'a str,
+    },
+}
+
+/// What identifies a delivery and is kept of it.
+pub struct Meta<'a> {
+    /// The dedupe key: a delivery seen under it before is a duplicate.
+    pub key: String,
+    /// What was delivered (`Pipeline Hook`, `workflow_run`, `Audit Event`, the log's name).
+    pub kind: &'a str,
+    /// The evidence of every fact it proves (audit events carry their own per event).
+    pub evidence: Evidence,
+    /// The body as kept (secret values removed), or `None` when only its hash is kept.
+    pub redacted_body: Option<String>,
+    pub received_at: &'a str,
+}
+
+/// Records one decoded delivery in one writer transaction.
+pub async fn record<S: Sql>(
+    db: &S,
+    decoded: &Decoded<'_>,
+    meta: &Meta<'_>,
+    settings: &Settings<'_>,
+) -> Result<Outcome, DbError> {
+    let delivery = [(decoded, meta)];
+    Ok(record_all(db, &delivery, settings).await?.remove(0))
+}
+
+/// Records several deliveries (a shipper's batch of log lines) in one writer transaction:
+/// each is deduped on its own key, a key repeated within the batch included. Counted as
+/// one delivery outcome: `duplicate` when none was new.
+pub async fn record_all<S: Sql>(
+    db: &S,
+    deliveries: &[(&Decoded<'_>, &Meta<'_>)],
+    settings: &Settings<'_>,
+) -> Result<Vec<Outcome>, DbError> {
+    let received_at = deliveries.first().map_or("", |(_, m)| m.received_at);
+    in_writer(db, async || {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut keys = std::collections::HashSet::new();
+        for (decoded, meta) in deliveries {
+            if !keys.insert(meta.key.as_str()) || store::delivery_seen(db, &meta.key).await? {
+                outcomes.push(Outcome::Duplicate);
+                continue;
+            }
+            let (events, projection) = facts(db, decoded, meta, settings).await?;
+            let stored = if settings.without_tree {
+                store::append_without_tree(db, events).await?
+            } else {
+                store::append(db, events).await?
+            };
+            if let Some(p) = projection {
+                store::save_projection(db, p.forge, p.instance, p.pipeline_id, &p.before, &p.after).await?;
+            }
+            let first_seq = stored.first().map(|(e, _)| e.seq);
+            store::insert_delivery(
+                db,
+                &DeliveryRecord {
+                    source: &meta.evidence.source,
+                    key: &meta.key,
+                    kind: meta.kind,
+                    received_at: meta.received_at,
+                    payload_sha256: &meta.evidence.payload_sha256,
+                    events: stored.len(),
+                    first_seq,
+                    redacted_body: meta.redacted_body.as_deref(),
+                },
+            )
+            .await?;
+            outcomes.push(Outcome::Recorded {
+                events: stored.len(),
+                first_seq,
+            });
+        }
+        let any_new = outcomes.iter().any(|o| matches!(o, Outcome::Recorded { .. }));
+        store::count_outcome(db, if any_new { "recorded" } else { "duplicate" }).await?;
+        if any_new && !settings.without_tree {
+            store::maybe_checkpoint(db, settings.signer, received_at, settings.checkpoint_interval_secs).await?;
+        }
+        Ok(outcomes)
+    })
+    .await
+}
+
+/// A pipeline's projection before and after a delivery, to save with its facts.
+struct ProjectionChange<'a> {
+    forge: &'static str,
+    instance: &'a str,
+    pipeline_id: u64,
+    before: Projection,
+    after: Projection,
+}
+
+/// The new facts a delivery proves, read against what the store holds (inside the writer
+/// transaction, so no other delivery changes the projection in between).
+async fn facts<'a, S: Sql>(
+    db: &S,
+    decoded: &Decoded<'a>,
+    meta: &Meta<'_>,
+    settings: &Settings<'_>,
+) -> Result<(Vec<Event>, Option<ProjectionChange<'a>>), DbError> {
+    let ctx = Context {
+        recorded_at: meta.received_at,
+        evidence: &meta.evidence,
+        variables: settings.variables,
+    };
+    match decoded {
+        Decoded::GitlabPipeline {
+            hook,
+            instance,
+            pipeline_id,
+        } => {
+            against_projection(db, "gitlab", instance, *pipeline_id, |before| {
+                gitlab_hooks::facts::diff(hook, before, &ctx)
+            })
+            .await
+        }
+        Decoded::GithubRun(r) => {
+            against_projection(db, "github", &r.instance, r.id, |before| {
+                github::facts::diff_run(r, before, &ctx)
+            })
+            .await
+        }
+        Decoded::GithubJob(j) => {
+            against_projection(db, "github", &j.instance, j.run_id, |before| {
+                github::facts::diff_job(j, before, &ctx)
+            })
+            .await
+        }
+        Decoded::Audit(events) => Ok((audit_facts(db, events, meta.received_at).await?, None)),
+        Decoded::LogLine { fact, instance } => {
+            let target = log_target(db, fact, instance).await?;
+            let proj = match target.pipeline_id {
+                Some(pid) => store::load_projection(db, &target.instance, pid).await?,
+                None => Projection::default(),
+            };
+            Ok((
+                vec![gitlab_logs::to_event(fact, &target, &proj, meta.received_at)],
+                None,
+            ))
+        }
+    }
+}
+
+/// A snapshot's facts: `diff` against the pipeline's projection, and the projection after.
+async fn against_projection<'a, S: Sql>(
+    db: &S,
+    forge: &'static str,
+    instance: &'a str,
+    pipeline_id: u64,
+    diff: impl FnOnce(&Projection) -> (Vec<Event>, Projection),
+) -> Result<(Vec<Event>, Option<ProjectionChange<'a>>), DbError> {
+    let before = store::load_projection(db, instance, pipeline_id).await?;
+    let (events, after) = diff(&before);
+    let change = ProjectionChange {
+        forge,
+        instance,
+        pipeline_id,
+        before,
+        after,
+    };
+    Ok((events, Some(change)))
+}
+
+/// One fact per audit event; a pipeline's deletion joins the pipeline's record when the
+/// store knows where it lived.
+async fn audit_facts<S: Sql>(db: &S, events: &[AuditEvent], received_at: &str) -> Result<Vec<Event>, DbError> {
+    let mut out = Vec::with_capacity(events.len());
+    for a in events {
+        let home = match (gitlab_audit::action_for(&a.audit.event_type), a.audit.target_id) {
+            ("pipeline.deleted", Some(pid)) if pid > 0 => store::pipeline_home(db, pid as u64).await?,
+            _ => None,
+        };
+        let evidence = Evidence {
+            source: "gitlab.audit_stream".into(),
+            delivery_id: Some(a.audit.id.clone()),
+            payload_sha256: hex(&sha256(&crate::canonical::to_vec(&a.raw))),
+            remote_ip: a.audit.ip_address.clone(),
+        };
+        out.push(gitlab_audit::to_event(a, home.as_ref(), evidence, received_at));
+    }
+    Ok(out)
+}
+
+/// The store's knowledge of a log line's target, else what the line itself says.
+async fn log_target<S: Sql>(db: &S, f: &LogFact, instance: &str) -> Result<Target, DbError> {
+    let known = if f.action.on_job() {
+        store::job_home(db, f.target_id)
+            .await?
+            .map(|(inst, pid, project_id, path)| (inst, Some(pid), project_id, path))
+    } else {
+        store::pipeline_home(db, f.target_id)
+            .await?
+            .map(|(inst, project_id, path)| (inst, Some(f.target_id), project_id, path))
+    };
+    Ok(match known {
+        Some((instance, pipeline_id, id, path)) => Target {
+            instance,
+            project: Project { id, path },
+            pipeline_id,
+        },
+        None => {
+            let named = f.project.clone();
+            let id = named.as_deref().and_then(|p| p.parse().ok());
+            Target {
+                instance: instance.to_string(),
+                project: Project {
+                    id: id.unwrap_or(0),
+                    path: if id.is_some() { None } else { named },
+                },
+                pipeline_id: (!f.action.on_job()).then_some(f.target_id),
+            }
+        }
+    })
+}
+
+/// Refuses a body no source can read: counted as `invalid`, nothing else stored.
+async fn invalid<S: Sql>(db: &S, why: String) -> IngestError {
+    let _ = store::count_outcome(db, "invalid").await;
+    IngestError::Invalid(why)
+}
+
+/// Pipeline and run ids are stored as signed 64-bit integers.
+fn check_id(id: u64, what: &str) -> Result<(), String> {
+    i64::try_from(id)
+        .map(|_| ())
+        .map_err(|_| format!("{what} id exceeds the signed 64-bit range"))
+}
+
 /// The dedupe key: GitLab's `Idempotency-Key` (17.4+), else `X-Gitlab-Event-UUID`, else the
 /// payload's hash (an identical body is the same delivery).
 pub fn delivery_key(d: &Delivery) -> String {
@@ -77,46 +329,41 @@ pub fn delivery_key(d: &Delivery) -> String {
     }
 }
 
+/// A GitLab Pipeline or Job Hook, end to end.
 pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings<'_>) -> Result<Outcome, IngestError> {
     let hook = match gitlab_hooks::parse_hook(d.body, d.event_header) {
         Ok(h) => h,
-        Err(e) => {
-            let _ = store::count_outcome(db, "invalid").await;
-            return Err(IngestError::Invalid(e.0));
-        }
+        Err(e) => return Err(invalid(db, e.0).await),
     };
-    let key = delivery_key(d);
-    let payload_sha256 = hex(&sha256(d.body));
     let (instance, pipeline_id, kind) = match &hook {
-        Hook::Pipeline(p) => (p.instance.clone(), p.id, "Pipeline Hook"),
-        Hook::Job(j) => (j.instance.clone(), j.job.pipeline_id, "Job Hook"),
+        Hook::Pipeline(p) => (p.instance.as_str(), p.id, "Pipeline Hook"),
+        Hook::Job(j) => (j.instance.as_str(), j.job.pipeline_id, "Job Hook"),
     };
-    if i64::try_from(pipeline_id).is_err() {
-        let _ = store::count_outcome(db, "invalid").await;
-        return Err(IngestError::Invalid(
-            "pipeline id exceeds the signed 64-bit range".into(),
-        ));
+    if let Err(e) = check_id(pipeline_id, "pipeline") {
+        return Err(invalid(db, e).await);
     }
-    let evidence = Evidence {
-        source: "gitlab.webhook".into(),
-        delivery_id: match key.split_once(':') {
-            Some(("sha256", _)) => None,
-            Some((_, id)) => Some(id.to_string()),
-            None => None,
+    let key = delivery_key(d);
+    let meta = Meta {
+        evidence: Evidence {
+            source: "gitlab.webhook".into(),
+            delivery_id: match key.split_once(':') {
+                Some(("sha256", _)) | None => None,
+                Some((_, id)) => Some(id.to_string()),
+            },
+            payload_sha256: hex(&sha256(d.body)),
+            remote_ip: None,
         },
-        payload_sha256: payload_sha256.clone(),
-        remote_ip: None,
-    };
-    let snapshot = Snapshot {
-        hook: Decoded::Gitlab(&hook),
-        instance: &instance,
-        pipeline_id,
-        key: &key,
+        key,
         kind,
-        evidence: &evidence,
         redacted_body: gitlab_hooks::redact_body(d.body),
+        received_at: d.received_at,
     };
-    record_snapshot(db, &snapshot, d.received_at, settings).await
+    let decoded = Decoded::GitlabPipeline {
+        hook: &hook,
+        instance,
+        pipeline_id,
+    };
+    Ok(record(db, &decoded, &meta, settings).await?)
 }
 
 /// A Pipeline Hook identified by its `X-Gitlab-Event-UUID`, received at `at`: how the
@@ -136,34 +383,6 @@ pub async fn record_pipeline_hook<S: Sql>(
         received_at: at,
     };
     record_gitlab(db, &d, settings).await
-}
-
-/// A decoded snapshot of one pipeline (a webhook delivery, or what the API showed).
-struct Snapshot<'a> {
-    hook: Decoded<'a>,
-    instance: &'a str,
-    pipeline_id: u64,
-    key: &'a str,
-    kind: &'a str,
-    evidence: &'a Evidence,
-    redacted_body: Option<String>,
-}
-
-/// What one delivery decoded to, for the differ of its forge.
-#[derive(Clone, Copy)]
-enum Decoded<'a> {
-    Gitlab(&'a Hook),
-    GithubRun(&'a github::Run),
-    GithubJob(&'a github::RunJob),
-}
-
-impl Decoded<'_> {
-    fn forge(&self) -> &'static str {
-        match self {
-            Decoded::Gitlab(_) => "gitlab",
-            _ => "github",
-        }
-    }
 }
 
 /// One GitHub webhook delivery, its signature already checked.
@@ -187,8 +406,8 @@ pub enum GithubOutcome {
     Ignored(String),
 }
 
-/// A `workflow_run` or `workflow_job` delivery, end to end, as `record_gitlab` does a
-/// GitLab one; `ping` and other events are answered without touching the ledger.
+/// A `workflow_run` or `workflow_job` delivery, end to end; `ping` and other events are
+/// answered without touching the ledger.
 pub async fn record_github<S: Sql>(
     db: &S,
     d: &GithubDelivery<'_>,
@@ -196,14 +415,11 @@ pub async fn record_github<S: Sql>(
 ) -> Result<GithubOutcome, IngestError> {
     let hook = match github::parse(d.body, d.event) {
         Ok(h) => h,
-        Err(e) => {
-            let _ = store::count_outcome(db, "invalid").await;
-            return Err(IngestError::Invalid(e.0));
-        }
+        Err(e) => return Err(invalid(db, e.0).await),
     };
-    let (decoded, instance, run_id) = match &hook {
-        github::Hook::Run(r) => (Decoded::GithubRun(r), r.instance.as_str(), r.id),
-        github::Hook::Job(j) => (Decoded::GithubJob(j), j.instance.as_str(), j.run_id),
+    let (decoded, run_id) = match &hook {
+        github::Hook::Run(r) => (Decoded::GithubRun(r), r.id),
+        github::Hook::Job(j) => (Decoded::GithubJob(j), j.run_id),
         github::Hook::Ping { zen, .. } => {
             store::count_outcome(db, "ping").await?;
             return Ok(GithubOutcome::Ping { zen: zen.clone() });
@@ -213,102 +429,31 @@ pub async fn record_github<S: Sql>(
             return Ok(GithubOutcome::Ignored(event.clone()));
         }
     };
-    if i64::try_from(run_id).is_err() {
-        let _ = store::count_outcome(db, "invalid").await;
-        return Err(IngestError::Invalid("run id exceeds the signed 64-bit range".into()));
+    if let Err(e) = check_id(run_id, "run") {
+        return Err(invalid(db, e).await);
     }
     let guid = d
         .delivery_id
         .map(|g| g.trim().chars().take(200).collect::<String>())
         .filter(|g| !g.is_empty());
     let payload_sha256 = hex(&sha256(d.body));
-    let key = match &guid {
-        Some(g) => format!("github:{g}"),
-        None => format!("sha256:{payload_sha256}"),
-    };
-    let evidence = Evidence {
-        source: "github.webhook".into(),
-        delivery_id: guid,
-        payload_sha256,
-        remote_ip: None,
-    };
-    let snapshot = Snapshot {
-        hook: decoded,
-        instance,
-        pipeline_id: run_id,
-        key: &key,
+    let meta = Meta {
+        key: match &guid {
+            Some(g) => format!("github:{g}"),
+            None => format!("sha256:{payload_sha256}"),
+        },
         kind: d.event,
-        evidence: &evidence,
+        evidence: Evidence {
+            source: "github.webhook".into(),
+            delivery_id: guid,
+            payload_sha256,
+            remote_ip: None,
+        },
         // GitHub's workflow payloads carry no variable values; the body is kept as sent.
         redacted_body: std::str::from_utf8(d.body).ok().map(str::to_string),
+        received_at: d.received_at,
     };
-    record_snapshot(db, &snapshot, d.received_at, settings)
-        .await
-        .map(GithubOutcome::Recorded)
-}
-
-async fn record_snapshot<S: Sql>(
-    db: &S,
-    s: &Snapshot<'_>,
-    received_at: &str,
-    settings: &Settings<'_>,
-) -> Result<Outcome, IngestError> {
-    in_writer(db, async || {
-        if store::delivery_seen(db, s.key).await? {
-            store::count_outcome(db, "duplicate").await?;
-            return Ok(Outcome::Duplicate);
-        }
-        let before = store::load_projection(db, s.instance, s.pipeline_id).await?;
-        let ctx = Context {
-            recorded_at: received_at,
-            evidence: s.evidence,
-            variables: settings.variables,
-        };
-        let (mut events, after) = match s.hook {
-            Decoded::Gitlab(h) => gitlab_hooks::facts::diff(h, &before, &ctx),
-            Decoded::GithubRun(r) => github::facts::diff_run(r, &before, &ctx),
-            Decoded::GithubJob(j) => github::facts::diff_job(j, &before, &ctx),
-        };
-        if s.evidence.source == "gitlab.api" {
-            // The API's `user` is the triggerer as the webhook's is; the claim rests on the API.
-            for ev in &mut events {
-                if ev.attribution == "webhook_triggerer" {
-                    ev.attribution = "api".into();
-                }
-            }
-        }
-        let stored = if settings.without_tree {
-            store::append_without_tree(db, events).await?
-        } else {
-            store::append(db, events).await?
-        };
-        store::save_projection(db, s.hook.forge(), s.instance, s.pipeline_id, &before, &after).await?;
-        let first_seq = stored.first().map(|(e, _)| e.seq);
-        store::insert_delivery(
-            db,
-            &DeliveryRecord {
-                source: &s.evidence.source,
-                key: s.key,
-                kind: s.kind,
-                received_at,
-                payload_sha256: &s.evidence.payload_sha256,
-                events: stored.len(),
-                first_seq,
-                redacted_body: s.redacted_body.as_deref(),
-            },
-        )
-        .await?;
-        store::count_outcome(db, "recorded").await?;
-        if !settings.without_tree {
-            store::maybe_checkpoint(db, settings.signer, received_at, settings.checkpoint_interval_secs).await?;
-        }
-        Ok(Outcome::Recorded {
-            events: stored.len(),
-            first_seq,
-        })
-    })
-    .await
-    .map_err(IngestError::Db)
+    Ok(GithubOutcome::Recorded(record(db, &decoded, &meta, settings).await?))
 }
 
 /// What the GitLab API shows of one pipeline: `{"pipeline": <GET pipeline>, "jobs":
@@ -321,39 +466,37 @@ pub async fn record_api<S: Sql>(
     received_at: &str,
     settings: &Settings<'_>,
 ) -> Result<Outcome, IngestError> {
-    let invalid = |m: String| IngestError::Invalid(m);
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid(format!("malformed JSON: {e}")))?;
-    let jobs = match &v["jobs"] {
-        serde_json::Value::Array(j) => j.clone(),
-        serde_json::Value::Null => Vec::new(),
-        _ => return Err(invalid("jobs: expected an array".into())),
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| IngestError::Invalid(format!("malformed JSON: {e}")))?;
+    let api = match &v["jobs"] {
+        serde_json::Value::Array(jobs) => gitlab_api::hook_from_api(&v["pipeline"], jobs),
+        serde_json::Value::Null => gitlab_api::hook_from_api(&v["pipeline"], &[]),
+        _ => return Err(IngestError::Invalid("jobs: expected an array".into())),
     };
-    let hook_body = crate::sources::gitlab_api::hook_from_api(&v["pipeline"], &jobs).map_err(|e| invalid(e.0))?;
-    let hook = gitlab_hooks::parse_hook(&hook_body, Some("Pipeline Hook")).map_err(|e| invalid(e.0))?;
+    let hook = api.map_err(|e| IngestError::Invalid(e.0))?;
     let Hook::Pipeline(p) = &hook else {
-        return Err(invalid("not a pipeline".into()));
+        return Err(IngestError::Invalid("not a pipeline".into()));
     };
-    if i64::try_from(p.id).is_err() {
-        return Err(invalid("pipeline id exceeds the signed 64-bit range".into()));
-    }
+    check_id(p.id, "pipeline").map_err(IngestError::Invalid)?;
     let payload_sha256 = hex(&sha256(&crate::canonical::to_vec(&v)));
-    let key = format!("api-sha256:{payload_sha256}");
-    let evidence = Evidence {
-        source: "gitlab.api".into(),
-        delivery_id: None,
-        payload_sha256,
-        remote_ip: None,
+    let meta = Meta {
+        key: format!("api-sha256:{payload_sha256}"),
+        kind: "API Pipeline",
+        evidence: Evidence {
+            source: "gitlab.api".into(),
+            delivery_id: None,
+            payload_sha256,
+            remote_ip: None,
+        },
+        redacted_body: None,
+        received_at,
     };
-    let snapshot = Snapshot {
-        hook: Decoded::Gitlab(&hook),
+    let decoded = Decoded::GitlabPipeline {
+        hook: &hook,
         instance: &p.instance,
         pipeline_id: p.id,
-        key: &key,
-        kind: "API Pipeline",
-        evidence: &evidence,
-        redacted_body: None,
     };
-    record_snapshot(db, &snapshot, received_at, settings).await
+    Ok(record(db, &decoded, &meta, settings).await?)
 }
 
 /// One audit-stream body: every event in it is recorded (or found already recorded) in one
@@ -364,69 +507,26 @@ pub async fn record_audit<S: Sql>(
     received_at: &str,
     settings: &Settings<'_>,
 ) -> Result<(usize, Outcome), IngestError> {
-    let events = match crate::sources::gitlab_audit::parse(body) {
+    let events = match gitlab_audit::parse(body) {
         Ok(e) => e,
-        Err(e) => {
-            let _ = store::count_outcome(db, "invalid").await;
-            return Err(IngestError::Invalid(e.0));
-        }
+        Err(e) => return Err(invalid(db, e.0).await),
     };
     let payload_sha256 = hex(&sha256(body));
-    let key = format!("audit-sha256:{payload_sha256}");
-    in_writer(db, async || {
-        if store::delivery_seen(db, &key).await? {
-            store::count_outcome(db, "duplicate").await?;
-            return Ok(Outcome::Duplicate);
-        }
-        let mut drafts = Vec::with_capacity(events.len());
-        for a in &events {
-            let home = match (
-                crate::sources::gitlab_audit::action_for(&a.audit.event_type),
-                a.audit.target_id,
-            ) {
-                ("pipeline.deleted", Some(pid)) if pid > 0 => store::pipeline_home(db, pid as u64).await?,
-                _ => None,
-            };
-            let evidence = Evidence {
-                source: "gitlab.audit_stream".into(),
-                delivery_id: Some(a.audit.id.clone()),
-                payload_sha256: hex(&sha256(&crate::canonical::to_vec(&a.raw))),
-                remote_ip: a.audit.ip_address.clone(),
-            };
-            drafts.push(crate::sources::gitlab_audit::to_event(
-                a,
-                home.as_ref(),
-                evidence,
-                received_at,
-            ));
-        }
-        let stored = store::append(db, drafts).await?;
-        let first_seq = stored.first().map(|(e, _)| e.seq);
-        store::insert_delivery(
-            db,
-            &DeliveryRecord {
-                source: "gitlab.audit_stream",
-                key: &key,
-                kind: "Audit Event",
-                received_at,
-                payload_sha256: &payload_sha256,
-                events: stored.len(),
-                first_seq,
-                // Audit details can name secrets; only the stripped copies in events are kept.
-                redacted_body: None,
-            },
-        )
-        .await?;
-        store::count_outcome(db, "recorded").await?;
-        store::maybe_checkpoint(db, settings.signer, received_at, settings.checkpoint_interval_secs).await?;
-        Ok(Outcome::Recorded {
-            events: stored.len(),
-            first_seq,
-        })
-    })
-    .await
-    .map(|o| (events.len(), o))
-    .map_err(IngestError::Db)
+    let meta = Meta {
+        key: format!("audit-sha256:{payload_sha256}"),
+        kind: "Audit Event",
+        evidence: Evidence {
+            source: "gitlab.audit_stream".into(),
+            delivery_id: None,
+            payload_sha256,
+            remote_ip: None,
+        },
+        // Audit details can name secrets; only the stripped copies in events are kept.
+        redacted_body: None,
+        received_at,
+    };
+    let outcome = record(db, &Decoded::Audit(&events), &meta, settings).await?;
+    Ok((events.len(), outcome))
 }
 
 /// What became of a batch of Rails log lines.
@@ -455,13 +555,10 @@ pub async fn record_logs<S: Sql>(
     received_at: &str,
     settings: &Settings<'_>,
 ) -> Result<LogBatch, IngestError> {
-    use crate::sources::gitlab_logs::Line;
+    use gitlab_logs::Line;
     let lines = match gitlab_logs::parse_batch(body) {
         Ok(l) => l,
-        Err(e) => {
-            let _ = store::count_outcome(db, "invalid").await;
-            return Err(IngestError::Invalid(e.0));
-        }
+        Err(e) => return Err(invalid(db, e.0).await),
     };
     let mut batch = LogBatch {
         lines: lines.len(),
@@ -476,89 +573,38 @@ pub async fn record_logs<S: Sql>(
         }
     }
     if batch.lines > 0 && batch.invalid.len() == batch.lines {
-        let _ = store::count_outcome(db, "invalid").await;
         let (n, why) = &batch.invalid[0];
-        return Err(IngestError::Invalid(format!(
-            "no line of the batch is a JSON log line (line {n}: {why})"
-        )));
+        return Err(invalid(db, format!("no line of the batch is a JSON log line (line {n}: {why})")).await);
     }
     if facts.is_empty() {
         return Ok(batch);
     }
-    in_writer(db, async || {
-        let mut seen = std::collections::HashSet::new();
-        for f in &facts {
-            let key = format!("rails-log:{}", f.line_sha256);
-            if !seen.insert(key.clone()) || store::delivery_seen(db, &key).await? {
-                batch.duplicate += 1;
-                continue;
+    let decoded: Vec<Decoded> = facts.iter().map(|fact| Decoded::LogLine { fact, instance }).collect();
+    let metas: Vec<Meta> = facts
+        .iter()
+        .map(|f| Meta {
+            key: format!("rails-log:{}", f.line_sha256),
+            kind: f.log,
+            evidence: Evidence {
+                source: "gitlab.rails_log".into(),
+                delivery_id: None,
+                payload_sha256: f.line_sha256.clone(),
+                remote_ip: None,
+            },
+            // The line is evidence by its hash; its text stays in the shipper's logs.
+            redacted_body: None,
+            received_at,
+        })
+        .collect();
+    let deliveries: Vec<(&Decoded, &Meta)> = decoded.iter().zip(&metas).collect();
+    for outcome in record_all(db, &deliveries, settings).await? {
+        match outcome {
+            Outcome::Recorded { events, .. } => {
+                batch.recorded += 1;
+                batch.events += events;
             }
-            let target = log_target(db, f, instance).await?;
-            let proj = match target.pipeline_id {
-                Some(pid) => store::load_projection(db, &target.instance, pid).await?,
-                None => Default::default(),
-            };
-            let event = gitlab_logs::to_event(f, &target, &proj, received_at);
-            let stored = store::append(db, vec![event]).await?;
-            store::insert_delivery(
-                db,
-                &DeliveryRecord {
-                    source: "gitlab.rails_log",
-                    key: &key,
-                    kind: f.log,
-                    received_at,
-                    payload_sha256: &f.line_sha256,
-                    events: stored.len(),
-                    first_seq: stored.first().map(|(e, _)| e.seq),
-                    // The line is evidence by its hash; its text stays in the shipper's logs.
-                    redacted_body: None,
-                },
-            )
-            .await?;
-            batch.recorded += 1;
-            batch.events += stored.len();
+            Outcome::Duplicate => batch.duplicate += 1,
         }
-        store::count_outcome(db, "recorded").await?;
-        store::maybe_checkpoint(db, settings.signer, received_at, settings.checkpoint_interval_secs).await?;
-        Ok(())
-    })
-    .await?;
+    }
     Ok(batch)
-}
-
-/// The store's knowledge of a log line's target, else what the line itself says.
-async fn log_target<S: Sql>(
-    db: &S,
-    f: &crate::sources::gitlab_logs::LogFact,
-    instance: &str,
-) -> Result<crate::sources::gitlab_logs::Target, DbError> {
-    use crate::model::Project;
-    let known = if f.action.on_job() {
-        store::job_home(db, f.target_id)
-            .await?
-            .map(|(inst, pid, project_id, path)| (inst, Some(pid), project_id, path))
-    } else {
-        store::pipeline_home(db, f.target_id)
-            .await?
-            .map(|(inst, project_id, path)| (inst, Some(f.target_id), project_id, path))
-    };
-    Ok(match known {
-        Some((instance, pipeline_id, id, path)) => crate::sources::gitlab_logs::Target {
-            instance,
-            project: Project { id, path },
-            pipeline_id,
-        },
-        None => {
-            let named = f.project.clone();
-            let id = named.as_deref().and_then(|p| p.parse().ok());
-            crate::sources::gitlab_logs::Target {
-                instance: instance.to_string(),
-                project: Project {
-                    id: id.unwrap_or(0),
-                    path: if id.is_some() { None } else { named },
-                },
-                pipeline_id: (!f.action.on_job()).then_some(f.target_id),
-            }
-        }
-    })
 }

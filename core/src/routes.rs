@@ -4,21 +4,123 @@
 
 use serde_json::{Map, Value, json};
 
+/// Who may call a route. The components enforce it in one place before any handler runs
+/// (`pipetrail_platform::auth`), from this table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
-    /// Open (liveness only).
+    /// Open (liveness, the API description, the login page, the UI's assets).
     None,
-    /// A shared secret in this header (webhooks, streams, log shippers).
-    Secret(&'static str),
+    /// A shared secret in `header`: one of the comma-separated values of the Spin variable
+    /// `variable` (webhooks, audit streams, log shippers). `Authorization` takes `Bearer`.
+    Secret {
+        header: &'static str,
+        variable: &'static str,
+    },
+    /// An HMAC-SHA256 of the body under one of `variable`'s secrets, in `header` (GitHub's
+    /// `sha256=<hex>`): checked once the body is read, before anything is decoded.
+    BodySignature {
+        header: &'static str,
+        variable: &'static str,
+    },
     /// An API token (`Authorization: Bearer`, `PRIVATE-TOKEN`, or the UI's cookie).
     Token,
     /// The admin token.
     Admin,
 }
 
+/// Which handler serves a route. Each component matches its own enum exhaustively, so a
+/// row without a handler, or a handler without a row, does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    Ingest(IngestRoute),
+    Query(QueryRoute),
+    Retention(RetentionRoute),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestRoute {
+    GitlabHooks,
+    GitlabAuditStream,
+    GithubHooks,
+    GitlabLogs,
+    GitlabApi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionRoute {
+    Tick,
+    Reconcile,
+    Retention,
+    Deliver,
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryRoute {
+    Healthz,
+    OpenApi,
+    Events,
+    Pipeline,
+    Stats,
+    Ledger,
+    CreateToken,
+    Checkpoint,
+    Key,
+    InclusionProof,
+    ConsistencyProof,
+    Export,
+    V4InstanceEvents,
+    V4InstanceEvent,
+    V4ProjectEvents,
+    V4ProjectEvent,
+    V4GroupEvents,
+    V4GroupEvent,
+    UiAuditLog,
+    UiLoginForm,
+    UiLogin,
+    UiLogout,
+    UiPipeline,
+    UiJob,
+    UiActor,
+    UiLedger,
+    UiAsset,
+}
+
+impl Handler {
+    /// The Spin component that serves it (`spin.toml`'s component ids).
+    pub fn component(self) -> &'static str {
+        match self {
+            Handler::Ingest(_) => "ingest",
+            Handler::Query(_) => "query",
+            Handler::Retention(_) => "retention",
+        }
+    }
+
+    pub fn ingest(self) -> Option<IngestRoute> {
+        match self {
+            Handler::Ingest(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    pub fn query(self) -> Option<QueryRoute> {
+        match self {
+            Handler::Query(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    pub fn retention(self) -> Option<RetentionRoute> {
+        match self {
+            Handler::Retention(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Route {
-    pub component: &'static str,
+    pub handler: Handler,
     pub method: &'static str,
     /// `/api/v1/pipelines/{forge}/{id}`: `{name}` matches one path segment.
     pub path: &'static str,
@@ -28,6 +130,12 @@ pub struct Route {
     pub query: &'static [(&'static str, &'static str)],
     /// `application/json`, `text/html`, `text/plain`, `text/csv`.
     pub produces: &'static str,
+}
+
+impl Route {
+    pub fn component(&self) -> &'static str {
+        self.handler.component()
+    }
 }
 
 const EVENT_FILTERS: &[(&str, &str)] = &[
@@ -73,9 +181,9 @@ const V4_LIST: &[(&str, &str)] = &[
 ];
 
 macro_rules! route {
-    ($c:literal, $m:literal, $p:literal, $auth:expr, $produces:literal, $q:expr, $s:literal) => {
+    ($h:expr, $m:literal, $p:literal, $auth:expr, $produces:literal, $q:expr, $s:literal) => {
         Route {
-            component: $c,
+            handler: $h,
             method: $m,
             path: $p,
             summary: $s,
@@ -90,43 +198,55 @@ const JSON: &str = "application/json";
 
 pub const ROUTES: &[Route] = &[
     route!(
-        "ingest",
+        Handler::Ingest(IngestRoute::GitlabHooks),
         "POST",
         "/hooks/gitlab",
-        Auth::Secret("X-Gitlab-Token"),
+        Auth::Secret {
+            header: "X-Gitlab-Token",
+            variable: "gitlab_webhook_secret"
+        },
         "application/json",
         &[],
         "GitLab Pipeline and Job Hooks"
     ),
     route!(
-        "ingest",
+        Handler::Ingest(IngestRoute::GitlabAuditStream),
         "POST",
         "/hooks/gitlab/audit",
-        Auth::Secret("X-Gitlab-Event-Streaming-Token"),
+        Auth::Secret {
+            header: "X-Gitlab-Event-Streaming-Token",
+            variable: "gitlab_audit_stream_tokens"
+        },
         "application/json",
         &[],
         "GitLab audit-event streaming"
     ),
     route!(
-        "ingest",
+        Handler::Ingest(IngestRoute::GithubHooks),
         "POST",
         "/hooks/github",
-        Auth::Secret("X-Hub-Signature-256"),
+        Auth::BodySignature {
+            header: "X-Hub-Signature-256",
+            variable: "github_webhook_secret"
+        },
         "application/json",
         &[],
         "GitHub workflow_run and workflow_job webhooks (HMAC-signed body)"
     ),
     route!(
-        "ingest",
+        Handler::Ingest(IngestRoute::GitlabLogs),
         "POST",
         "/ingest/gitlab-logs",
-        Auth::Secret("Authorization"),
+        Auth::Secret {
+            header: "Authorization",
+            variable: "gitlab_log_tokens"
+        },
         "application/json",
         &[("instance", "the GitLab host the lines come from")],
         "NDJSON batches of GitLab Rails log lines"
     ),
     route!(
-        "ingest",
+        Handler::Ingest(IngestRoute::GitlabApi),
         "POST",
         "/ingest/gitlab-api",
         Auth::Admin,
@@ -135,7 +255,7 @@ pub const ROUTES: &[Route] = &[
         "A pipeline and its jobs as GitLab's REST API shows them (backfill)"
     ),
     route!(
-        "retention",
+        Handler::Retention(RetentionRoute::Tick),
         "POST",
         "/admin/tick",
         Auth::Admin,
@@ -144,7 +264,7 @@ pub const ROUTES: &[Route] = &[
         "Scheduled work: checkpoint, witnesses, reconciler, sinks, retention, compaction"
     ),
     route!(
-        "retention",
+        Handler::Retention(RetentionRoute::Reconcile),
         "POST",
         "/admin/reconcile",
         Auth::Admin,
@@ -153,7 +273,7 @@ pub const ROUTES: &[Route] = &[
         "One bounded GitLab API reconciler run"
     ),
     route!(
-        "retention",
+        Handler::Retention(RetentionRoute::Retention),
         "POST",
         "/admin/retention",
         Auth::Admin,
@@ -165,7 +285,7 @@ pub const ROUTES: &[Route] = &[
         "One bounded retention sweep (retention_policies), then one bounded compaction run"
     ),
     route!(
-        "retention",
+        Handler::Retention(RetentionRoute::Deliver),
         "POST",
         "/admin/deliver",
         Auth::Admin,
@@ -174,7 +294,7 @@ pub const ROUTES: &[Route] = &[
         "Deliver to every sink from its cursor (stream-only: then prune what all have)"
     ),
     route!(
-        "retention",
+        Handler::Retention(RetentionRoute::Verify),
         "POST",
         "/admin/verify",
         Auth::Admin,
@@ -183,7 +303,7 @@ pub const ROUTES: &[Route] = &[
         "Verify the whole ledger in place and record the result"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::Healthz),
         "GET",
         "/healthz",
         Auth::None,
@@ -192,7 +312,7 @@ pub const ROUTES: &[Route] = &[
         "Liveness, schema version, ledger size; 503 with config_errors when a variable is bad"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::OpenApi),
         "GET",
         "/api/v1/openapi.json",
         Auth::None,
@@ -201,7 +321,7 @@ pub const ROUTES: &[Route] = &[
         "This document"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::Events),
         "GET",
         "/api/v1/events",
         Auth::Token,
@@ -210,7 +330,7 @@ pub const ROUTES: &[Route] = &[
         "Events, oldest first, keyset paged"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::Pipeline),
         "GET",
         "/api/v1/pipelines/{forge}/{id}",
         Auth::Token,
@@ -219,7 +339,7 @@ pub const ROUTES: &[Route] = &[
         "A pipeline's provenance: who triggered, canceled, retried, played, deleted, with evidence"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::Stats),
         "GET",
         "/api/v1/stats",
         Auth::Token,
@@ -228,7 +348,7 @@ pub const ROUTES: &[Route] = &[
         "Deliveries by outcome, events, latest checkpoint (unscoped tokens)"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::Ledger),
         "GET",
         "/api/v1/ledger",
         Auth::Token,
@@ -237,7 +357,7 @@ pub const ROUTES: &[Route] = &[
         "Ledger size, latest checkpoint, verifier key, last verification"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::CreateToken),
         "POST",
         "/api/v1/tokens",
         Auth::Admin,
@@ -246,7 +366,7 @@ pub const ROUTES: &[Route] = &[
         "Create a read token (shown once)"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::Checkpoint),
         "GET",
         "/api/v1/checkpoint",
         Auth::Token,
@@ -255,7 +375,7 @@ pub const ROUTES: &[Route] = &[
         "The latest signed checkpoint"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::Key),
         "GET",
         "/api/v1/key",
         Auth::Token,
@@ -264,7 +384,7 @@ pub const ROUTES: &[Route] = &[
         "The verifier key"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::InclusionProof),
         "GET",
         "/api/v1/proof/inclusion",
         Auth::Token,
@@ -273,7 +393,7 @@ pub const ROUTES: &[Route] = &[
         "Inclusion proof"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::ConsistencyProof),
         "GET",
         "/api/v1/proof/consistency",
         Auth::Token,
@@ -282,7 +402,7 @@ pub const ROUTES: &[Route] = &[
         "Consistency proof"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::Export),
         "GET",
         "/api/v1/export",
         Auth::Token,
@@ -291,7 +411,7 @@ pub const ROUTES: &[Route] = &[
         "Export as CSV or JSON Lines (streamed) or a verifiable bundle"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::V4InstanceEvents),
         "GET",
         "/api/v4/audit_events",
         Auth::Token,
@@ -300,7 +420,7 @@ pub const ROUTES: &[Route] = &[
         "GitLab-compatible: all audit events"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::V4InstanceEvent),
         "GET",
         "/api/v4/audit_events/{id}",
         Auth::Token,
@@ -309,7 +429,7 @@ pub const ROUTES: &[Route] = &[
         "GitLab-compatible: one audit event"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::V4ProjectEvents),
         "GET",
         "/api/v4/projects/{id}/audit_events",
         Auth::Token,
@@ -318,7 +438,7 @@ pub const ROUTES: &[Route] = &[
         "GitLab-compatible: a project's audit events"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::V4ProjectEvent),
         "GET",
         "/api/v4/projects/{id}/audit_events/{event_id}",
         Auth::Token,
@@ -327,7 +447,7 @@ pub const ROUTES: &[Route] = &[
         "GitLab-compatible: one of a project's audit events"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::V4GroupEvents),
         "GET",
         "/api/v4/groups/{id}/audit_events",
         Auth::Token,
@@ -336,7 +456,7 @@ pub const ROUTES: &[Route] = &[
         "GitLab-compatible: a group's audit events (group by path)"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::V4GroupEvent),
         "GET",
         "/api/v4/groups/{id}/audit_events/{event_id}",
         Auth::Token,
@@ -345,7 +465,7 @@ pub const ROUTES: &[Route] = &[
         "GitLab-compatible: one of a group's audit events"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::UiAuditLog),
         "GET",
         "/ui",
         Auth::Token,
@@ -353,9 +473,17 @@ pub const ROUTES: &[Route] = &[
         EVENT_FILTERS,
         "Audit log page"
     ),
-    route!("query", "GET", "/ui/login", Auth::None, "text/html", &[], "Login page"),
     route!(
-        "query",
+        Handler::Query(QueryRoute::UiLoginForm),
+        "GET",
+        "/ui/login",
+        Auth::None,
+        "text/html",
+        &[],
+        "Login page"
+    ),
+    route!(
+        Handler::Query(QueryRoute::UiLogin),
         "POST",
         "/ui/login",
         Auth::None,
@@ -363,9 +491,17 @@ pub const ROUTES: &[Route] = &[
         &[],
         "Log in with an API token (sets an HttpOnly cookie)"
     ),
-    route!("query", "POST", "/ui/logout", Auth::None, "text/html", &[], "Log out"),
     route!(
-        "query",
+        Handler::Query(QueryRoute::UiLogout),
+        "POST",
+        "/ui/logout",
+        Auth::None,
+        "text/html",
+        &[],
+        "Log out"
+    ),
+    route!(
+        Handler::Query(QueryRoute::UiPipeline),
         "GET",
         "/ui/pipelines/{forge}/{id}",
         Auth::Token,
@@ -374,7 +510,7 @@ pub const ROUTES: &[Route] = &[
         "Pipeline provenance page"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::UiJob),
         "GET",
         "/ui/jobs/{forge}/{id}",
         Auth::Token,
@@ -383,7 +519,7 @@ pub const ROUTES: &[Route] = &[
         "Job page"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::UiActor),
         "GET",
         "/ui/actors/{username}",
         Auth::Token,
@@ -392,7 +528,7 @@ pub const ROUTES: &[Route] = &[
         "Everything one user did"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::UiLedger),
         "GET",
         "/ui/ledger",
         Auth::Token,
@@ -401,7 +537,7 @@ pub const ROUTES: &[Route] = &[
         "Ledger page"
     ),
     route!(
-        "query",
+        Handler::Query(QueryRoute::UiAsset),
         "GET",
         "/ui/assets/{file}",
         Auth::None,
@@ -411,9 +547,10 @@ pub const ROUTES: &[Route] = &[
     ),
 ];
 
-/// What a path matched.
-pub enum Found<'a> {
-    Route(&'a Route, Vec<(&'static str, String)>),
+/// What a path matched, for a component whose handlers are `H`.
+#[derive(Debug)]
+pub enum Found<H> {
+    Route(Matched<H>),
     /// The path exists with other methods.
     WrongMethod(Vec<&'static str>),
     /// The path matches a route, but this parameter's segment is not valid percent-encoded
@@ -422,17 +559,46 @@ pub enum Found<'a> {
     NotFound,
 }
 
-/// The route of `component` for this request, with its path parameters.
-pub fn find(component: &str, method: &str, path: &str) -> Found<'static> {
+/// A matched route: its handler, who may call it, and its path parameters (decoded).
+#[derive(Debug)]
+pub struct Matched<H> {
+    pub handler: H,
+    pub route: &'static Route,
+    pub params: Vec<(&'static str, String)>,
+}
+
+impl<H> Matched<H> {
+    /// A path parameter by its template name (`""` if the template has none by that name).
+    pub fn param(&self, name: &str) -> &str {
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// The route for this request among those `own` (e.g. `Handler::query`) accepts: the
+/// routes of one component.
+pub fn find<H>(method: &str, path: &str, own: fn(Handler) -> Option<H>) -> Found<H> {
     let path = if path.len() > 1 {
         path.trim_end_matches('/')
     } else {
         path
     };
     let mut methods = Vec::new();
-    for r in ROUTES.iter().filter(|r| r.component == component) {
+    for r in ROUTES {
+        let Some(handler) = own(r.handler) else {
+            continue;
+        };
         match matches(r.path, path) {
-            Some(Ok(params)) if r.method == method => return Found::Route(r, params),
+            Some(Ok(params)) if r.method == method => {
+                return Found::Route(Matched {
+                    handler,
+                    route: r,
+                    params,
+                });
+            }
             Some(Err(name)) if r.method == method => return Found::MalformedSegment(name),
             Some(_) => methods.push(r.method),
             None => {}
@@ -447,9 +613,9 @@ pub fn find(component: &str, method: &str, path: &str) -> Found<'static> {
 
 /// The template's parameters if `path` has its shape; `Err(name)` when a parameter's
 /// segment does not decode.
-type Matched = Result<Vec<(&'static str, String)>, &'static str>;
+type Segments = Result<Vec<(&'static str, String)>, &'static str>;
 
-fn matches(template: &'static str, path: &str) -> Option<Matched> {
+fn matches(template: &'static str, path: &str) -> Option<Segments> {
     let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
     if t.len() != p.len() {
         return None;
@@ -487,27 +653,37 @@ pub fn openapi() -> Value {
         );
         let security = match r.auth {
             Auth::None => json!([]),
-            Auth::Secret("Authorization") => json!([{"bearer": []}]),
-            Auth::Secret(_) => json!([{"forgeSecret": []}]),
+            Auth::Secret {
+                header: "Authorization",
+                ..
+            } => json!([{"bearer": []}]),
+            // One scheme per header (see `components` below), named after it.
+            Auth::Secret { header, .. } | Auth::BodySignature { header, .. } => json!([{ header: [] }]),
             Auth::Token | Auth::Admin => json!([{"bearer": []}, {"privateToken": []}, {"cookie": []}]),
         };
         let mut op = json!({
             "summary": r.summary,
             "operationId": format!("{}{}", r.method.to_ascii_lowercase(), r.path.replace(['/', '{', '}', '.', '-'], "_")),
-            "tags": [r.component],
+            "tags": [r.component()],
             "parameters": parameters,
             "security": security,
             "responses": {"200": {"description": "OK", "content": {r.produces: {}}}, "default": {"description": "an error: {\"error\", \"message\"}", "content": {JSON: {}}}},
         });
-        if let Auth::Secret(h) = r.auth {
-            op["description"] = json!(format!("Authenticated by the {h} header."));
+        match r.auth {
+            Auth::Secret { header, .. } => op["description"] = json!(format!("Authenticated by the {header} header.")),
+            Auth::BodySignature { header, .. } => {
+                op["description"] = json!(format!(
+                    "Authenticated by the {header} header: an HMAC-SHA256 of the body."
+                ))
+            }
+            _ => {}
         }
         if r.auth == Auth::Admin {
             op["description"] = json!("Admin token only.");
         }
         entry[r.method.to_ascii_lowercase()] = op;
     }
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {"title": "pipetrail", "version": env!("CARGO_PKG_VERSION"), "description": "Immutable, provable audit trail of CI/CD pipelines."},
         "paths": paths,
@@ -515,43 +691,72 @@ pub fn openapi() -> Value {
             "bearer": {"type": "http", "scheme": "bearer"},
             "privateToken": {"type": "apiKey", "in": "header", "name": "PRIVATE-TOKEN"},
             "cookie": {"type": "apiKey", "in": "cookie", "name": "pipetrail_token"},
-            "forgeSecret": {"type": "apiKey", "in": "header", "name": "X-Gitlab-Token"},
         }},
-    })
+    });
+    for r in ROUTES {
+        if let Auth::Secret { header, .. } | Auth::BodySignature { header, .. } = r.auth
+            && header != "Authorization"
+        {
+            doc["components"]["securitySchemes"][header] = json!({"type": "apiKey", "in": "header", "name": header});
+        }
+    }
+    doc
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn params(f: Found<QueryRoute>) -> (QueryRoute, Vec<(&'static str, String)>) {
+        match f {
+            Found::Route(m) => (m.handler, m.params),
+            other => panic!("no match: {other:?}"),
+        }
+    }
+
     #[test]
     fn templates_match_segments() {
-        match find("query", "GET", "/api/v1/pipelines/gitlab/287/") {
-            Found::Route(r, p) => {
-                assert_eq!(r.path, "/api/v1/pipelines/{forge}/{id}");
-                assert_eq!(p, vec![("forge", "gitlab".to_string()), ("id", "287".to_string())]);
-            }
-            _ => panic!("no match"),
-        }
-        match find("query", "GET", "/api/v4/projects/grp%2Fapp/audit_events") {
-            Found::Route(_, p) => assert_eq!(p[0].1, "grp/app"),
-            _ => panic!("no match"),
-        }
+        let (h, p) = params(find("GET", "/api/v1/pipelines/gitlab/287/", Handler::query));
+        assert_eq!(h, QueryRoute::Pipeline);
+        assert_eq!(p, vec![("forge", "gitlab".to_string()), ("id", "287".to_string())]);
+        let (h, p) = params(find("GET", "/api/v4/projects/grp%2Fapp/audit_events", Handler::query));
+        assert_eq!((h, p[0].1.as_str()), (QueryRoute::V4ProjectEvents, "grp/app"));
         // A path segment is not form data: `+` stays a plus sign.
-        match find("query", "GET", "/api/v4/projects/grp%2Fc+%2B/audit_events") {
-            Found::Route(_, p) => assert_eq!(p[0].1, "grp/c++"),
-            _ => panic!("no match"),
-        }
+        let (_, p) = params(find("GET", "/api/v4/projects/grp%2Fc+%2B/audit_events", Handler::query));
+        assert_eq!(p[0].1, "grp/c++");
         assert!(matches!(
-            find("query", "GET", "/api/v4/projects/grp%zz/audit_events"),
+            find("GET", "/api/v4/projects/grp%zz/audit_events", Handler::query),
             Found::MalformedSegment("id")
         ));
-        assert!(matches!(find("query", "DELETE", "/api/v1/events"), Found::WrongMethod(m) if m == ["GET"]));
+        assert!(matches!(find("DELETE", "/api/v1/events", Handler::query), Found::WrongMethod(m) if m == ["GET"]));
         assert!(matches!(
-            find("query", "GET", "/api/v1/pipelines/gitlab"),
+            find("GET", "/api/v1/pipelines/gitlab", Handler::query),
             Found::NotFound
         ));
-        assert!(matches!(find("ingest", "GET", "/api/v1/events"), Found::NotFound));
+        // Another component's route is not found here.
+        assert!(matches!(
+            find("GET", "/api/v1/events", Handler::ingest),
+            Found::NotFound
+        ));
+        assert!(matches!(
+            find("POST", "/hooks/gitlab", Handler::ingest),
+            Found::Route(Matched {
+                handler: IngestRoute::GitlabHooks,
+                ..
+            })
+        ));
+    }
+
+    /// One row per handler: no handler is served twice, none is missing from the table.
+    #[test]
+    fn every_handler_has_exactly_one_row() {
+        let mut handlers: Vec<Handler> = ROUTES.iter().map(|r| r.handler).collect();
+        let rows = handlers.len();
+        handlers.dedup();
+        handlers.sort_by_key(|h| format!("{h:?}"));
+        handlers.dedup();
+        assert_eq!(handlers.len(), rows, "a handler serves two rows");
+        assert_eq!(rows, 5 + 5 + 27, "ingest, retention and query handlers");
     }
 
     #[test]

@@ -121,16 +121,11 @@ pub fn gitlab_api(data: &[u8]) {
         return;
     };
     let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
-    match gitlab_api::hook_from_api(&v["pipeline"], &jobs) {
-        Ok(body) => {
-            if let Err(e) = gitlab_hooks::parse_hook(&body, Some("Pipeline Hook")) {
-                assert!(
-                    !e.0.starts_with("object_attributes.id:") && !e.0.starts_with("object_attributes.status:"),
-                    "a required API field reported under the hook's name: {e}"
-                );
-            }
-        }
-        Err(e) => assert!(e.0.starts_with("pipeline"), "{e}"),
+    if let Err(e) = gitlab_api::hook_from_api(&v["pipeline"], &jobs) {
+        assert!(
+            !e.0.starts_with("object_attributes.id:") && !e.0.starts_with("object_attributes.status:"),
+            "a required API field reported under the hook's name: {e}"
+        );
     }
     if let Some(headers) = v["headers"].as_object() {
         let headers: Vec<(String, String)> = headers

@@ -2,13 +2,11 @@
 //! delivery, and records it through `pipetrail_core::ingest` in one transaction; it answers
 //! 2xx only after COMMIT.
 
-use http::{Response, StatusCode};
-use pipetrail_core::encoding::ct_eq;
+use http::{HeaderMap, Response, StatusCode};
 use pipetrail_core::ingest::{self, Delivery, GithubDelivery, GithubOutcome, IngestError, Outcome, Settings};
 use pipetrail_core::note::NoteSigner;
-use pipetrail_core::routes::{self, Found};
+use pipetrail_core::routes::{self, Found, Handler, IngestRoute};
 use pipetrail_core::sources::facts::VariablePolicy;
-use pipetrail_core::sources::github;
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Db, Request, error, header, json};
 use serde_json::json;
@@ -16,22 +14,54 @@ use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(req: Request) -> Response<String> {
+    serve(req).await.unwrap_or_else(|refusal| refusal)
+}
+
+/// Finds the route, admits the caller by the route's row (before the body is read, but for
+/// a body signature), reads the body (bounded), and hands it to the route's handler.
+async fn serve(req: Request) -> Result<Response<String>, Refusal> {
     let path = req.uri().path().to_string();
-    let route = match routes::find("ingest", req.method().as_str(), &path) {
-        Found::Route(r, _) => r.path,
-        Found::WrongMethod(_) => return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
+    let route = match routes::find(req.method().as_str(), &path, Handler::ingest) {
+        Found::Route(m) => m,
+        Found::WrongMethod(_) => return Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST")),
         Found::NotFound | Found::MalformedSegment(_) => {
-            return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"));
+            return Err(error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}")));
         }
     };
-    let result = match route {
-        "/hooks/gitlab" => gitlab(req).await,
-        "/hooks/gitlab/audit" => gitlab_audit(req).await,
-        "/hooks/github" => github(req).await,
-        "/ingest/gitlab-logs" => gitlab_logs(req).await,
-        _ => gitlab_api(req).await,
+    let db = open_store().await?;
+    let headers = req.headers().clone();
+    let query = req.uri().query().unwrap_or("").to_string();
+    if let Err(refused) = platform::admit(&db, route.route.auth, &headers).await {
+        let _ = store::count_outcome(&db, "unauthorized").await;
+        return Err(refused);
+    }
+    let body = body(&db, req).await?;
+    if let Err(refused) = platform::admit_body(route.route.auth, &headers, &body).await {
+        let _ = store::count_outcome(&db, "unauthorized").await;
+        return Err(refused);
+    }
+    let request = Delivered {
+        db: &db,
+        headers: &headers,
+        query: &query,
+        body: &body,
     };
-    result.unwrap_or_else(|refusal| refusal)
+    match route.handler {
+        IngestRoute::GitlabHooks => gitlab(request).await,
+        IngestRoute::GitlabAuditStream => gitlab_audit(request).await,
+        IngestRoute::GithubHooks => github(request).await,
+        IngestRoute::GitlabLogs => gitlab_logs(request).await,
+        IngestRoute::GitlabApi => gitlab_api(request).await,
+    }
+}
+
+/// An admitted request, its body read.
+#[derive(Clone, Copy)]
+struct Delivered<'a> {
+    db: &'a Db,
+    headers: &'a HeaderMap,
+    query: &'a str,
+    body: &'a [u8],
 }
 
 /// A response sent instead of recording (an error, or a delivery acknowledged and skipped).
@@ -50,32 +80,6 @@ async fn open_store() -> Result<Db, Refusal> {
         }
         Err(e) => Err(platform::db_failure(&e)),
     }
-}
-
-/// Opens the database and checks the request's `header_name` against the comma-separated
-/// secrets of `variable`. Every secret is compared in full, so timing does not say which one
-/// nearly matched.
-async fn authorize(req: &Request, variable: &str, header_name: &str) -> Result<Db, Refusal> {
-    let db = open_store().await?;
-    let secrets = platform::var_list(variable).await;
-    let given = header(req.headers(), header_name).unwrap_or("");
-    let given = if header_name.eq_ignore_ascii_case("authorization") {
-        given.strip_prefix("Bearer ").unwrap_or(given).trim()
-    } else {
-        given
-    };
-    let ok = secrets
-        .iter()
-        .fold(false, |acc, s| ct_eq(s.as_bytes(), given.as_bytes()) | acc);
-    if secrets.is_empty() || !ok {
-        let _ = store::count_outcome(&db, "unauthorized").await;
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!("missing or wrong {header_name}"),
-        ));
-    }
-    Ok(db)
 }
 
 /// The body, at most 25 MB (GitLab's own limit) whether declared or streamed.
@@ -119,34 +123,34 @@ fn failed(e: IngestError) -> Refusal {
 }
 
 /// GitLab Pipeline and Job Hooks (`X-Gitlab-Token`).
-async fn gitlab(req: Request) -> Result<Response<String>, Refusal> {
-    let db = authorize(&req, "gitlab_webhook_secret", "X-Gitlab-Token").await?;
-    let event = header(req.headers(), "x-gitlab-event").map(str::to_string);
-    if let Some(kind) = event.as_deref()
+async fn gitlab(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
+    let db = r.db;
+    let event = header(r.headers, "x-gitlab-event");
+    if let Some(kind) = event
         && !["Pipeline Hook", "Job Hook"]
             .iter()
             .any(|k| k.eq_ignore_ascii_case(kind))
     {
-        let _ = store::count_outcome(&db, "ignored").await;
+        let _ = store::count_outcome(db, "ignored").await;
         return Ok(json(
             StatusCode::ACCEPTED,
             &json!({"status": "ignored", "reason": format!("{kind} is not recorded")}),
         ));
     }
-    let idem = header(req.headers(), "idempotency-key").map(str::to_string);
-    let uuid = header(req.headers(), "x-gitlab-event-uuid").map(str::to_string);
-    let body = body(&db, req).await?;
-    let (signer, interval) = ledger(&db).await?;
+    let idem = header(r.headers, "idempotency-key");
+    let uuid = header(r.headers, "x-gitlab-event-uuid");
+    let body = r.body;
+    let (signer, interval) = ledger(db).await?;
     let policy = VariablePolicy {
         allowlist: platform::var_list("variables_allowlist").await,
         hmac_key: platform::var("variables_hmac_key").await.map(String::into_bytes),
     };
     let received_at = pipetrail_core::time::now();
     let delivery = Delivery {
-        body: &body,
-        event_header: event.as_deref(),
-        idempotency_key: idem.as_deref(),
-        event_uuid: uuid.as_deref(),
+        body,
+        event_header: event,
+        idempotency_key: idem,
+        event_uuid: uuid,
         received_at: &received_at,
     };
     let settings = Settings {
@@ -155,38 +159,27 @@ async fn gitlab(req: Request) -> Result<Response<String>, Refusal> {
         checkpoint_interval_secs: interval,
         without_tree: cfg!(feature = "bench-without-tree"),
     };
-    let outcome = ingest::record_gitlab(&db, &delivery, &settings).await.map_err(failed)?;
+    let outcome = ingest::record_gitlab(db, &delivery, &settings).await.map_err(failed)?;
     Ok(answered(outcome))
 }
 
-/// GitHub webhooks: the body's HMAC-SHA256 under `github_webhook_secret` must be the
-/// `X-Hub-Signature-256` GitHub sends, so the body is read (bounded) before anything else.
-async fn github(req: Request) -> Result<Response<String>, Refusal> {
-    let db = open_store().await?;
-    let event = header(req.headers(), "x-github-event").unwrap_or("").to_string();
-    let guid = header(req.headers(), "x-github-delivery").map(str::to_string);
-    let signature = header(req.headers(), "x-hub-signature-256").map(str::to_string);
-    let body = body(&db, req).await?;
-    let secrets = platform::var_list("github_webhook_secret").await;
-    if !github::signature_valid(&secrets, &body, signature.as_deref()) {
-        let _ = store::count_outcome(&db, "unauthorized").await;
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong X-Hub-Signature-256",
-        ));
-    }
-    let (signer, interval) = ledger(&db).await?;
+/// GitHub webhooks: the body's HMAC-SHA256 under `github_webhook_secret` was checked as the
+/// route's `X-Hub-Signature-256` (`platform::admit_body`) before this runs.
+async fn github(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
+    let db = r.db;
+    let event = header(r.headers, "x-github-event").unwrap_or("");
+    let guid = header(r.headers, "x-github-delivery");
+    let (signer, interval) = ledger(db).await?;
     let settings = Settings::without_variables(&signer, interval);
     let received_at = pipetrail_core::time::now();
     let delivery = GithubDelivery {
-        body: &body,
-        event: &event,
-        delivery_id: guid.as_deref(),
+        body: r.body,
+        event,
+        delivery_id: guid,
         received_at: &received_at,
     };
     Ok(
-        match ingest::record_github(&db, &delivery, &settings).await.map_err(failed)? {
+        match ingest::record_github(db, &delivery, &settings).await.map_err(failed)? {
             GithubOutcome::Recorded(outcome) => answered(outcome),
             GithubOutcome::Ping { zen } => json(StatusCode::OK, &json!({"status": "pong", "zen": zen})),
             GithubOutcome::Ignored(event) => json(
@@ -199,12 +192,10 @@ async fn github(req: Request) -> Result<Response<String>, Refusal> {
 
 /// GitLab audit-event streaming (Ultimate): `X-Gitlab-Event-Streaming-Token`, a JSON object
 /// or array whatever the Content-Type (GitLab sends form-urlencoded by default).
-async fn gitlab_audit(req: Request) -> Result<Response<String>, Refusal> {
-    let db = authorize(&req, "gitlab_audit_stream_tokens", "X-Gitlab-Event-Streaming-Token").await?;
-    let body = body(&db, req).await?;
-    let (signer, interval) = ledger(&db).await?;
+async fn gitlab_audit(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
+    let (signer, interval) = ledger(r.db).await?;
     let settings = Settings::without_variables(&signer, interval);
-    match ingest::record_audit(&db, &body, &pipetrail_core::time::now(), &settings)
+    match ingest::record_audit(r.db, r.body, &pipetrail_core::time::now(), &settings)
         .await
         .map_err(failed)?
     {
@@ -222,18 +213,16 @@ async fn gitlab_audit(req: Request) -> Result<Response<String>, Refusal> {
 /// NDJSON batches of GitLab's Rails log lines from a log shipper or `pipetrail ship-logs`
 /// (`Authorization: Bearer`, one of `gitlab_log_tokens`). `?instance=gitlab.example.com`
 /// names the GitLab for targets no webhook has shown yet.
-async fn gitlab_logs(req: Request) -> Result<Response<String>, Refusal> {
-    let db = authorize(&req, "gitlab_log_tokens", "Authorization").await?;
-    let instance = pipetrail_core::params::parse_query(req.uri().query().unwrap_or(""))
+async fn gitlab_logs(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
+    let instance = pipetrail_core::params::parse_query(r.query)
         .ok()
         .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "instance"))
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty() && v.len() <= 255)
         .unwrap_or_else(|| "unknown".into());
-    let body = body(&db, req).await?;
-    let (signer, interval) = ledger(&db).await?;
+    let (signer, interval) = ledger(r.db).await?;
     let settings = Settings::without_variables(&signer, interval);
-    let b = ingest::record_logs(&db, &body, &instance, &pipetrail_core::time::now(), &settings)
+    let b = ingest::record_logs(r.db, r.body, &instance, &pipetrail_core::time::now(), &settings)
         .await
         .map_err(failed)?;
     Ok(json(
@@ -253,21 +242,10 @@ async fn gitlab_logs(req: Request) -> Result<Response<String>, Refusal> {
 /// What GitLab's REST API shows of one pipeline, `{"pipeline": ..., "jobs": [...]}`, posted
 /// by `pipetrail gitlab backfill` with the admin token. The reconciler in the retention
 /// component records the same through `ingest::record_api` directly.
-async fn gitlab_api(req: Request) -> Result<Response<String>, Refusal> {
-    let db = open_store().await?;
-    // As on every admin route: 401 without a valid token, 403 for a read token.
-    match platform::authenticate(&db, req.headers()).await {
-        Ok(platform::Caller::Admin) => {}
-        Ok(_) => return Err(error(StatusCode::FORBIDDEN, "forbidden", "the admin token is required")),
-        Err(r) => {
-            let _ = store::count_outcome(&db, "unauthorized").await;
-            return Err(r);
-        }
-    }
-    let body = body(&db, req).await?;
-    let (signer, interval) = ledger(&db).await?;
+async fn gitlab_api(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
+    let (signer, interval) = ledger(r.db).await?;
     let settings = Settings::without_variables(&signer, interval);
-    let outcome = ingest::record_api(&db, &body, &pipetrail_core::time::now(), &settings)
+    let outcome = ingest::record_api(r.db, r.body, &pipetrail_core::time::now(), &settings)
         .await
         .map_err(failed)?;
     Ok(answered(outcome))

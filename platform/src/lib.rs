@@ -12,6 +12,9 @@ use spin_sdk::sqlite::{self, Connection};
 
 pub use spin_sdk::http::Request;
 
+mod auth;
+pub use auth::{admit, admit_body};
+
 /// GitLab's own limit for webhook bodies.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
@@ -513,6 +516,10 @@ pub enum Caller {
     Reader(TokenRecord),
     /// Localhost without a token, allowed only when the operator opted in.
     AnonymousLocal,
+    /// A forge or shipper holding the route's shared secret (or signing with it).
+    Source,
+    /// Anyone: an open route.
+    Anyone,
 }
 
 impl Caller {

@@ -16,10 +16,10 @@ mod timeline;
 mod ui;
 mod v4;
 
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Either;
 use pipetrail_core::params::{self, ParamError};
-use pipetrail_core::routes::{self, Auth, Found};
+use pipetrail_core::routes::{self, Found, Handler, QueryRoute};
 use pipetrail_core::sql::DbError;
 use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
 use spin_sdk::http_service;
@@ -47,8 +47,8 @@ async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
-    let (route, args) = match routes::find("query", method.as_str(), &path) {
-        Found::Route(r, a) => (r, a),
+    let route = match routes::find(method.as_str(), &path, Handler::query) {
+        Found::Route(m) => m,
         Found::WrongMethod(allowed) => {
             let mut r = error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -74,29 +74,11 @@ async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
             ));
         }
     };
-    let arg = |name: &str| {
-        args.iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
-    let is_page = path.starts_with("/ui");
-    match route.path {
-        "/healthz" => return left(api::healthz(&db).await?),
-        "/api/v1/openapi.json" => return left(json(StatusCode::OK, &routes::openapi())),
-        "/ui/login" if method == Method::GET => {
-            let pairs = params::parse_query(&query).unwrap_or_default();
-            let next = pairs.iter().find(|(k, _)| k == "next").map(|(_, v)| v.as_str());
-            return left(ui::login_form(next, None));
-        }
-        "/ui/login" => return left(ui::login(&db, req).await?),
-        "/ui/logout" => return left(ui::logout()),
-        "/ui/assets/{file}" => return left(ui::asset(arg("file"))),
-        _ => {}
-    }
-    let caller = match platform::authenticate(&db, req.headers()).await {
+    let arg = |name: &str| route.param(name);
+    let caller = match platform::admit(&db, route.route.auth, req.headers()).await {
         Ok(c) => c,
-        Err(_) if is_page => {
+        // A page asks for the token it lacks; an API answers 401.
+        Err(r) if path.starts_with("/ui") && r.status() == StatusCode::UNAUTHORIZED => {
             let here = if query.is_empty() {
                 path.clone()
             } else {
@@ -106,9 +88,6 @@ async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
         }
         Err(r) => return left(r),
     };
-    if route.auth == Auth::Admin && caller != Caller::Admin {
-        return left(error(StatusCode::FORBIDDEN, "forbidden", "the admin token is required"));
-    }
     let pairs = match params::parse_query(&query) {
         Ok(p) => p,
         Err(e) => return left(api::bad_param(&e)),
@@ -116,10 +95,19 @@ async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
     let base = platform::spin_header(req.headers(), "spin-full-url")
         .map(|u| u.split('?').next().unwrap_or(u).to_string())
         .unwrap_or_else(|| path.clone());
-    let reply = match route.path {
-        "/api/v1/events" => api::events(&db, &caller, &pairs).await?,
-        "/api/v1/pipelines/{forge}/{id}" => api::pipeline(&db, &caller, arg("forge"), arg("id")).await?,
-        "/api/v1/stats" => match caller.scope() {
+    let reply = match route.handler {
+        QueryRoute::Healthz => api::healthz(&db).await?,
+        QueryRoute::OpenApi => json(StatusCode::OK, &routes::openapi()),
+        QueryRoute::UiLoginForm => {
+            let next = pairs.iter().find(|(k, _)| k == "next").map(|(_, v)| v.as_str());
+            ui::login_form(next, None)
+        }
+        QueryRoute::UiLogin => ui::login(&db, req).await?,
+        QueryRoute::UiLogout => ui::logout(),
+        QueryRoute::UiAsset => ui::asset(arg("file")),
+        QueryRoute::Events => api::events(&db, &caller, &pairs).await?,
+        QueryRoute::Pipeline => api::pipeline(&db, &caller, arg("forge"), arg("id")).await?,
+        QueryRoute::Stats => match caller.scope() {
             // Counts cover every project: not for a token limited to some.
             Some(_) => error(
                 StatusCode::FORBIDDEN,
@@ -128,37 +116,28 @@ async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
             ),
             None => api::stats(&db).await?,
         },
-        "/api/v1/ledger" => api::ledger(&db).await?,
-        "/api/v1/tokens" => api::create_token(&db, &caller, req).await?,
-        "/api/v1/checkpoint" => api::checkpoint(&db).await?,
-        "/api/v1/key" => api::key(&db).await?,
-        "/api/v1/proof/inclusion" => api::inclusion(&db, &caller, &pairs).await?,
-        "/api/v1/proof/consistency" => api::consistency(&db, &pairs).await?,
-        "/api/v1/export" => return export(db, &caller, &pairs).await,
-        "/api/v4/audit_events" => v4::list(&db, &caller, v4::Entity::Instance, &pairs, &base).await?,
-        "/api/v4/audit_events/{id}" => v4::one(&db, &caller, v4::Entity::Instance, arg("id")).await?,
-        "/api/v4/projects/{id}/audit_events" => {
+        QueryRoute::Ledger => api::ledger(&db).await?,
+        QueryRoute::CreateToken => api::create_token(&db, &caller, req).await?,
+        QueryRoute::Checkpoint => api::checkpoint(&db).await?,
+        QueryRoute::Key => api::key(&db).await?,
+        QueryRoute::InclusionProof => api::inclusion(&db, &caller, &pairs).await?,
+        QueryRoute::ConsistencyProof => api::consistency(&db, &pairs).await?,
+        QueryRoute::Export => return export(db, &caller, &pairs).await,
+        QueryRoute::V4InstanceEvents => v4::list(&db, &caller, v4::Entity::Instance, &pairs, &base).await?,
+        QueryRoute::V4InstanceEvent => v4::one(&db, &caller, v4::Entity::Instance, arg("id")).await?,
+        QueryRoute::V4ProjectEvents => {
             v4::list(&db, &caller, v4::Entity::Project(arg("id").into()), &pairs, &base).await?
         }
-        "/api/v4/projects/{id}/audit_events/{event_id}" => {
+        QueryRoute::V4ProjectEvent => {
             v4::one(&db, &caller, v4::Entity::Project(arg("id").into()), arg("event_id")).await?
         }
-        "/api/v4/groups/{id}/audit_events" => {
-            v4::list(&db, &caller, v4::Entity::Group(arg("id").into()), &pairs, &base).await?
-        }
-        "/api/v4/groups/{id}/audit_events/{event_id}" => {
-            v4::one(&db, &caller, v4::Entity::Group(arg("id").into()), arg("event_id")).await?
-        }
-        "/ui" => ui::audit_log(&db, &caller, &pairs).await?,
-        "/ui/pipelines/{forge}/{id}" => ui::pipeline(&db, &caller, arg("forge"), arg("id")).await?,
-        "/ui/jobs/{forge}/{id}" => ui::job(&db, &caller, arg("forge"), arg("id")).await?,
-        "/ui/actors/{username}" => ui::actor(&db, &caller, arg("username"), &pairs).await?,
-        "/ui/ledger" => ui::ledger(&db).await?,
-        other => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{other} is not served by this component"),
-        ),
+        QueryRoute::V4GroupEvents => v4::list(&db, &caller, v4::Entity::Group(arg("id").into()), &pairs, &base).await?,
+        QueryRoute::V4GroupEvent => v4::one(&db, &caller, v4::Entity::Group(arg("id").into()), arg("event_id")).await?,
+        QueryRoute::UiAuditLog => ui::audit_log(&db, &caller, &pairs).await?,
+        QueryRoute::UiPipeline => ui::pipeline(&db, &caller, arg("forge"), arg("id")).await?,
+        QueryRoute::UiJob => ui::job(&db, &caller, arg("forge"), arg("id")).await?,
+        QueryRoute::UiActor => ui::actor(&db, &caller, arg("username"), &pairs).await?,
+        QueryRoute::UiLedger => ui::ledger(&db).await?,
     };
     left(reply)
 }

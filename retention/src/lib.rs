@@ -18,19 +18,19 @@ use http::{Response, StatusCode};
 use pipetrail_core::config::StorageMode;
 use pipetrail_core::ingest::Settings;
 use pipetrail_core::reconcile::{self, ApiResponse, Config, Fetch};
-use pipetrail_core::routes::{self, Found};
+use pipetrail_core::routes::{self, Found, Handler, RetentionRoute};
 use pipetrail_core::sinks::{Message, Transport};
 use pipetrail_core::sql::{DbError, in_writer};
 use pipetrail_core::store;
-use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
+use pipetrail_platform::{self as platform, Db, Request, error, json};
 use serde_json::{Value, json};
 use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(req: Request) -> Response<String> {
     let path = req.uri().path().to_string();
-    let route = match routes::find("retention", req.method().as_str(), &path) {
-        Found::Route(r, _) => r,
+    let route = match routes::find(req.method().as_str(), &path, Handler::retention) {
+        Found::Route(m) => m,
         Found::WrongMethod(_) => return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
         Found::NotFound | Found::MalformedSegment(_) => {
             return error(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"));
@@ -40,21 +40,19 @@ async fn handle(req: Request) -> Response<String> {
         Ok(db) => db,
         Err(e) => return platform::db_failure(&e),
     };
-    match platform::authenticate(&db, req.headers()).await {
-        Ok(Caller::Admin) => {}
-        Ok(_) => return error(StatusCode::FORBIDDEN, "forbidden", "the admin token is required"),
-        Err(r) => return r,
+    if let Err(refused) = platform::admit(&db, route.route.auth, req.headers()).await {
+        return refused;
     }
     let dry_run = req
         .uri()
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "dry_run=true" || kv == "dry_run=1"));
-    let result = match route.path {
-        "/admin/tick" => tick(&db).await,
-        "/admin/verify" => verify(&db).await,
-        "/admin/retention" => retention(&db, dry_run).await,
-        "/admin/deliver" => deliver(&db).await,
-        _ => reconcile(&db).await.map(|r| {
+    let result = match route.handler {
+        RetentionRoute::Tick => tick(&db).await,
+        RetentionRoute::Verify => verify(&db).await,
+        RetentionRoute::Retention => retention(&db, dry_run).await,
+        RetentionRoute::Deliver => deliver(&db).await,
+        RetentionRoute::Reconcile => reconcile(&db).await.map(|r| {
             r.unwrap_or_else(
                 || json!({"skipped": "gitlab_api_url, gitlab_api_token and gitlab_api_projects are not all set"}),
             )

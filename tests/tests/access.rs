@@ -141,7 +141,7 @@ fn every_route_answers_each_caller_exactly_as_allowed() {
             match (route.auth, caller) {
                 (Auth::None, _) => assert!(r.status < 400 || route.path == "/ui/login", "{what}"),
                 // Webhook secrets are not API tokens: even the admin token opens no hook.
-                (Auth::Secret(_), _) => {
+                (Auth::Secret { .. } | Auth::BodySignature { .. }, _) => {
                     assert_eq!(r.status, 401, "{what}");
                     assert_eq!(app.snapshot(), before, "{what}: a refused delivery changed the store");
                 }

@@ -50,6 +50,18 @@ pub struct Context<'a> {
     pub variables: &'a VariablePolicy,
 }
 
+impl Context<'_> {
+    /// On what authority a snapshot's `user` is named the pipeline's triggerer: the
+    /// webhook's, or GitLab's API's when the snapshot came from it.
+    pub fn triggerer_claim(&self) -> &'static str {
+        if self.evidence.source == "gitlab.api" {
+            "api"
+        } else {
+            "webhook_triggerer"
+        }
+    }
+}
+
 /// An event's id, derived from the fact it records (entity, attempt, status), so the same
 /// fact learnt twice, from any source, is one event.
 pub fn event_id(key: &str) -> String {

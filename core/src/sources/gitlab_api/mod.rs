@@ -1,16 +1,17 @@
 //! GitLab's REST API as a source (reconciliation and backfill): what the Pipelines and Jobs
-//! APIs answer ("Pipelines API", "Jobs API" in GitLab's docs) is turned into the Pipeline
-//! Hook shape, so one parser and one lifecycle diff serve webhooks and the API alike; and
+//! APIs answer ("Pipelines API", "Jobs API" in GitLab's docs) is read into the Pipeline
+//! Hook's snapshot, so one reader and one lifecycle diff serve webhooks and the API alike; and
 //! the API's pagination and rate-limit headers are read here, once, for every client.
 
 use serde_json::{Value, json};
 
 use crate::sources::ParseError;
+use crate::sources::gitlab_hooks::{self, Hook};
 
-/// A Pipeline Hook body equivalent to what the API shows of a pipeline and its jobs.
+/// The Pipeline Hook snapshot equivalent to what the API shows of a pipeline and its jobs.
 /// `pipeline` is `GET /projects/:id/pipelines/:pipeline_id`; `jobs` are
 /// `GET /projects/:id/pipelines/:pipeline_id/jobs?include_retried=true`.
-pub fn hook_from_api(pipeline: &Value, jobs: &[Value]) -> Result<Vec<u8>, ParseError> {
+pub fn hook_from_api(pipeline: &Value, jobs: &[Value]) -> Result<Hook, ParseError> {
     let p = pipeline
         .as_object()
         .ok_or_else(|| ParseError("pipeline: expected an object".into()))?;
@@ -83,7 +84,7 @@ pub fn hook_from_api(pipeline: &Value, jobs: &[Value]) -> Result<Vec<u8>, ParseE
         "project": {"id": project_id, "path_with_namespace": path, "web_url": project_url},
         "builds": builds,
     });
-    Ok(hook.to_string().into_bytes())
+    gitlab_hooks::pipeline_from_value(&hook).map(|p| Hook::Pipeline(Box::new(p)))
 }
 
 /// The next page's URL: the `Link` header's `rel="next"` (offset and keyset pagination
@@ -128,7 +129,6 @@ pub fn retry_after(headers: &[(String, String)]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::gitlab_hooks::{Hook, parse_hook};
 
     fn fixture(name: &str) -> Value {
         let path = format!("{}/../tests/fixtures/gitlab/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -139,8 +139,7 @@ mod tests {
     fn the_documented_pipeline_reads_as_a_hook() {
         let p = fixture("pipelines_api_get_single_docs.json");
         let job = json!({"id": 1001, "status": "success", "stage": "test", "name": "rspec", "created_at": "2022-09-21T01:05:08.000Z", "started_at": "2022-09-21T01:05:15.000Z", "finished_at": "2022-09-21T01:05:40.000Z", "duration": 25.0, "queued_duration": 1.5, "allow_failure": false, "user": {"id": 2, "username": "bob", "name": "Bob"}, "runner": {"id": 8, "description": "shared-1", "is_shared": true, "runner_type": "instance_type"}, "tag_list": ["docker"], "pipeline": {"id": 287}});
-        let body = hook_from_api(&p, &[job]).unwrap();
-        let Hook::Pipeline(s) = parse_hook(&body, Some("Pipeline Hook")).unwrap() else {
+        let Hook::Pipeline(s) = hook_from_api(&p, &[job]).unwrap() else {
             panic!("a pipeline")
         };
         assert_eq!((s.id, s.iid, s.project.id), (287, Some(144), 21));

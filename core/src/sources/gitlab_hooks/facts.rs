@@ -136,7 +136,7 @@ impl Differ<'_> {
             let mut ev = self.event(&scope, "pipeline.created", &format!("pipeline|{}|created", s.id));
             ev.occurred_at = s.created_at.clone().unwrap_or_else(|| self.ctx.recorded_at.into());
             ev.actor = actor;
-            ev.attribution = attribution.into();
+            ev.attribution = attribution.unwrap_or(self.ctx.triggerer_claim()).into();
             ev.variables = self.variables(&s.variables);
             self.out.push(ev);
         }
@@ -478,15 +478,17 @@ fn pending_at(j: &JobSnapshot) -> Option<String> {
     ))
 }
 
-fn triggerer(user: Option<&UserRef>, source: Option<&str>) -> (Actor, &'static str) {
+/// The triggerer, and `Some("none")` when the payload names nobody (else the claim is the
+/// context's: `Context::triggerer_claim`).
+fn triggerer(user: Option<&UserRef>, source: Option<&str>) -> (Actor, Option<&'static str>) {
     let kind = match source {
         Some("schedule") => "schedule_owner",
         Some("trigger") => "trigger_token",
         _ => "user",
     };
     match user {
-        Some(u) if u.id.is_some() || u.username.is_some() => (user_actor(u, kind), "webhook_triggerer"),
-        _ => (unknown("the payload names no user"), "none"),
+        Some(u) if u.id.is_some() || u.username.is_some() => (user_actor(u, kind), None),
+        _ => (unknown("the payload names no user"), Some("none")),
     }
 }
 

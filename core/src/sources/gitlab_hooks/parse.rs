@@ -112,12 +112,13 @@ pub fn parse_hook(body: &[u8], event_header: Option<&str>) -> Result<Hook> {
         )));
     }
     match kind.as_str() {
-        "pipeline" => parse_pipeline(&v).map(|p| Hook::Pipeline(Box::new(p))),
+        "pipeline" => pipeline_from_value(&v).map(|p| Hook::Pipeline(Box::new(p))),
         _ => parse_job_hook(&v).map(|j| Hook::Job(Box::new(j))),
     }
 }
 
-fn parse_pipeline(v: &Value) -> Result<PipelineSnapshot> {
+/// A Pipeline Hook already read as JSON (or built from the API's answers).
+pub fn pipeline_from_value(v: &Value) -> Result<PipelineSnapshot> {
     let attrs = field(v, "object_attributes")
         .filter(|a| a.is_object())
         .ok_or_else(|| ParseError("object_attributes: required object is missing".into()))?;
