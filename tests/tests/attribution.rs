@@ -1,4 +1,4 @@
-//! Who canceled, retried, played and deleted (issue 4), end to end on the real components:
+//! Who canceled, retried, played and deleted, end to end on the real components:
 //! Rails log lines merged with webhook facts in either order, the log shipper, the API
 //! reconciler against a fake GitLab (lost webhooks, deletions, 429), backfill, connect,
 //! and the scripted A-to-E scenario.

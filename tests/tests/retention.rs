@@ -1,4 +1,4 @@
-//! Retention policies (issue 6, item 4) on the real components: a dry run changes nothing,
+//! Retention policies on the real components: a dry run changes nothing,
 //! a sweep removes old bodies by policy and leaves tombstones, verification still passes
 //! and counts the pruned entries, and a body removed without a tombstone is still caught.
 

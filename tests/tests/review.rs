@@ -1,4 +1,4 @@
-//! Audit review for people (issue 5), end to end on the real components: the web UI (login,
+//! Audit review for people, end to end on the real components: the web UI (login,
 //! scope, escaping, provenance page, timeline, deleted banner), the GitLab-compatible
 //! `audit_events` API, streamed CSV/JSONL exports, and the OpenAPI document.
 

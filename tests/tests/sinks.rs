@@ -1,4 +1,4 @@
-//! Streaming sinks (issue 6) on the real components, against real peers: an HTTP receiver
+//! Streaming sinks on the real components, against real peers: an HTTP receiver
 //! (signed batches), the Redis at 127.0.0.1:6379 (XADD, once per event), the Mosquitto at
 //! 127.0.0.1:1883 (QoS 1, a topic per action); cursors that resume after SIGKILL; and the
 //! streaming-only mode.
