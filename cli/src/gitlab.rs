@@ -1,6 +1,9 @@
-//! `pipetrail gitlab ...`: the native tool's GitLab API client. `backfill` imports history
-//! into a running app (the same `{"pipeline", "jobs"}` shape the reconciler records);
-//! `connect` installs pipetrail's webhook on every project of a group.
+//! `pipetrail gitlab ...`: the native tool's side of the GitLab API client. The endpoints,
+//! pagination and a pipeline's snapshot are the reconciler's own
+//! (`core::sources::gitlab_api::client`); this file is the blocking transport and its retry
+//! policy. `backfill` imports history into a running app (the same `{"pipeline", "jobs"}`
+//! snapshot the reconciler records); `connect` installs pipetrail's webhook on every
+//! project of a group.
 //!
 //! It is polite to GitLab: one request at a time, a 429's `Retry-After` honoured, other
 //! failures retried with exponential backoff, every request with a timeout.
@@ -10,8 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use pipetrail_core::encoding::url_encode as encode;
+use pipetrail_core::sources::gitlab_api::client::{self, ApiResponse, CrawlError, Endpoints};
 use pipetrail_core::sources::gitlab_api::{next_page, retry_after};
+use pipetrail_core::sql::block_on;
 use serde_json::{Value, json};
 
 type Headers = Vec<(String, String)>;
@@ -19,7 +23,7 @@ type Headers = Vec<(String, String)>;
 type Answer = (u16, Headers, String);
 
 pub struct Gitlab {
-    base: String,
+    endpoints: Endpoints,
     token: String,
     agent: ureq::Agent,
 }
@@ -38,14 +42,14 @@ impl Gitlab {
             .build()
             .into();
         Gitlab {
-            base: base.trim_end_matches('/').to_string(),
+            endpoints: Endpoints::new(base),
             token,
             agent,
         }
     }
 
     pub fn api(&self, path: &str) -> String {
-        format!("{}/api/v4{path}", self.base)
+        self.endpoints.url(path)
     }
 
     /// One request with retries. Returns (status, headers, body); 404 is an answer.
@@ -99,14 +103,16 @@ impl Gitlab {
         bail!("{method} {}: giving up", url.split('?').next().unwrap_or(url))
     }
 
-    pub fn get(&self, url: &str) -> anyhow::Result<Option<(Value, Headers)>> {
+    /// One GET for the shared client: a 2xx or a 404 is an answer, anything else an error
+    /// naming it (a token without access is said plainly).
+    pub fn fetch(&self, url: &str) -> anyhow::Result<ApiResponse> {
         let (status, headers, text) = self.request("GET", url, None)?;
         match status {
-            404 => Ok(None),
-            200..=299 => Ok(Some((
-                serde_json::from_str(&text).context("GitLab's answer is not JSON")?,
+            200..=299 | 404 => Ok(ApiResponse {
+                status,
                 headers,
-            ))),
+                body: text.into_bytes(),
+            }),
             401 | 403 => bail!("GitLab answered {status}: the token lacks access ({})", text.trim()),
             _ => bail!(
                 "GitLab answered {status} to GET {}: {}",
@@ -116,41 +122,56 @@ impl Gitlab {
         }
     }
 
+    /// A project by id or path; `None` when GitLab has none the token can see.
+    pub fn project(&self, id_or_path: &str) -> anyhow::Result<Option<Value>> {
+        let res = self.fetch(&self.endpoints.project(id_or_path))?;
+        if res.status == 404 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&res.body)
+            .map(Some)
+            .context("GitLab's answer is not JSON")
+    }
+
+    /// One page of a list, with GitLab's count of all (`X-Total`) for progress.
     pub fn page(&self, url: &str) -> anyhow::Result<Page> {
-        let Some((v, headers)) = self.get(url)? else {
+        let res = self.fetch(url)?;
+        if res.status == 404 {
             bail!("GitLab answered 404 to GET {}", url.split('?').next().unwrap_or(url));
-        };
-        let total = headers
+        }
+        let v: Value = serde_json::from_slice(&res.body).context("GitLab's answer is not JSON")?;
+        let total = res
+            .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("x-total"))
             .and_then(|(_, v)| v.parse().ok());
         Ok(Page {
             items: v.as_array().cloned().unwrap_or_default(),
             total,
-            next: next_page(&headers, url),
+            next: next_page(&res.headers, url),
         })
     }
 
     /// Every item of a paginated list.
     pub fn all(&self, url: &str) -> anyhow::Result<Vec<Value>> {
-        let mut out = Vec::new();
-        let mut next = Some(url.to_string());
-        while let Some(u) = next {
-            let p = self.page(&u)?;
-            out.extend(p.items);
-            next = p.next;
+        let mut get = async |u: &str| self.fetch(u);
+        match block_on(client::all_pages(url, &mut get)) {
+            Ok(Some(items)) => Ok(items),
+            Ok(None) => bail!("GitLab answered 404 to GET {}", url.split('?').next().unwrap_or(url)),
+            Err(e) => Err(crawl_error(e)),
         }
-        Ok(out)
+    }
+
+    /// One pipeline and all its jobs, as the app records it; `None` when it is gone.
+    pub fn pipeline_snapshot(&self, project: u64, id: u64) -> anyhow::Result<Option<Value>> {
+        let mut get = async |u: &str| self.fetch(u);
+        block_on(client::pipeline_snapshot(&self.endpoints, project, id, &mut get)).map_err(crawl_error)
     }
 
     /// Projects of a group and its subgroups: (id, path).
     pub fn group_projects(&self, group: &str) -> anyhow::Result<Vec<(u64, String)>> {
-        let url = self.api(&format!(
-            "/groups/{}/projects?include_subgroups=true&per_page=100&order_by=id&sort=asc",
-            encode(group)
-        ));
         Ok(self
-            .all(&url)?
+            .all(&self.endpoints.group_projects(group))?
             .iter()
             .filter_map(|p| {
                 Some((
@@ -159,6 +180,13 @@ impl Gitlab {
                 ))
             })
             .collect())
+    }
+}
+
+fn crawl_error(e: CrawlError<anyhow::Error>) -> anyhow::Error {
+    match e {
+        CrawlError::Get(e) => e,
+        CrawlError::Malformed(m) => anyhow::anyhow!(m),
     }
 }
 
@@ -190,12 +218,10 @@ pub fn backfill(b: &Backfill) -> anyhow::Result<()> {
             .as_str()
             .map(str::to_string)
             .or(b.since.clone());
-        let mut url = b.gitlab.api(&format!(
-            "/projects/{project}/pipelines?order_by=updated_at&sort=asc&per_page=100"
-        ));
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&updated_after={}", encode(c)));
-        }
+        let url = b
+            .gitlab
+            .endpoints
+            .pipelines_updated_after(*project, cursor.as_deref(), 100);
         let mut done = 0u64;
         let mut next = Some(url);
         while let Some(u) = next {
@@ -203,16 +229,9 @@ pub fn backfill(b: &Backfill) -> anyhow::Result<()> {
             let total = page.total.unwrap_or(page.items.len() as u64);
             for item in &page.items {
                 let Some(id) = item["id"].as_u64() else { continue };
-                let Some((pipeline, _)) = b
-                    .gitlab
-                    .get(&b.gitlab.api(&format!("/projects/{project}/pipelines/{id}")))?
-                else {
+                let Some(body) = b.gitlab.pipeline_snapshot(*project, id)? else {
                     continue;
                 };
-                let jobs = b.gitlab.all(&b.gitlab.api(&format!(
-                    "/projects/{project}/pipelines/{id}/jobs?include_retried=true&per_page=100"
-                )))?;
-                let body = json!({"pipeline": pipeline, "jobs": jobs});
                 let mut res = agent
                     .post(&endpoint)
                     .header("Authorization", &format!("Bearer {}", b.admin_token))

@@ -510,8 +510,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let projects = match (project, group) {
                 (Some(p), _) => {
-                    let url = client.api(&format!("/projects/{}", pipetrail_core::encoding::url_encode(&p)));
-                    let Some((v, _)) = client.get(&url)? else {
+                    let Some(v) = client.project(&p)? else {
                         bail!("GitLab has no project {p:?} (or the token cannot see it)");
                     };
                     vec![(

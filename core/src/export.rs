@@ -2,7 +2,9 @@
 //! quoting; a cell that a spreadsheet would run as a formula is defused) and JSON Lines.
 //! Rows are rendered one page at a time, so an export of any size streams.
 
-use serde_json::Value;
+use crate::encoding::base64_encode;
+use crate::model::Event;
+use crate::store::StoredEvent;
 
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: &[&str] = &[
@@ -41,52 +43,58 @@ pub fn csv_header() -> String {
     line
 }
 
-/// One CSV record (CRLF-terminated, as RFC 4180 has it) for an API event object.
-pub fn csv_row(ev: &Value) -> String {
-    let pruned = ev["pruned"] == Value::Bool(true);
+/// One CSV record (CRLF-terminated, as RFC 4180 has it) for a stored event: a pruned one
+/// keeps its seq and leaf hash and says `(pruned)`.
+pub fn csv_row(stored: &StoredEvent) -> String {
+    let leaf_hash = base64_encode(&stored.leaf_hash);
     let cells: Vec<String> = CSV_COLUMNS
         .iter()
-        .map(|col| {
-            let v = match *col {
-                "seq" | "id" | "occurred_at" | "recorded_at" | "action" | "attribution" | "refers_to" | "leaf_hash" => {
-                    &ev[*col]
-                }
-                "actor_username" => &ev["actor"]["username"],
-                "actor_id" => &ev["actor"]["id"],
-                "actor_name" => &ev["actor"]["name"],
-                "actor_kind" => &ev["actor"]["kind"],
-                "forge" => &ev["forge"]["kind"],
-                "instance" => &ev["forge"]["instance"],
-                "project_id" => &ev["project"]["id"],
-                "project_path" => &ev["project"]["path"],
-                "pipeline_id" => &ev["pipeline"]["id"],
-                "job_id" => &ev["job"]["id"],
-                "job_name" => &ev["job"]["name"],
-                "ref" => &ev["pipeline"]["ref"],
-                "sha" => &ev["pipeline"]["sha"],
-                "trigger" => &ev["pipeline"]["trigger"],
-                "status_from" => &ev["change"]["from"],
-                "status_to" => &ev["change"]["to"],
-                "evidence_source" => &ev["evidence"]["source"],
-                "evidence_delivery_id" => &ev["evidence"]["delivery_id"],
-                "evidence_payload_sha256" => &ev["evidence"]["payload_sha256"],
-                _ => &Value::Null,
-            };
-            let text = match v {
-                Value::Null => String::new(),
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if pruned && *col == "action" && text.is_empty() {
-                "(pruned)".to_string()
-            } else {
-                cell(&text)
-            }
+        .map(|col| match (*col, &stored.event) {
+            ("seq", _) => stored.seq.to_string(),
+            ("leaf_hash", _) => cell(&leaf_hash),
+            ("action", None) => "(pruned)".to_string(),
+            (_, None) => String::new(),
+            (col, Some(ev)) => cell(&column(ev, col).unwrap_or_default()),
         })
         .collect();
     let mut line = cells.join(",");
     line.push_str("\r\n");
     line
+}
+
+/// One column's text for an event (`None`: empty).
+fn column(ev: &Event, col: &str) -> Option<String> {
+    let pipeline = ev.pipeline.as_ref();
+    let job = ev.job.as_ref();
+    let change = ev.change.as_ref();
+    match col {
+        "id" => Some(ev.id.clone()),
+        "occurred_at" => Some(ev.occurred_at.clone()),
+        "recorded_at" => Some(ev.recorded_at.clone()),
+        "action" => Some(ev.action.to_string()),
+        "attribution" => Some(ev.attribution.to_string()),
+        "refers_to" => ev.refers_to.clone(),
+        "actor_username" => ev.actor.username.clone(),
+        "actor_id" => ev.actor.id.map(|i| i.to_string()),
+        "actor_name" => ev.actor.name.clone(),
+        "actor_kind" => Some(ev.actor.kind.to_string()),
+        "forge" => Some(ev.forge.kind.to_string()),
+        "instance" => Some(ev.forge.instance.clone()),
+        "project_id" => Some(ev.project.id.to_string()),
+        "project_path" => ev.project.path.clone(),
+        "pipeline_id" => pipeline.map(|p| p.id.to_string()),
+        "job_id" => job.map(|j| j.id.to_string()),
+        "job_name" => job.and_then(|j| j.name.clone()),
+        "ref" => pipeline.and_then(|p| p.git_ref.clone()),
+        "sha" => pipeline.and_then(|p| p.sha.clone()),
+        "trigger" => pipeline.and_then(|p| p.trigger.clone()),
+        "status_from" => change.and_then(|c| c.from.clone()),
+        "status_to" => change.map(|c| c.to.clone()),
+        "evidence_source" => Some(ev.evidence.source.to_string()),
+        "evidence_delivery_id" => ev.evidence.delivery_id.clone(),
+        "evidence_payload_sha256" => Some(ev.evidence.payload_sha256.clone()),
+        _ => None,
+    }
 }
 
 /// A cell: quoted when it holds a comma, quote or line break; a leading `=`, `+`, `-`, `@`,
@@ -106,9 +114,9 @@ pub fn cell(text: &str) -> String {
     }
 }
 
-/// One JSON Lines record.
-pub fn jsonl_row(ev: &Value) -> String {
-    let mut line = ev.to_string();
+/// One JSON Lines record: the event as the API serves it.
+pub fn jsonl_row(stored: &StoredEvent) -> String {
+    let mut line = stored.to_api_json().to_string();
     line.push('\n');
     line
 }
@@ -132,17 +140,29 @@ mod tests {
 
     #[test]
     fn a_row_has_every_column() {
-        let ev = json!({"seq": 3, "id": "ev_1", "action": "job.retried", "occurred_at": "t", "recorded_at": "r",
+        let ev = json!({"v": 1, "seq": 3, "id": "ev_1", "action": "job.retried", "occurred_at": "t", "recorded_at": "r",
             "actor": {"username": "bob", "id": 2, "kind": "user"}, "attribution": "job_user",
             "forge": {"kind": "gitlab", "instance": "g"}, "project": {"id": 21, "path": "grp/app"},
             "pipeline": {"id": 287, "ref": "main"}, "job": {"id": 9, "name": "=evil()"},
-            "evidence": {"source": "gitlab.webhook", "payload_sha256": "ab"}, "leaf_hash": "x+y="});
+            "evidence": {"source": "gitlab.webhook", "payload_sha256": "ab"}});
+        let ev = StoredEvent {
+            seq: 3,
+            event: Some(serde_json::from_value(ev).unwrap()),
+            leaf_hash: [7; 32],
+        };
         let row = csv_row(&ev);
         assert!(row.ends_with("\r\n"));
         assert_eq!(row.trim_end().split(',').count(), CSV_COLUMNS.len());
         assert!(
             row.starts_with("3,ev_1,t,r,job.retried,bob,2,,user,job_user,gitlab,g,21,grp/app,287,9,\"'=evil()\",main,")
         );
+        assert!(row.trim_end().ends_with(&base64_encode(&[7; 32])));
         assert_eq!(jsonl_row(&ev).lines().count(), 1);
+        let pruned = StoredEvent {
+            seq: 4,
+            event: None,
+            leaf_hash: [7; 32],
+        };
+        assert!(csv_row(&pruned).starts_with("4,,,,(pruned),"));
     }
 }

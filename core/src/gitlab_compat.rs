@@ -8,58 +8,64 @@
 
 use serde_json::{Value, json};
 
+use crate::model::{Action, ActorKind, Attribution, Event, ForgeKind};
 use crate::params::{ParamError, parse_u64};
-use crate::store::EventFilter;
+use crate::store::{EventFilter, StoredEvent};
 
-/// GitLab's audit event JSON for one pipetrail event (an API event object).
-pub fn audit_event(ev: &Value) -> Value {
-    let seq = ev["seq"].as_u64().unwrap_or(0);
-    let action = ev["action"].as_str().unwrap_or_default();
-    let audit = &ev["audit"];
-    let event_type = match audit["event_type"].as_str() {
-        Some(t) => t.to_string(),
-        None => action.replace('.', "_"),
+/// GitLab's audit event JSON for one stored event. A pruned event keeps its id and says so.
+pub fn audit_event(stored: &StoredEvent) -> Value {
+    let Some(ev) = &stored.event else {
+        return json!({
+            "id": stored.seq + 1,
+            "author_id": -1,
+            "entity_id": null,
+            "entity_type": "Gitlab::Audit::InstanceScope",
+            "event_name": "pruned",
+            "event_type": "pruned",
+            "details": {"custom_message": "Pruned by retention", "pipetrail": {"seq": stored.seq, "pruned": true}},
+            "created_at": null,
+        });
     };
-    let project_id = ev["project"]["id"].as_u64().unwrap_or(0);
-    let github = ev["forge"]["kind"] == "github";
+    let event_type = match &ev.audit {
+        Some(a) => a.event_type.clone(),
+        None => ev.action.as_str().replace('.', "_"),
+    };
+    let github = ev.forge.kind == ForgeKind::Github;
+    let project_id = ev.project.id;
     let (entity_id, entity_type) = if github {
         // Not a GitLab entity: its own type, so GitLab tools never take it for a project.
         (json!(project_id), "GitHub::Repository".to_string())
     } else if project_id > 0 {
         (json!(project_id), "Project".to_string())
     } else {
+        let a = ev.audit.as_ref();
         (
-            audit["entity_id"].clone(),
-            audit["entity_type"]
-                .as_str()
-                .unwrap_or("Gitlab::Audit::InstanceScope")
-                .to_string(),
+            json!(a.and_then(|a| a.entity_id)),
+            a.and_then(|a| a.entity_type.clone())
+                .unwrap_or_else(|| "Gitlab::Audit::InstanceScope".into()),
         )
     };
-    let (target_id, target_type, target_details) = if audit.is_object() {
-        (
-            audit["target_id"].clone(),
-            audit["target_type"].clone(),
-            audit["target_details"].clone(),
-        )
-    } else if ev["job"].is_object() {
+    let (target_id, target_type, target_details) = if let Some(a) = &ev.audit {
+        (json!(a.target_id), json!(a.target_type), json!(a.target_details))
+    } else if let Some(job) = &ev.job {
         let kind = if github { "GitHub::WorkflowJob" } else { "Ci::Build" };
-        (ev["job"]["id"].clone(), json!(kind), ev["job"]["name"].clone())
-    } else if ev["pipeline"].is_object() {
+        (json!(job.id), json!(kind), json!(job.name))
+    } else if let Some(p) = &ev.pipeline {
         (
-            ev["pipeline"]["id"].clone(),
+            json!(p.id),
             json!(if github { "GitHub::WorkflowRun" } else { "Ci::Pipeline" }),
-            json!(ev["pipeline"]["id"].as_u64().map(|id| id.to_string())),
+            json!(p.id.to_string()),
         )
     } else {
         (Value::Null, Value::Null, Value::Null)
     };
-    let actor = &ev["actor"];
-    let author_name = actor["name"]
-        .as_str()
-        .or(actor["username"].as_str())
-        .unwrap_or(match actor["kind"].as_str() {
-            Some("unknown") => "Unknown",
+    let actor = &ev.actor;
+    let author_name = actor
+        .name
+        .as_deref()
+        .or(actor.username.as_deref())
+        .unwrap_or(match actor.kind {
+            ActorKind::Unknown => "Unknown",
             _ => "System",
         });
     let mut details = json!({
@@ -68,76 +74,64 @@ pub fn audit_event(ev: &Value) -> Value {
         "target_id": target_id,
         "target_type": target_type,
         "target_details": target_details,
-        "ip_address": ev["evidence"]["remote_ip"],
-        "entity_path": ev["project"]["path"],
+        "ip_address": ev.evidence.remote_ip,
+        "entity_path": ev.project.path,
         "pipetrail": {
-            "id": ev["id"],
-            "seq": ev["seq"],
-            "action": action,
-            "attribution": ev["attribution"],
+            "id": ev.id,
+            "seq": ev.seq,
+            "action": ev.action,
+            "attribution": ev.attribution,
             "actor": actor,
-            "forge": ev["forge"],
-            "evidence": ev["evidence"],
+            "forge": ev.forge,
+            "evidence": ev.evidence,
         },
     });
-    if let Some(u) = actor["username"].as_str() {
+    if let Some(u) = &actor.username {
         details["author_username"] = json!(u);
     }
     json!({
-        "id": seq + 1,
-        "author_id": actor["id"].as_i64().unwrap_or(-1),
+        "id": ev.seq + 1,
+        "author_id": actor.id.and_then(|i| i64::try_from(i).ok()).unwrap_or(-1),
         "entity_id": entity_id,
         "entity_type": entity_type,
         "event_name": event_type,
         "event_type": event_type,
         "details": details,
-        "created_at": ev["occurred_at"],
+        "created_at": ev.occurred_at,
     })
 }
 
 /// One sentence of what happened, as GitLab's `custom_message`.
-fn message(ev: &Value) -> String {
-    let action = ev["action"].as_str().unwrap_or_default();
-    let pipeline = ev["pipeline"]["id"].as_u64();
-    let job = ev["job"]["id"].as_u64();
-    let job_name = ev["job"]["name"].as_str().unwrap_or("job");
-    let run = if ev["forge"]["kind"] == "github" {
-        "workflow run"
-    } else {
-        "pipeline"
+fn message(ev: &Event) -> String {
+    let pipeline = ev.pipeline.as_ref().map(|p| p.id);
+    let job = ev.job.as_ref().map(|j| j.id);
+    let job_name = ev.job.as_ref().and_then(|j| j.name.as_deref()).unwrap_or("job");
+    let run = match ev.forge.kind {
+        ForgeKind::Github => "workflow run",
+        ForgeKind::Gitlab => "pipeline",
     };
-    let what = match (action, pipeline, job) {
-        ("pipeline.created", Some(p), _) => format!("Triggered {run} {p}"),
-        ("pipeline.canceled", Some(p), _) => format!("Canceled {run} {p}"),
-        ("pipeline.retried", Some(p), _) => format!("Retried {run} {p}"),
-        ("pipeline.deleted", Some(p), _) => format!("Deleted {run} {p}"),
-        ("pipeline.status_changed", Some(p), _) => format!(
-            "{}{} {p} {}",
-            run[..1].to_uppercase(),
-            &run[1..],
-            ev["change"]["to"].as_str().unwrap_or("changed status")
-        ),
-        ("job.created", _, Some(j)) => format!("Created job {job_name} ({j})"),
-        ("job.retried", _, Some(j)) => format!("Retried job {job_name} ({j})"),
-        ("job.played", _, Some(j)) => format!("Played manual job {job_name} ({j})"),
-        ("job.canceled", _, Some(j)) => format!("Canceled job {job_name} ({j})"),
-        ("job.erased", _, Some(j)) => format!("Erased job {job_name} ({j})"),
-        ("job.status_changed", _, Some(j)) => format!(
-            "Job {job_name} ({j}) {}",
-            ev["change"]["to"].as_str().unwrap_or("changed status")
-        ),
-        ("evidence.added", _, _) => format!(
-            "{} confirmed an earlier event",
-            ev["evidence"]["source"].as_str().unwrap_or("a source")
-        ),
-        _ => ev["audit"]["event_type"]
-            .as_str()
-            .map(|t| t.replace('_', " "))
-            .unwrap_or_else(|| action.to_string()),
+    let to = ev.change.as_ref().map_or("changed status", |c| c.to.as_str());
+    let what = match (ev.action, pipeline, job) {
+        (Action::PipelineCreated, Some(p), _) => format!("Triggered {run} {p}"),
+        (Action::PipelineCanceled, Some(p), _) => format!("Canceled {run} {p}"),
+        (Action::PipelineRetried, Some(p), _) => format!("Retried {run} {p}"),
+        (Action::PipelineDeleted, Some(p), _) => format!("Deleted {run} {p}"),
+        (Action::PipelineStatusChanged, Some(p), _) => format!("{}{} {p} {to}", run[..1].to_uppercase(), &run[1..]),
+        (Action::JobCreated, _, Some(j)) => format!("Created job {job_name} ({j})"),
+        (Action::JobRetried, _, Some(j)) => format!("Retried job {job_name} ({j})"),
+        (Action::JobPlayed, _, Some(j)) => format!("Played manual job {job_name} ({j})"),
+        (Action::JobCanceled, _, Some(j)) => format!("Canceled job {job_name} ({j})"),
+        (Action::JobErased, _, Some(j)) => format!("Erased job {job_name} ({j})"),
+        (Action::JobStatusChanged, _, Some(j)) => format!("Job {job_name} ({j}) {to}"),
+        (Action::EvidenceAdded, _, _) => format!("{} confirmed an earlier event", ev.evidence.source),
+        _ => match &ev.audit {
+            Some(a) => a.event_type.replace('_', " "),
+            None => ev.action.to_string(),
+        },
     };
-    match ev["attribution"].as_str() {
-        Some(a) if a != "none" => format!("{what} (attribution: {a})"),
-        _ => what,
+    match ev.attribution {
+        Attribution::None => what,
+        a => format!("{what} (attribution: {a})"),
     }
 }
 
@@ -227,12 +221,18 @@ mod tests {
     #[test]
     fn a_cancel_reads_like_a_gitlab_audit_event() {
         let ev = json!({
-            "seq": 41, "id": "ev_x", "action": "pipeline.canceled", "occurred_at": "2026-11-20T09:05:00.000Z",
+            "v": 1, "seq": 41, "id": "ev_x", "action": "pipeline.canceled", "occurred_at": "2026-11-20T09:05:00.000Z",
+            "recorded_at": "2026-11-20T09:05:01.000Z",
             "actor": {"id": 14, "username": "dora", "kind": "user"}, "attribution": "rails_log",
             "forge": {"kind": "gitlab", "instance": "g.example"}, "project": {"id": 21, "path": "grp/app"},
             "pipeline": {"id": 287}, "evidence": {"source": "gitlab.rails_log", "remote_ip": "10.1.2.3", "payload_sha256": "ab"},
         });
-        let a = audit_event(&ev);
+        let stored = StoredEvent {
+            seq: 41,
+            event: Some(serde_json::from_value(ev).unwrap()),
+            leaf_hash: [0; 32],
+        };
+        let a = audit_event(&stored);
         assert_eq!(a["id"], 42);
         assert_eq!((a["author_id"].as_i64(), a["entity_id"].as_u64()), (Some(14), Some(21)));
         assert_eq!(a["entity_type"], "Project");

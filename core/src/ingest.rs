@@ -6,6 +6,7 @@
 //! when one is due. The caller answers 2xx only after this returns Ok, i.e. after COMMIT.
 
 use crate::encoding::{hex, sha256};
+use crate::model::{Action, Source};
 use crate::model::{Event, Evidence, Project};
 use crate::note::NoteSigner;
 use crate::sources::facts::{Context, Projection, VariablePolicy};
@@ -147,7 +148,7 @@ pub async fn record_all<S: Sql>(
             store::insert_delivery(
                 db,
                 &DeliveryRecord {
-                    source: &meta.evidence.source,
+                    source: meta.evidence.source.as_str(),
                     key: &meta.key,
                     kind: meta.kind,
                     received_at: meta.received_at,
@@ -259,11 +260,11 @@ async fn audit_facts<S: Sql>(db: &S, events: &[AuditEvent], received_at: &str) -
     let mut out = Vec::with_capacity(events.len());
     for a in events {
         let home = match (gitlab_audit::action_for(&a.audit.event_type), a.audit.target_id) {
-            ("pipeline.deleted", Some(pid)) if pid > 0 => store::pipeline_home(db, pid as u64).await?,
+            (Action::PipelineDeleted, Some(pid)) if pid > 0 => store::pipeline_home(db, pid as u64).await?,
             _ => None,
         };
         let evidence = Evidence {
-            source: "gitlab.audit_stream".into(),
+            source: Source::GitlabAuditStream,
             delivery_id: Some(a.audit.id.clone()),
             payload_sha256: hex(&sha256(&crate::canonical::to_vec(&a.raw))),
             remote_ip: a.audit.ip_address.clone(),
@@ -345,7 +346,7 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
     let key = delivery_key(d);
     let meta = Meta {
         evidence: Evidence {
-            source: "gitlab.webhook".into(),
+            source: Source::GitlabWebhook,
             delivery_id: match key.split_once(':') {
                 Some(("sha256", _)) | None => None,
                 Some((_, id)) => Some(id.to_string()),
@@ -444,7 +445,7 @@ pub async fn record_github<S: Sql>(
         },
         kind: d.event,
         evidence: Evidence {
-            source: "github.webhook".into(),
+            source: Source::GithubWebhook,
             delivery_id: guid,
             payload_sha256,
             remote_ip: None,
@@ -468,6 +469,16 @@ pub async fn record_api<S: Sql>(
 ) -> Result<Outcome, IngestError> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| IngestError::Invalid(format!("malformed JSON: {e}")))?;
+    record_api_snapshot(db, &v, received_at, settings).await
+}
+
+/// `record_api` for a snapshot already read (the reconciler's, from `gitlab_api::client`).
+pub async fn record_api_snapshot<S: Sql>(
+    db: &S,
+    v: &serde_json::Value,
+    received_at: &str,
+    settings: &Settings<'_>,
+) -> Result<Outcome, IngestError> {
     let api = match &v["jobs"] {
         serde_json::Value::Array(jobs) => gitlab_api::hook_from_api(&v["pipeline"], jobs),
         serde_json::Value::Null => gitlab_api::hook_from_api(&v["pipeline"], &[]),
@@ -478,12 +489,12 @@ pub async fn record_api<S: Sql>(
         return Err(IngestError::Invalid("not a pipeline".into()));
     };
     check_id(p.id, "pipeline").map_err(IngestError::Invalid)?;
-    let payload_sha256 = hex(&sha256(&crate::canonical::to_vec(&v)));
+    let payload_sha256 = hex(&sha256(&crate::canonical::to_vec(v)));
     let meta = Meta {
         key: format!("api-sha256:{payload_sha256}"),
         kind: "API Pipeline",
         evidence: Evidence {
-            source: "gitlab.api".into(),
+            source: Source::GitlabApi,
             delivery_id: None,
             payload_sha256,
             remote_ip: None,
@@ -516,7 +527,7 @@ pub async fn record_audit<S: Sql>(
         key: format!("audit-sha256:{payload_sha256}"),
         kind: "Audit Event",
         evidence: Evidence {
-            source: "gitlab.audit_stream".into(),
+            source: Source::GitlabAuditStream,
             delivery_id: None,
             payload_sha256,
             remote_ip: None,
@@ -586,7 +597,7 @@ pub async fn record_logs<S: Sql>(
             key: format!("rails-log:{}", f.line_sha256),
             kind: f.log,
             evidence: Evidence {
-                source: "gitlab.rails_log".into(),
+                source: Source::GitlabRailsLog,
                 delivery_id: None,
                 payload_sha256: f.line_sha256.clone(),
                 remote_ip: None,

@@ -1,21 +1,159 @@
 //! The one event model every source is normalized into (ARCHITECTURE.md, "The event").
 //! `Event` serializes to the JSON whose RFC 8785 bytes are the ledger leaf (see canonical.rs).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Version of the canonical encoding; part of every event body so a verifier knows the rules.
 pub const LEDGER_FORMAT: u32 = 1;
+
+/// A closed vocabulary: an enum whose values serialize to the ledger's strings, one table
+/// for both directions (the canonical bytes of every event already written depend on them).
+macro_rules! vocabulary {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<str>::deserialize(d)?;
+                $name::parse(&text).ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown {} {text:?}", stringify!($name)))
+                })
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// What happened.
+    Action {
+        PipelineCreated = "pipeline.created",
+        PipelineStatusChanged = "pipeline.status_changed",
+        PipelineCanceled = "pipeline.canceled",
+        PipelineRetried = "pipeline.retried",
+        PipelineDeleted = "pipeline.deleted",
+        JobCreated = "job.created",
+        JobStatusChanged = "job.status_changed",
+        JobCanceled = "job.canceled",
+        JobRetried = "job.retried",
+        JobPlayed = "job.played",
+        JobErased = "job.erased",
+        CiVariableChanged = "ci.variable_changed",
+        CiRunnerChanged = "ci.runner_changed",
+        CiJobTokenScopeChanged = "ci.job_token_scope_changed",
+        CiDeploymentApproval = "ci.deployment_approval",
+        CiWebhookDestroyed = "ci.webhook_destroyed",
+        CiArtifactDownloaded = "ci.artifact_downloaded",
+        /// Any other GitLab audit event, kept as it came.
+        GitlabAuditEvent = "gitlab.audit_event",
+        /// Another source's report of a fact already recorded (`refers_to`).
+        EvidenceAdded = "evidence.added",
+    }
+}
+
+vocabulary! {
+    /// Where a fact was learnt.
+    Source {
+        GitlabWebhook = "gitlab.webhook",
+        GitlabAuditStream = "gitlab.audit_stream",
+        GitlabRailsLog = "gitlab.rails_log",
+        GitlabApi = "gitlab.api",
+        GithubWebhook = "github.webhook",
+    }
+}
+
+vocabulary! {
+    /// On what authority the actor is named.
+    Attribution {
+        /// GitLab's audit event names the author.
+        AuditEvent = "audit_event",
+        /// A Rails log line names the user who made the request.
+        RailsLog = "rails_log",
+        /// The job's own `user` (who played or retried it).
+        JobUser = "job_user",
+        /// The webhook's `user` (GitHub: `triggering_actor`): the pipeline's triggerer.
+        WebhookTriggerer = "webhook_triggerer",
+        /// GitLab's API names the pipeline's `user`.
+        Api = "api",
+        /// Nobody is named (statuses move by themselves; cancels are not attributed).
+        None = "none",
+    }
+}
+
+vocabulary! {
+    /// The forge an event comes from.
+    ForgeKind {
+        Gitlab = "gitlab",
+        Github = "github",
+    }
+}
+
+vocabulary! {
+    /// What kind of actor acted.
+    ActorKind {
+        User = "user",
+        /// A GitHub app (`type: Bot`).
+        Bot = "bot",
+        /// The owner of the schedule that started the pipeline.
+        ScheduleOwner = "schedule_owner",
+        /// The owner of the trigger token that started the pipeline.
+        TriggerToken = "trigger_token",
+        /// The forge itself (runners, the scheduler).
+        System = "system",
+        /// The source does not say; `note` says why.
+        Unknown = "unknown",
+    }
+}
+
+impl Action {
+    /// Whether an action matches a pattern as operators write them (see `action_matches`).
+    pub fn matches(self, pattern: &str) -> bool {
+        action_matches(pattern, self.as_str())
+    }
+}
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Event {
     pub v: u32,
     pub seq: u64,
     pub id: String,
-    pub action: String,
+    pub action: Action,
     pub occurred_at: String,
     pub recorded_at: String,
     pub actor: Actor,
-    pub attribution: String,
+    pub attribution: Attribution,
     pub forge: Forge,
     pub project: Project,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +207,7 @@ pub struct Audit {
     pub details: Option<serde_json::Value>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Actor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
@@ -77,16 +215,28 @@ pub struct Actor {
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// user | schedule_owner | trigger_token | system | unknown
-    pub kind: String,
+    pub kind: ActorKind,
     /// Why the actor is what it is when the source cannot say (e.g. cancels in webhooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
+/// An actor nobody has named yet: kind `unknown`.
+impl Default for Actor {
+    fn default() -> Self {
+        Actor {
+            id: None,
+            username: None,
+            name: None,
+            kind: ActorKind::Unknown,
+            note: None,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Forge {
-    pub kind: String,
+    pub kind: ForgeKind,
     pub instance: String,
 }
 
@@ -126,7 +276,7 @@ pub struct Pipeline {
     pub created_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "seconds")]
     pub duration: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_request: Option<MergeRequest>,
@@ -200,9 +350,9 @@ pub struct Job {
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "seconds")]
     pub duration: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "seconds")]
     pub queued_duration: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
@@ -270,13 +420,23 @@ pub struct Variable {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Evidence {
-    pub source: String,
+    pub source: Source,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
     pub payload_sha256: String,
     /// The client address the source logged (Rails logs, audit events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_ip: Option<String>,
+}
+
+/// A duration in seconds as the stored body has it: a whole number as an integer (RFC 8785
+/// writes `63.0` as `63`, so an event read back serves what was written), else the float.
+fn seconds<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => s.serialize_i64(*v as i64),
+        Some(v) => s.serialize_f64(*v),
+        None => s.serialize_none(),
+    }
 }
 
 impl Event {
@@ -302,5 +462,35 @@ pub fn action_matches(pattern: &str, action: &str) -> bool {
         action.strip_suffix(suffix).is_some_and(|r| r.ends_with('.'))
     } else {
         action == pattern
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each vocabulary reads back what it writes, as the ledger's strings, and refuses a
+    /// word it does not know (never a silent default).
+    #[test]
+    fn vocabularies_round_trip_as_the_ledger_strings() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug + Serialize + for<'de> Deserialize<'de>>(
+            all: &[T],
+            as_str: fn(T) -> &'static str,
+        ) {
+            for &v in all {
+                let json = serde_json::to_value(v).unwrap();
+                assert_eq!(json, serde_json::Value::String(as_str(v).into()));
+                assert_eq!(serde_json::from_value::<T>(json).unwrap(), v);
+            }
+            assert!(serde_json::from_value::<T>(serde_json::json!("no.such_word")).is_err());
+        }
+        check(Action::ALL, Action::as_str);
+        check(Source::ALL, Source::as_str);
+        check(Attribution::ALL, Attribution::as_str);
+        check(ForgeKind::ALL, ForgeKind::as_str);
+        check(ActorKind::ALL, ActorKind::as_str);
+        assert_eq!(Action::parse("pipeline.canceled"), Some(Action::PipelineCanceled));
+        assert!(Action::JobCanceled.matches("*.canceled") && Action::JobCanceled.matches("job.*"));
+        assert!(!Action::JobCanceled.matches("pipeline.*"));
     }
 }

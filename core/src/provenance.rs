@@ -6,47 +6,58 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::merge::{EVIDENCE_ADDED, best_report, evidence_entry};
+use crate::merge::{best_report, evidence_entry};
+use crate::model::{Action, Change, Event};
+use crate::store::StoredEvent;
 
 /// Later reports of each fact (`evidence.added`), by the fact's id.
-type Confirmations<'a> = HashMap<&'a str, Vec<&'a Value>>;
+type Confirmations<'a> = HashMap<&'a str, Vec<&'a Event>>;
 
 /// Who did it, on what evidence: the best actor of every report of the fact, and each
 /// report as a piece of evidence.
-fn actor_fact(ev: &Value, confirmations: &Confirmations) -> Value {
+fn actor_fact(ev: &Event, confirmations: &Confirmations) -> Value {
     let mut reports = vec![ev];
-    if let Some(more) = ev["id"].as_str().and_then(|id| confirmations.get(id)) {
+    if let Some(more) = confirmations.get(ev.id.as_str()) {
         reports.extend(more);
     }
     let best = best_report(&reports);
     json!({
-        "actor": best["actor"],
-        "attribution": best["attribution"],
-        "at": ev["occurred_at"],
-        "seq": ev["seq"],
-        "event_id": ev["id"],
+        "actor": best.actor,
+        "attribution": best.attribution,
+        "at": ev.occurred_at,
+        "seq": ev.seq,
+        "event_id": ev.id,
         // Only the API's absence report knows when a deletion happened at the latest.
-        "window": reports.iter().map(|r| &r["window"]).find(|w| w.is_object()).cloned().unwrap_or(Value::Null),
+        "window": reports.iter().find_map(|r| r.window.as_ref()),
         "evidence": reports.iter().map(|r| evidence_entry(r)).collect::<Vec<_>>(),
     })
 }
 
 /// The fact's status change, or the first one a later report of it carries.
-fn change_of(ev: &Value, confirmations: &Confirmations) -> Value {
-    if ev["change"].is_object() {
-        return ev["change"].clone();
-    }
-    ev["id"]
-        .as_str()
-        .and_then(|id| confirmations.get(id))
-        .and_then(|more| more.iter().map(|r| &r["change"]).find(|c| c.is_object()))
-        .cloned()
-        .unwrap_or(Value::Null)
+fn change_of<'a>(ev: &'a Event, confirmations: &Confirmations<'a>) -> Option<&'a Change> {
+    ev.change.as_ref().or_else(|| {
+        confirmations
+            .get(ev.id.as_str())
+            .and_then(|more| more.iter().find_map(|r| r.change.as_ref()))
+    })
 }
 
-/// `events` are API event objects of one pipeline in seq order; `None` when empty.
-pub fn summarize(events: &[Value]) -> Option<Value> {
-    let first = events.first()?;
+/// Copies the fields a snapshot carries (the event's JSON, so the summary names them as
+/// the API does) over what earlier ones said.
+fn fill(into: &mut Map<String, Value>, from: &impl serde::Serialize, skip: &str) {
+    if let Ok(Value::Object(fields)) = serde_json::to_value(from) {
+        for (k, v) in fields {
+            if k != skip && !v.is_null() {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// `events` are one pipeline's stored events in seq order; `None` when empty.
+pub fn summarize(events: &[StoredEvent]) -> Option<Value> {
+    let typed: Vec<&Event> = events.iter().filter_map(|e| e.event.as_ref()).collect();
+    let first = typed.first()?;
     let mut pipeline = Map::new();
     let mut triggered_by = Value::Null;
     let mut status = Value::Null;
@@ -57,23 +68,22 @@ pub fn summarize(events: &[Value]) -> Option<Value> {
     let mut confirmations: Confirmations = HashMap::new();
     // GitHub runs have attempts; a late report about an earlier one is history, not state.
     let mut latest_attempt = 0u64;
-    for ev in events {
-        if ev["action"] == EVIDENCE_ADDED
-            && let Some(fact) = ev["refers_to"].as_str()
+    for ev in &typed {
+        if ev.action == Action::EvidenceAdded
+            && let Some(fact) = ev.refers_to.as_deref()
         {
             confirmations.entry(fact).or_default().push(ev);
         }
     }
 
-    for ev in events {
-        let action = ev["action"].as_str().unwrap_or_default();
-        if action == EVIDENCE_ADDED {
+    for ev in typed.iter().copied() {
+        if ev.action == Action::EvidenceAdded {
             continue;
         }
         // A fact first learnt from a log line has no status change; a later webhook or API
         // report of it does.
         let change = change_of(ev, &confirmations);
-        let attempt = ev["pipeline"]["run_attempt"].as_u64().unwrap_or(0);
+        let attempt = ev.pipeline.as_ref().and_then(|p| p.run_attempt).unwrap_or(0);
         let current = attempt >= latest_attempt;
         if attempt > latest_attempt {
             // A new attempt has not ended yet, whatever the last one did.
@@ -82,90 +92,79 @@ pub fn summarize(events: &[Value]) -> Option<Value> {
             pipeline.remove("finished_at");
         }
         // Later snapshots fill in what earlier ones lacked; identity fields never change.
-        if let Some(p) = ev["pipeline"].as_object().filter(|_| current) {
-            for (k, v) in p {
-                if k != "status" && !v.is_null() {
-                    pipeline.insert(k.clone(), v.clone());
-                }
-            }
+        if let Some(p) = ev.pipeline.as_ref().filter(|_| current) {
+            fill(&mut pipeline, p, "status");
         }
-        if let Some(j) = ev["job"].as_object() {
-            let id = j.get("id").and_then(Value::as_u64).unwrap_or(0);
-            let idx = match jobs.iter().position(|(jid, _)| *jid == id) {
+        if let Some(j) = &ev.job {
+            let idx = match jobs.iter().position(|(id, _)| *id == j.id) {
                 Some(i) => i,
                 None => {
-                    jobs.push((id, Map::new()));
+                    jobs.push((j.id, Map::new()));
                     jobs.len() - 1
                 }
             };
             let entry = &mut jobs[idx].1;
-            for (k, v) in j {
-                if !v.is_null() {
-                    entry.insert(k.clone(), v.clone());
-                }
-            }
-            if change.is_object() {
+            fill(entry, j, "");
+            if let Some(c) = change {
                 let hist = entry.entry("status_history").or_insert_with(|| json!([]));
                 if let Some(h) = hist.as_array_mut() {
-                    h.push(
-                        json!({"from": change["from"], "to": change["to"], "at": ev["occurred_at"], "seq": ev["seq"]}),
-                    );
+                    h.push(json!({"from": c.from, "to": c.to, "at": ev.occurred_at, "seq": ev.seq}));
                 }
-                entry.insert("status".into(), change["to"].clone());
+                entry.insert("status".into(), json!(c.to));
             }
-            match action {
-                "job.retried" => {
+            match ev.action {
+                Action::JobRetried => {
                     let mut f = actor_fact(ev, &confirmations);
-                    f["job_id"] = json!(id);
-                    f["job_name"] = j.get("name").cloned().unwrap_or(Value::Null);
+                    f["job_id"] = json!(j.id);
+                    f["job_name"] = json!(j.name);
                     entry.insert("retried_by".into(), f["actor"].clone());
                     retries.push(f);
                 }
-                "job.played" => {
+                Action::JobPlayed => {
                     let mut f = actor_fact(ev, &confirmations);
-                    f["job_id"] = json!(id);
-                    f["job_name"] = j.get("name").cloned().unwrap_or(Value::Null);
+                    f["job_id"] = json!(j.id);
+                    f["job_name"] = json!(j.name);
                     entry.insert("played_by".into(), f["actor"].clone());
                     plays.push(f);
                 }
-                "job.canceled" => {
+                Action::JobCanceled => {
                     let mut f = actor_fact(ev, &confirmations);
                     f["target"] = json!("job");
-                    f["job_id"] = json!(id);
+                    f["job_id"] = json!(j.id);
                     cancels.push(f);
                 }
                 _ => {}
             }
             continue;
         }
-        match action {
-            "pipeline.created" => {
+        match ev.action {
+            Action::PipelineCreated => {
                 let mut f = actor_fact(ev, &confirmations);
-                f["trigger"] = ev["pipeline"]["trigger"].clone();
-                f["source"] = ev["pipeline"]["source"].clone();
+                f["trigger"] = json!(ev.pipeline.as_ref().and_then(|p| p.trigger.as_deref()));
+                f["source"] = json!(ev.pipeline.as_ref().and_then(|p| p.source.as_deref()));
                 triggered_by = f;
-                variables = ev["variables"].clone();
+                variables = json!(ev.variables);
             }
-            "pipeline.canceled" => {
+            Action::PipelineCanceled => {
                 let mut f = actor_fact(ev, &confirmations);
                 f["target"] = json!("pipeline");
                 cancels.push(f);
             }
-            "pipeline.retried" => retries.push(actor_fact(ev, &confirmations)),
-            "pipeline.deleted" => deletions.push(actor_fact(ev, &confirmations)),
+            Action::PipelineRetried => retries.push(actor_fact(ev, &confirmations)),
+            Action::PipelineDeleted => deletions.push(actor_fact(ev, &confirmations)),
             _ => {}
         }
-        if change.is_object() {
+        if let Some(c) = change {
             if current {
-                status = change["to"].clone();
+                status = json!(c.to);
             }
-            history.push(json!({"from": change["from"], "to": change["to"], "at": ev["occurred_at"], "seq": ev["seq"], "action": action}));
+            history.push(json!({"from": c.from, "to": c.to, "at": ev.occurred_at, "seq": ev.seq, "action": ev.action}));
         }
     }
     jobs.sort_by_key(|(id, _)| *id);
     Some(json!({
-        "forge": first["forge"],
-        "project": first["project"],
+        "forge": first.forge,
+        "project": first.project,
         "pipeline": Value::Object(pipeline),
         "status": status,
         "triggered_by": triggered_by,

@@ -15,22 +15,19 @@
 //! stops it and backs off exponentially (30 s doubling to an hour). The HTTP client is the
 //! caller's (`Fetch`): Spin's outbound HTTP in the component, ureq in the native tool.
 
+use crate::model::{Action, ActorKind, Attribution, ForgeKind, Source};
 use serde_json::{Value, json};
 
-use crate::encoding::url_encode as encode;
 use crate::encoding::{hex, sha256};
 use crate::ingest::{self, IngestError, Outcome, Settings};
 use crate::model::{Actor, Event, Evidence, Forge, LEDGER_FORMAT, Pipeline, Project, Window};
 use crate::sources::facts::event_id;
-use crate::sources::gitlab_api::{next_page, retry_after};
+use crate::sources::gitlab_api::client::{self, CrawlError, Endpoints};
+use crate::sources::gitlab_api::retry_after;
 use crate::sql::{DbError, Sql, Val};
 use crate::store;
 
-pub struct ApiResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+pub use crate::sources::gitlab_api::client::ApiResponse;
 
 /// A GET against the GitLab API, authenticated by the implementation (`PRIVATE-TOKEN`).
 #[allow(async_fn_in_trait)]
@@ -190,8 +187,8 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         }
     }
 
-    fn api(&self, path: &str) -> String {
-        format!("{}/api/v4{path}", self.cfg.api_url.trim_end_matches('/'))
+    fn endpoints(&self) -> Endpoints {
+        Endpoints::new(&self.cfg.api_url)
     }
 
     /// Pipelines updated since the project's cursor, oldest first.
@@ -199,12 +196,9 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         let cursor_key = format!("reconcile:{project}:updated_after");
         loop {
             let cursor = store::setting(self.db, &cursor_key).await?.or(self.cfg.since.clone());
-            let mut url = self.api(&format!(
-                "/projects/{project}/pipelines?order_by=updated_at&sort=asc&per_page={PER_PAGE}"
-            ));
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&updated_after={}", encode(c)));
-            }
+            let url = self
+                .endpoints()
+                .pipelines_updated_after(project, cursor.as_deref(), PER_PAGE);
             let Some(Value::Array(items)) = self.get_json(&url).await? else {
                 return Ok(());
             };
@@ -228,35 +222,21 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
     }
 
     async fn sync_pipeline(&mut self, project: u64, id: u64) -> Result<(), Stop> {
-        let Some(pipeline) = self
-            .get_json(&self.api(&format!("/projects/{project}/pipelines/{id}")))
-            .await?
-        else {
-            return Ok(());
+        let endpoints = self.endpoints();
+        let snapshot = {
+            let mut get = async |url: &str| self.get(url).await;
+            client::pipeline_snapshot(&endpoints, project, id, &mut get).await
         };
-        let mut jobs = Vec::new();
-        let mut url = self.api(&format!(
-            "/projects/{project}/pipelines/{id}/jobs?include_retried=true&per_page=100"
-        ));
-        loop {
-            let res = self.get(&url).await?;
-            if res.status == 404 {
-                return Ok(());
+        let snapshot = match snapshot {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(()),
+            Err(CrawlError::Get(stop)) => return Err(stop),
+            Err(CrawlError::Malformed(m)) => {
+                self.report.error = Some(format!("pipeline {id}: {m}"));
+                return Err(Stop::Wait);
             }
-            match serde_json::from_slice::<Value>(&res.body) {
-                Ok(Value::Array(page)) => jobs.extend(page),
-                _ => {
-                    self.report.error = Some(format!("GitLab's jobs of pipeline {id} are not a JSON array"));
-                    return Err(Stop::Wait);
-                }
-            }
-            match next_page(&res.headers, &url) {
-                Some(next) => url = next,
-                None => break,
-            }
-        }
-        let body = json!({"pipeline": pipeline, "jobs": jobs}).to_string();
-        match ingest::record_api(self.db, body.as_bytes(), self.now, self.settings).await {
+        };
+        match ingest::record_api_snapshot(self.db, &snapshot, self.now, self.settings).await {
             Ok(Outcome::Recorded { events, .. }) => self.report.events += events,
             Ok(Outcome::Duplicate) => {}
             Err(IngestError::Db(e)) => return Err(Stop::Db(e)),
@@ -265,7 +245,7 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
             }
         }
         self.report.pipelines_synced += 1;
-        let instance = crate::sources::gitlab_hooks::instance_of(pipeline["web_url"].as_str());
+        let instance = crate::sources::gitlab_hooks::instance_of(snapshot["pipeline"]["web_url"].as_str());
         self.seen(&instance, id).await?;
         Ok(())
     }
@@ -301,9 +281,7 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         for row in &rows {
             let id = row.first().and_then(Val::as_i64).unwrap_or(0) as u64;
             let path = row.get(1).and_then(Val::as_str).map(str::to_string);
-            let res = self
-                .get(&self.api(&format!("/projects/{project}/pipelines/{id}")))
-                .await?;
+            let res = self.get(&self.endpoints().pipeline(project, id)).await?;
             self.report.probed += 1;
             if res.status == 404 {
                 self.missing(instance, project, path, id, &res.body).await?;
@@ -371,20 +349,20 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
             v: LEDGER_FORMAT,
             seq: 0,
             id: event_id(&format!("gitlab|{instance}|pipeline|{id}|deleted")),
-            action: "pipeline.deleted".into(),
+            action: Action::PipelineDeleted,
             occurred_at: self.now.into(),
             recorded_at: self.now.into(),
             actor: Actor {
-                kind: "unknown".into(),
+                kind: ActorKind::Unknown,
                 note: Some(
                     "GitLab's API shows only that the pipeline is gone; the audit stream or Rails logs name who deleted it"
                         .into(),
                 ),
                 ..Default::default()
             },
-            attribution: "none".into(),
+            attribution: Attribution::None,
             forge: Forge {
-                kind: "gitlab".into(),
+                kind: ForgeKind::Gitlab,
                 instance: instance.into(),
             },
             project: Project { id: project, path },
@@ -402,7 +380,7 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
             }),
             refers_to: None,
             evidence: Evidence {
-                source: "gitlab.api".into(),
+                source: Source::GitlabApi,
                 delivery_id: None,
                 payload_sha256: hex(&sha256(body)),
                 remote_ip: None,

@@ -23,8 +23,9 @@
 use serde_json::{Value, json};
 
 use crate::encoding::{hex, hmac_sha256};
+use crate::model::Event;
 use crate::sql::{DbError, Sql, Val, in_writer};
-use crate::store::{self, EventFilter};
+use crate::store::{self, EventFilter, StoredEvent};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
@@ -152,18 +153,14 @@ pub fn parse(text: &str) -> Result<Vec<Sink>, String> {
 
 impl Sink {
     /// Whether an event passes this sink's filter.
-    pub fn wants(&self, ev: &Value) -> bool {
-        let action = ev["action"].as_str().unwrap_or_default();
-        let action_ok = self.actions.is_empty() || self.actions.iter().any(|a| crate::model::action_matches(a, action));
+    pub fn wants(&self, ev: &Event) -> bool {
+        let action_ok = self.actions.is_empty() || self.actions.iter().any(|a| ev.action.matches(a));
         let project_ok = self.projects.is_empty()
-            || self.projects.iter().any(|p| {
-                ev["project"]["path"].as_str() == Some(p.as_str())
-                    || ev["project"]["id"].as_u64().map(|i| i.to_string()).as_deref() == Some(p.as_str())
-            });
-        let forge_ok = self
-            .forge
-            .as_deref()
-            .is_none_or(|f| ev["forge"]["kind"].as_str() == Some(f));
+            || self
+                .projects
+                .iter()
+                .any(|p| ev.project.path.as_deref() == Some(p.as_str()) || ev.project.id.to_string() == *p);
+        let forge_ok = self.forge.as_deref().is_none_or(|f| ev.forge.kind.as_str() == f);
         action_ok && project_ok && forge_ok
     }
 }
@@ -236,7 +233,7 @@ pub fn mqtt_connect_address(address: &str, sink_name: &str, nonce: &str) -> Stri
 }
 
 /// What a batch of events (in seq order, already filtered) becomes for a sink.
-pub fn messages(sink: &Sink, events: &[Value]) -> Vec<Message> {
+pub fn messages(sink: &Sink, events: &[StoredEvent]) -> Vec<Message> {
     match &sink.kind {
         Kind::Http {
             url,
@@ -246,16 +243,17 @@ pub fn messages(sink: &Sink, events: &[Value]) -> Vec<Message> {
             hmac_key,
             headers,
         } => {
-            let render = |ev: &Value| match format.as_str() {
-                "gitlab" => crate::gitlab_compat::audit_event(ev),
-                "splunk_hec" => json!({
-                    "time": crate::time::parse(ev["occurred_at"].as_str().unwrap_or_default()).map(|t| t.timestamp_millis() as f64 / 1000.0),
-                    "host": ev["forge"]["instance"],
+            let render = |stored: &StoredEvent| match (format.as_str(), &stored.event) {
+                ("gitlab", _) => crate::gitlab_compat::audit_event(stored),
+                ("splunk_hec", Some(ev)) => json!({
+                    "time": crate::time::parse(&ev.occurred_at).map(|t| t.timestamp_millis() as f64 / 1000.0),
+                    "host": ev.forge.instance,
                     "source": "pipetrail",
                     "sourcetype": "pipetrail:event",
-                    "event": ev,
+                    "event": ev.to_json(),
                 }),
-                _ => ev.clone(),
+                (_, Some(ev)) => ev.to_json(),
+                (_, None) => stored.to_api_json(),
             };
             let body = if format == "splunk_hec" {
                 // HEC's batch format: event objects one after another.
@@ -293,9 +291,10 @@ pub fn messages(sink: &Sink, events: &[Value]) -> Vec<Message> {
             prefix,
         } => events
             .iter()
+            .filter_map(|stored| stored.event.as_ref())
             .map(|ev| {
-                let key = format!("{prefix}{}", ev["action"].as_str().unwrap_or("unknown"));
-                let body = ev.to_string().into_bytes();
+                let key = format!("{prefix}{}", ev.action);
+                let body = ev.to_json().to_string().into_bytes();
                 if *publish {
                     Message::Redis {
                         address: address.clone(),
@@ -303,7 +302,7 @@ pub fn messages(sink: &Sink, events: &[Value]) -> Vec<Message> {
                         args: vec![key.into_bytes(), body],
                     }
                 } else {
-                    let seq = ev["seq"].as_u64().unwrap_or(0);
+                    let seq = ev.seq;
                     Message::Redis {
                         address: address.clone(),
                         command: "XADD".into(),
@@ -311,7 +310,7 @@ pub fn messages(sink: &Sink, events: &[Value]) -> Vec<Message> {
                             key.into_bytes(),
                             format!("{seq}-1").into_bytes(),
                             b"id".to_vec(),
-                            ev["id"].as_str().unwrap_or_default().as_bytes().to_vec(),
+                            ev.id.as_bytes().to_vec(),
                             b"seq".to_vec(),
                             seq.to_string().into_bytes(),
                             b"event".to_vec(),
@@ -328,15 +327,13 @@ pub fn messages(sink: &Sink, events: &[Value]) -> Vec<Message> {
             prefix,
         } => events
             .iter()
+            .filter_map(|stored| stored.event.as_ref())
             .map(|ev| Message::Mqtt {
                 address: address.clone(),
                 username: username.clone(),
                 password: password.clone(),
-                topic: format!(
-                    "{prefix}{}",
-                    ev["action"].as_str().unwrap_or("unknown").replace('.', "/")
-                ),
-                payload: ev.to_string().into_bytes(),
+                topic: format!("{prefix}{}", ev.action.as_str().replace('.', "/")),
+                payload: ev.to_json().to_string().into_bytes(),
             })
             .collect(),
     }
@@ -454,13 +451,13 @@ pub async fn deliver<S: Sql, T: Transport>(
             let mut chosen = Vec::new();
             let mut through = st.after_seq;
             for e in &page {
-                if let Some(body) = &e.body
-                    && sink.wants(body)
+                if let Some(ev) = &e.event
+                    && sink.wants(ev)
                 {
                     if chosen.len() == sink.batch {
                         break;
                     }
-                    chosen.push(body.clone());
+                    chosen.push(e.clone());
                 }
                 through = e.seq as i64;
             }
@@ -540,20 +537,31 @@ mod tests {
     }
     use super::*;
 
-    fn ev(seq: u64, action: &str, path: &str) -> Value {
-        json!({"seq": seq, "id": format!("ev_{seq}"), "action": action, "occurred_at": "2026-11-20T09:00:00.000Z",
+    fn ev(seq: u64, action: &str, path: &str) -> StoredEvent {
+        let ev = json!({"v": 1, "seq": seq, "id": format!("ev_{seq}"), "action": action, "occurred_at": "2026-11-20T09:00:00.000Z",
+               "recorded_at": "2026-11-20T09:00:01.000Z",
                "forge": {"kind": "gitlab", "instance": "g.example"}, "project": {"id": 21, "path": path},
-               "actor": {"kind": "user", "username": "dora"}, "attribution": "rails_log", "evidence": {"source": "gitlab.rails_log"}})
+               "actor": {"kind": "user", "username": "dora"}, "attribution": "rails_log",
+               "evidence": {"source": "gitlab.rails_log", "payload_sha256": "ab"}});
+        StoredEvent {
+            seq,
+            event: Some(serde_json::from_value(ev).unwrap()),
+            leaf_hash: [0; 32],
+        }
+    }
+
+    fn wants(sink: &Sink, stored: StoredEvent) -> bool {
+        sink.wants(stored.event.as_ref().unwrap())
     }
 
     #[test]
     fn configuration_is_checked_and_filters_apply() {
         let sinks = parse(r#"[{"name":"a","kind":"http","url":"https://x.example/in","format":"splunk_hec","batch":2,"token_header":"Authorization","token":"Splunk t","hmac_key":"k","headers":{"X-Env":"prod"},"filter":{"actions":["pipeline.*","*.canceled"],"projects":["grp/app"]}},{"name":"b","kind":"redis","address":"redis://127.0.0.1:6379"},{"name":"c","kind":"mqtt","address":"mqtt://127.0.0.1:1883"}]"#).unwrap();
         assert_eq!(sinks.len(), 3);
-        assert!(sinks[0].wants(&ev(1, "pipeline.created", "grp/app")));
-        assert!(sinks[0].wants(&ev(1, "job.canceled", "grp/app")));
-        assert!(!sinks[0].wants(&ev(1, "job.created", "grp/app")));
-        assert!(!sinks[0].wants(&ev(1, "pipeline.created", "other/x")));
+        assert!(wants(&sinks[0], ev(1, "pipeline.created", "grp/app")));
+        assert!(wants(&sinks[0], ev(1, "job.canceled", "grp/app")));
+        assert!(!wants(&sinks[0], ev(1, "job.created", "grp/app")));
+        assert!(!wants(&sinks[0], ev(1, "pipeline.created", "other/x")));
         for bad in [
             r#"{}"#,
             r#"[{"kind":"http","url":"https://x"}]"#,

@@ -65,6 +65,10 @@ fn components_depend_only_on_the_named_crates() {
             }
         }
     }
-    assert_eq!(checked, COMPONENT_CRATES.len(), "every component crate is in the workspace");
+    assert_eq!(
+        checked,
+        COMPONENT_CRATES.len(),
+        "every component crate is in the workspace"
+    );
     assert!(unnamed.is_empty(), "not named in ARCHITECTURE.md: {unnamed:?}");
 }

@@ -454,7 +454,10 @@ fn scenario_trigger_run_retry_play_cancel_duplicate_out_of_order() {
     );
 
     // The provenance summary tells the story.
-    let summary = pipetrail_core::provenance::summarize(&all_events(&db)).unwrap();
+    let summary = pipetrail_core::provenance::summarize(
+        &pipetrail_core::sql::block_on(pipetrail_core::store::list_events(&db, &Default::default(), 100_000)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(summary["triggered_by"]["actor"]["username"], "alice");
     assert_eq!(summary["status"], "running");
     assert_eq!(summary["plays"][0]["actor"]["username"], "carol");

@@ -657,6 +657,32 @@ fn a_ledger_from_the_previous_release_verifies_and_upgrades() {
         .unwrap()
     };
 
+    // Every body the old release wrote reads as today's typed event, and that event's
+    // canonical bytes are the stored bytes: the types changed nothing in the ledger.
+    {
+        let db = NativeDb::open_read_only(&path).unwrap();
+        let bodies = block_on(db.query("SELECT seq, body FROM event_bodies ORDER BY seq", &[])).unwrap();
+        assert_eq!(bodies.len(), 363);
+        for row in &bodies {
+            let stored = row[1].as_str().unwrap();
+            let typed: pipetrail_core::model::Event =
+                serde_json::from_str(stored).unwrap_or_else(|e| panic!("event {}: {e}", row[0].as_i64().unwrap()));
+            assert_eq!(
+                String::from_utf8(typed.canonical_bytes()).unwrap(),
+                stored,
+                "event {}",
+                row[0].as_i64().unwrap()
+            );
+            // And it serves the JSON it always served.
+            assert_eq!(
+                typed.to_json(),
+                serde_json::from_str::<serde_json::Value>(stored).unwrap(),
+                "event {}",
+                row[0].as_i64().unwrap()
+            );
+        }
+    }
+
     let db = NativeDb::open(&path).unwrap();
     block_on(store::migrate(&db)).unwrap();
     let upgraded = verdict(&db);
@@ -699,7 +725,7 @@ fn a_ledger_from_the_previous_release_verifies_and_upgrades() {
     let logged = block_on(store::list_events(&db, &filter, 10)).unwrap();
     assert_eq!(logged.len(), 1);
     assert_eq!(
-        logged[0].body.as_ref().unwrap()["evidence"]["source"],
-        "gitlab.rails_log"
+        logged[0].event.as_ref().unwrap().evidence.source,
+        pipetrail_core::model::Source::GitlabRailsLog
     );
 }

@@ -16,7 +16,7 @@ const AT: &str = "2026-01-01T00:00:00.000Z";
 
 fn evidence() -> Evidence {
     Evidence {
-        source: "fuzz".into(),
+        source: pipetrail_core::model::Source::GitlabWebhook,
         delivery_id: None,
         payload_sha256: "0".repeat(64),
         remote_ip: None,
@@ -143,10 +143,21 @@ pub fn configuration(data: &[u8]) {
         return;
     };
     if let Ok(list) = sinks::parse(text) {
-        let ev = serde_json::json!({"seq": 0, "action": "pipeline.created", "project": {"id": 1, "path": "g/p"}, "forge": {"kind": "gitlab"}});
+        let ev: pipetrail_core::model::Event = serde_json::from_value(serde_json::json!({
+            "v": 1, "seq": 0, "id": "ev_0", "action": "pipeline.created", "occurred_at": AT, "recorded_at": AT,
+            "actor": {"kind": "user"}, "attribution": "webhook_triggerer",
+            "project": {"id": 1, "path": "g/p"}, "forge": {"kind": "gitlab", "instance": "g"},
+            "evidence": {"source": "gitlab.webhook", "payload_sha256": "00"},
+        }))
+        .expect("a valid event");
+        let stored = pipetrail_core::store::StoredEvent {
+            seq: 0,
+            event: Some(ev),
+            leaf_hash: [0; 32],
+        };
         for s in &list {
-            let _ = s.wants(&ev);
-            let _ = sinks::messages(s, std::slice::from_ref(&ev));
+            let _ = s.wants(stored.event.as_ref().unwrap());
+            let _ = sinks::messages(s, std::slice::from_ref(&stored));
         }
     }
     if let Ok(p) = retention::parse(text) {

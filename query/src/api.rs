@@ -5,7 +5,7 @@ use http::{Response, StatusCode};
 use pipetrail_core::encoding::base64_encode;
 use pipetrail_core::params::{self, ParamError};
 use pipetrail_core::sql::DbError;
-use pipetrail_core::store::{self, EventFilter, TokenRecord};
+use pipetrail_core::store::{self, EventFilter, StoredEvent, TokenRecord};
 use pipetrail_core::{bundle, merkle, provenance};
 use pipetrail_platform::{self as platform, Caller, Db, Request, error, json};
 use serde_json::{Value, json};
@@ -81,7 +81,7 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
 
 /// Every event of one pipeline (or job: `of` = "job"), oldest first, within the caller's
 /// scope.
-pub async fn all_events(db: &Db, caller: &Caller, forge: &str, id: u64, of: &str) -> Result<Vec<Value>, DbError> {
+pub async fn all_events(db: &Db, caller: &Caller, forge: &str, id: u64, of: &str) -> Result<Vec<StoredEvent>, DbError> {
     let mut all = Vec::new();
     let mut filter = EventFilter {
         forge: Some(forge.into()),
@@ -97,7 +97,7 @@ pub async fn all_events(db: &Db, caller: &Caller, forge: &str, id: u64, of: &str
         let page = store::list_events(db, &filter, 1000).await?;
         let done = page.len() < 1000;
         filter.after_seq = page.last().map(|e| e.seq);
-        all.extend(page.iter().map(store::StoredEvent::to_api_json));
+        all.extend(page);
         if done {
             return Ok(all);
         }
@@ -356,8 +356,8 @@ pub async fn inclusion(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
         ));
     };
     // The leaf is shown only to callers who may see the event.
-    if let (Some(scope), Some(body)) = (caller.scope(), &ev.body)
-        && !store::scope_covers(&scope, body)
+    if let (Some(scope), Some(event)) = (caller.scope(), &ev.event)
+        && !store::scope_covers(&scope, event)
     {
         return Ok(error(
             StatusCode::NOT_FOUND,
@@ -460,9 +460,9 @@ pub async fn bundle_export(db: &Db, caller: &Caller, pairs: &[(String, String)])
     found.truncate(limit);
     let mut entries = Vec::with_capacity(found.len());
     for e in &found {
-        let Some(body) = &e.body else { continue };
+        let Some(event) = &e.event else { continue };
         let proof = store::range_hashes(db, &merkle::inclusion_ranges(e.seq, cp.size)).await?;
-        entries.push(bundle::entry(body, &e.leaf_hash, &proof));
+        entries.push(bundle::entry(&event.to_json(), &e.leaf_hash, &proof));
     }
     Ok(json(
         StatusCode::OK,

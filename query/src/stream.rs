@@ -96,12 +96,9 @@ impl Body for EventStream {
             }
             let text: String = page
                 .iter()
-                .map(|e| {
-                    let v = e.to_api_json();
-                    match this.format {
-                        Format::Csv => export::csv_row(&v),
-                        Format::Jsonl => export::jsonl_row(&v),
-                    }
+                .map(|e| match this.format {
+                    Format::Csv => export::csv_row(e),
+                    Format::Jsonl => export::jsonl_row(e),
                 })
                 .collect();
             if !text.is_empty() {

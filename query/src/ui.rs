@@ -6,7 +6,7 @@
 use http::{HeaderValue, Response, StatusCode};
 use pipetrail_core::params::{self, ParamError};
 use pipetrail_core::sql::DbError;
-use pipetrail_core::store::{self, EventFilter};
+use pipetrail_core::store::{self, EventFilter, StoredEvent};
 use pipetrail_platform::{self as platform, Caller, Db, Request, SESSION_COOKIE};
 use serde_json::Value;
 
@@ -596,7 +596,11 @@ pub async fn job(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
     if !matches!(forge, "gitlab" | "github") {
         return Ok(problem(StatusCode::NOT_FOUND, true, "Not found", "No such forge."));
     }
-    let events = api::all_events(db, caller, forge, id, "job").await?;
+    let events: Vec<Value> = api::all_events(db, caller, forge, id, "job")
+        .await?
+        .iter()
+        .map(StoredEvent::to_api_json)
+        .collect();
     let Some(last) = events.iter().rev().find(|e| e["job"].is_object()) else {
         return Ok(problem(
             StatusCode::NOT_FOUND,

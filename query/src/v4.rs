@@ -63,10 +63,7 @@ pub async fn list(db: &Db, caller: &Caller, entity: Entity, pairs: &[(String, St
     let mut found = store::list_events(db, &filter, per_page + 1).await?;
     let more = found.len() > per_page;
     found.truncate(per_page);
-    let body: Vec<Value> = found
-        .iter()
-        .map(|e| gitlab_compat::audit_event(&e.to_api_json()))
-        .collect();
+    let body: Vec<Value> = found.iter().map(gitlab_compat::audit_event).collect();
     let mut res = json(StatusCode::OK, &Value::Array(body));
     let link = |extra: &[(&str, String)]| {
         let mut kept: Vec<String> = pairs
@@ -138,7 +135,7 @@ pub async fn one(db: &Db, caller: &Caller, entity: Entity, id: &str) -> Reply {
     narrow(&mut filter, &entity, caller);
     let found = store::list_events(db, &filter, 1).await?;
     match found.first() {
-        Some(e) if e.seq == seq => Ok(json(StatusCode::OK, &gitlab_compat::audit_event(&e.to_api_json()))),
+        Some(e) if e.seq == seq => Ok(json(StatusCode::OK, &gitlab_compat::audit_event(e))),
         _ => Ok(not_found()),
     }
 }

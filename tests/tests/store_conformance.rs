@@ -128,7 +128,7 @@ fn events<S: Sql>(db: &S, f: &EventFilter) -> Vec<Value> {
     block_on(store::list_events(db, f, 10_000))
         .unwrap()
         .into_iter()
-        .map(|e| e.body.unwrap_or(Value::Null))
+        .map(|e| e.event.map(|ev| ev.to_json()).unwrap_or(Value::Null))
         .collect()
 }
 
@@ -204,7 +204,7 @@ fn ingest_dedupe_and_reads<S: Sql>(db: &S, _: &str) {
     assert_eq!(home.1, p["project"]["id"].as_u64().unwrap());
     let ev = block_on(store::event_by_seq(db, 3)).unwrap().unwrap();
     assert_eq!(ev.leaf_hash, leaves(db)[3]);
-    let id = ev.body.unwrap()["id"].as_str().unwrap().to_string();
+    let id = ev.event.unwrap().id;
     assert_eq!(block_on(store::seq_of_event_id(db, &id)).unwrap(), Some(3));
 }
 

@@ -47,7 +47,7 @@ fn native_events(deliveries: &[(&str, &str, &str)]) -> Vec<Value> {
     block_on(store::list_events(&db, &Default::default(), 1000))
         .unwrap()
         .into_iter()
-        .map(|e| e.body.unwrap())
+        .map(|e| e.event.unwrap().to_json())
         .collect()
 }
 

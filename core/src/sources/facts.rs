@@ -3,6 +3,7 @@
 //! pieces every differ shares (event ids from the fact itself, status changes, actors a
 //! source cannot name).
 
+use crate::model::{ActorKind, Attribution, Source};
 use std::collections::BTreeMap;
 
 use crate::encoding::{hex, sha256};
@@ -53,11 +54,10 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// On what authority a snapshot's `user` is named the pipeline's triggerer: the
     /// webhook's, or GitLab's API's when the snapshot came from it.
-    pub fn triggerer_claim(&self) -> &'static str {
-        if self.evidence.source == "gitlab.api" {
-            "api"
-        } else {
-            "webhook_triggerer"
+    pub fn triggerer_claim(&self) -> Attribution {
+        match self.evidence.source {
+            Source::GitlabApi => Attribution::Api,
+            _ => Attribution::WebhookTriggerer,
         }
     }
 }
@@ -77,11 +77,11 @@ pub fn status_change(mut ev: Event, from: Option<String>, to: &str, at: String, 
         unknown(cancel_note)
     } else {
         Actor {
-            kind: "system".into(),
+            kind: ActorKind::System,
             ..Default::default()
         }
     };
-    ev.attribution = "none".into();
+    ev.attribution = Attribution::None;
     ev.change = Some(Change {
         from,
         to: to.to_string(),
@@ -92,7 +92,7 @@ pub fn status_change(mut ev: Event, from: Option<String>, to: &str, at: String, 
 /// An actor the source does not name, and why.
 pub fn unknown(why: &str) -> Actor {
     Actor {
-        kind: "unknown".into(),
+        kind: ActorKind::Unknown,
         note: Some(why.into()),
         ..Default::default()
     }

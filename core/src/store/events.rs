@@ -4,7 +4,8 @@
 use super::{Result, first_int, ledger, text_at, tokens::scope_entry, u64_at};
 use crate::encoding::base64_encode;
 use crate::merkle::Hash;
-use crate::sql::{Row, Sql, Val};
+use crate::model::Event;
+use crate::sql::{DbError, Row, Sql, Val};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFilter {
@@ -34,21 +35,23 @@ pub struct EventFilter {
     pub scope: Option<Vec<String>>,
 }
 
-/// A stored event as the API serves it: the parsed body, its seq and leaf hash. A pruned
-/// event has no body.
+/// A stored event, read back as the typed event every writer builds, with its seq and leaf
+/// hash. A pruned event has no body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     pub seq: u64,
-    pub body: Option<serde_json::Value>,
+    pub event: Option<Event>,
     pub leaf_hash: Hash,
 }
 
 impl StoredEvent {
+    /// The event as the API serves it: the event's JSON (the same bytes' fields as its body)
+    /// and its leaf hash; a pruned event as its seq.
     pub fn to_api_json(&self) -> serde_json::Value {
-        let mut v = self
-            .body
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({"seq": self.seq, "pruned": true}));
+        let mut v = match &self.event {
+            Some(ev) => ev.to_json(),
+            None => serde_json::json!({"seq": self.seq, "pruned": true}),
+        };
         if let Some(o) = v.as_object_mut() {
             o.insert(
                 "leaf_hash".into(),
@@ -179,7 +182,7 @@ pub async fn list_events<S: Sql>(db: &S, f: &EventFilter, limit: usize) -> Resul
             &params,
         )
         .await?;
-    Ok(rows.iter().map(stored_event).collect())
+    rows.iter().map(stored_event).collect()
 }
 
 /// How many events match (cursors and offset ignored).
@@ -206,16 +209,26 @@ pub async fn count_events<S: Sql>(db: &S, f: &EventFilter) -> Result<u64> {
     Ok(first_int(&rows).unwrap_or(0) as u64)
 }
 
-fn stored_event(r: &Row) -> StoredEvent {
-    StoredEvent {
-        seq: u64_at(r, 0).unwrap_or(0),
-        body: text_at(r, 1).and_then(|b| serde_json::from_str(&b).ok()),
+/// A row of (seq, body, leaf hash). A body that is not an event is an error, never read as
+/// pruned: only `verify` may say what is wrong with a ledger, and it will.
+fn stored_event(r: &Row) -> Result<StoredEvent> {
+    let seq = u64_at(r, 0).unwrap_or(0);
+    let event = match text_at(r, 1) {
+        None => None,
+        Some(body) => Some(
+            serde_json::from_str::<Event>(&body)
+                .map_err(|e| DbError::Other(format!("event {seq}: the stored body is not an event: {e}")))?,
+        ),
+    };
+    Ok(StoredEvent {
+        seq,
+        event,
         leaf_hash: r
             .get(2)
             .and_then(Val::as_blob)
             .and_then(|b| b.try_into().ok())
             .unwrap_or([0; 32]),
-    }
+    })
 }
 
 pub async fn event_by_seq<S: Sql>(db: &S, seq: u64) -> Result<Option<StoredEvent>> {
@@ -225,7 +238,7 @@ pub async fn event_by_seq<S: Sql>(db: &S, seq: u64) -> Result<Option<StoredEvent
             &[Val::int(seq)],
         )
         .await?;
-    Ok(rows.first().map(stored_event))
+    rows.first().map(stored_event).transpose()
 }
 
 pub async fn seq_of_event_id<S: Sql>(db: &S, id: &str) -> Result<Option<u64>> {

@@ -116,7 +116,7 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
         let mut ev = match known.get(&ev.id).cloned() {
             None => ev,
             // The same fact from the same source is a repeat; from another, it is evidence.
-            Some(source) if source == ev.evidence.source => continue,
+            Some(source) if source == ev.evidence.source.as_str() => continue,
             Some(_) => {
                 let fact_id = ev.id.clone();
                 let c = crate::merge::confirmation(ev, &fact_id);
@@ -132,10 +132,10 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
         new_rows.extend([
             Val::int(seq),
             Val::text(&ev.id),
-            Val::text(&ev.action),
+            Val::text(ev.action.as_str()),
             Val::text(&ev.occurred_at),
             Val::text(&ev.recorded_at),
-            Val::text(&ev.forge.kind),
+            Val::text(ev.forge.kind.as_str()),
             Val::text(&ev.forge.instance),
             Val::int(ev.project.id),
             Val::opt_text(ev.project.path.as_deref()),
@@ -144,7 +144,7 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
             Val::opt_text(ev.actor.username.as_deref()),
             Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.trigger.as_deref())),
             Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.git_ref.as_deref())),
-            Val::text(&ev.evidence.source),
+            Val::text(ev.evidence.source.as_str()),
         ]);
         new_bodies.push((seq, body));
         if !tree {

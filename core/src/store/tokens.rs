@@ -59,12 +59,11 @@ pub(crate) fn scope_entry(entry: &str) -> (&'static str, &str) {
 
 /// Whether a token scoped to `scope` may see event `ev` (an API event object): the rule
 /// `filter_sql` applies in SQL, for code that holds one event.
-pub fn scope_covers(scope: &[String], ev: &serde_json::Value) -> bool {
-    let forge = ev["forge"]["kind"].as_str().unwrap_or("gitlab");
-    let id = ev["project"]["id"].as_u64().map(|i| i.to_string());
-    let path = ev["project"]["path"].as_str();
+pub fn scope_covers(scope: &[String], ev: &crate::model::Event) -> bool {
+    let id = ev.project.id.to_string();
+    let path = ev.project.path.as_deref();
     scope.iter().any(|entry| {
         let (f, p) = scope_entry(entry);
-        f == forge && (id.as_deref() == Some(p) || path == Some(p))
+        f == ev.forge.kind.as_str() && (id == p || path == Some(p))
     })
 }

@@ -90,7 +90,7 @@ pub fn all_events(db: &NativeDb) -> Vec<Value> {
     block_on(store::list_events(db, &EventFilter::default(), 100_000))
         .unwrap()
         .into_iter()
-        .map(|e| e.body.unwrap())
+        .map(|e| e.event.unwrap().to_json())
         .collect()
 }
 

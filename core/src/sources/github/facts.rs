@@ -13,6 +13,7 @@
 
 use super::{Run, RunJob, User};
 use crate::model::*;
+use crate::model::{Action, ActorKind, Attribution, ForgeKind};
 use crate::sources::facts::{Context, JobState, PipelineState, Projection, event_id, status_change, unknown};
 
 pub const CANCEL_NOTE: &str = "GitHub's webhook does not say who canceled; GitHub's audit log can";
@@ -100,7 +101,7 @@ pub fn diff_run(run: &Run, before: &Projection, ctx: &Context) -> (Vec<Event>, P
     let now = || ctx.recorded_at.to_string();
 
     if prev.as_ref().is_none_or(|p| p.status.is_none()) {
-        let mut ev = scope.event("pipeline.created", &format!("run|{}|created", run.id));
+        let mut ev = scope.event(Action::PipelineCreated, &format!("run|{}|created", run.id));
         ev.occurred_at = run.created_at.clone().unwrap_or_else(now);
         (ev.actor, ev.attribution) = triggerer(run.actor.as_ref(), run.event.as_deref());
         out.push(ev);
@@ -115,7 +116,7 @@ pub fn diff_run(run: &Run, before: &Projection, ctx: &Context) -> (Vec<Event>, P
     }
     let mut cur = prev.as_ref().and_then(|p| p.status.clone());
     if attempt > known_attempt.max(1) {
-        let mut ev = scope.event("pipeline.retried", &format!("run|{}|a{attempt}|retried", run.id));
+        let mut ev = scope.event(Action::PipelineRetried, &format!("run|{}|a{attempt}|retried", run.id));
         ev.occurred_at = run
             .run_started_at
             .clone()
@@ -127,8 +128,8 @@ pub fn diff_run(run: &Run, before: &Projection, ctx: &Context) -> (Vec<Event>, P
             .filter(|u| u.id.is_some() || u.login.is_some())
         {
             Some(u) => {
-                ev.actor = actor(u, "user");
-                ev.attribution = "webhook_triggerer".into();
+                ev.actor = actor(u, ActorKind::User);
+                ev.attribution = Attribution::WebhookTriggerer;
             }
             None => ev.actor = unknown("the payload names no triggering_actor"),
         }
@@ -209,14 +210,14 @@ pub fn diff_job(job: &RunJob, before: &Projection, ctx: &Context) -> (Vec<Event>
                     .find(|(_, s)| s.name.as_ref() == Some(name))
             });
         let (action, key) = match earlier {
-            Some((old, _)) => ("job.retried", format!("job|{old}|retried")),
-            None => ("job.created", format!("job|{}|created", job.id)),
+            Some((old, _)) => (Action::JobRetried, format!("job|{old}|retried")),
+            None => (Action::JobCreated, format!("job|{}|created", job.id)),
         };
         let mut ev = scope.job_event(job, action, &key);
         ev.occurred_at = job.created_at.clone().or(job.started_at.clone()).unwrap_or_else(now);
         if let Some(u) = sender {
-            ev.actor = actor(u, "user");
-            ev.attribution = "webhook_triggerer".into();
+            ev.actor = actor(u, ActorKind::User);
+            ev.attribution = Attribution::WebhookTriggerer;
         }
         out.push(ev);
     }
@@ -266,21 +267,21 @@ struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn event(&self, action: &str, key: &str) -> Event {
+    fn event(&self, action: Action, key: &str) -> Event {
         Event {
             v: LEDGER_FORMAT,
             seq: 0,
             id: event_id(&format!("github|{}|{key}", self.instance)),
-            action: action.into(),
+            action,
             occurred_at: self.recorded_at.into(),
             recorded_at: self.recorded_at.into(),
             actor: Actor {
-                kind: "system".into(),
+                kind: ActorKind::System,
                 ..Default::default()
             },
-            attribution: "none".into(),
+            attribution: Attribution::None,
             forge: Forge {
-                kind: "github".into(),
+                kind: ForgeKind::Github,
                 instance: self.instance.into(),
             },
             project: self.project.clone(),
@@ -298,9 +299,9 @@ impl Scope<'_> {
     fn run_status(&self, run: &Run, attempt: u32, from: Option<String>, now: String) -> Event {
         let to = run.status.as_str();
         let action = if to == "canceled" {
-            "pipeline.canceled"
+            Action::PipelineCanceled
         } else {
-            "pipeline.status_changed"
+            Action::PipelineStatusChanged
         };
         let ev = self.event(action, &format!("run|{}|a{attempt}|status|{to}", run.id));
         // `updated_at` is when the run last changed, i.e. when it took this status.
@@ -311,7 +312,7 @@ impl Scope<'_> {
         status_change(ev, from, to, at.unwrap_or(now), CANCEL_NOTE)
     }
 
-    fn job_event(&self, j: &RunJob, action: &str, key: &str) -> Event {
+    fn job_event(&self, j: &RunJob, action: Action, key: &str) -> Event {
         let mut ev = self.event(action, key);
         ev.job = Some(Job {
             id: j.id,
@@ -340,9 +341,9 @@ impl Scope<'_> {
 
     fn job_status(&self, j: &RunJob, from: Option<String>, to: &str, at: String) -> Event {
         let action = if to == "canceled" {
-            "job.canceled"
+            Action::JobCanceled
         } else {
-            "job.status_changed"
+            Action::JobStatusChanged
         };
         let mut ev = self.job_event(j, action, &format!("job|{}|status|{to}", j.id));
         if let Some(job) = ev.job.as_mut() {
@@ -352,24 +353,24 @@ impl Scope<'_> {
     }
 }
 
-fn triggerer(user: Option<&User>, event: Option<&str>) -> (Actor, String) {
+fn triggerer(user: Option<&User>, event: Option<&str>) -> (Actor, Attribution) {
     let kind = match event {
-        Some("schedule") => "schedule_owner",
-        _ => "user",
+        Some("schedule") => ActorKind::ScheduleOwner,
+        _ => ActorKind::User,
     };
     match user.filter(|u| u.id.is_some() || u.login.is_some()) {
-        Some(u) => (actor(u, kind), "webhook_triggerer".into()),
-        None => (unknown("the payload names no actor"), "none".into()),
+        Some(u) => (actor(u, kind), Attribution::WebhookTriggerer),
+        None => (unknown("the payload names no actor"), Attribution::None),
     }
 }
 
 /// A GitHub account as an actor; an app (`type: Bot`) is kind `bot`.
-fn actor(u: &User, kind: &str) -> Actor {
+fn actor(u: &User, kind: ActorKind) -> Actor {
     Actor {
         id: u.id,
         username: u.login.clone(),
         name: u.name.clone(),
-        kind: if u.bot { "bot".into() } else { kind.into() },
+        kind: if u.bot { ActorKind::Bot } else { kind },
         note: None,
     }
 }

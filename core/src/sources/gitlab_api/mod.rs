@@ -3,6 +3,8 @@
 //! Hook's snapshot, so one reader and one lifecycle diff serve webhooks and the API alike; and
 //! the API's pagination and rate-limit headers are read here, once, for every client.
 
+pub mod client;
+
 use serde_json::{Value, json};
 
 use crate::sources::ParseError;

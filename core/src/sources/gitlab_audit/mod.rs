@@ -3,6 +3,7 @@
 //! `destroy_pipeline` is the only record of who deleted a pipeline; CI settings changes map
 //! to `ci.*`; every other type is kept as `gitlab.audit_event`, never dropped.
 
+use crate::model::{Action, ActorKind, Attribution, ForgeKind};
 use serde_json::{Map, Value};
 
 use crate::model::{Actor, Audit, Event, Evidence, Forge, LEDGER_FORMAT, Pipeline, Project};
@@ -129,27 +130,27 @@ fn strip_secrets(details: &Map<String, Value>) -> Map<String, Value> {
 }
 
 /// The model's action for a GitLab audit event type.
-pub fn action_for(event_type: &str) -> &'static str {
+pub fn action_for(event_type: &str) -> Action {
     let t = event_type;
     if t == "destroy_pipeline" {
-        "pipeline.deleted"
+        Action::PipelineDeleted
     } else if t.starts_with("ci_variable_")
         || t.starts_with("ci_group_variable_")
         || t.starts_with("ci_instance_variable_")
     {
-        "ci.variable_changed"
+        Action::CiVariableChanged
     } else if t.starts_with("ci_runner_") {
-        "ci.runner_changed"
+        Action::CiRunnerChanged
     } else if t.starts_with("secure_ci_job_token_") {
-        "ci.job_token_scope_changed"
+        Action::CiJobTokenScopeChanged
     } else if t.starts_with("deployment_") {
-        "ci.deployment_approval"
+        Action::CiDeploymentApproval
     } else if t == "webhook_destroyed" {
-        "ci.webhook_destroyed"
+        Action::CiWebhookDestroyed
     } else if t == "job_artifact_downloaded" {
-        "ci.artifact_downloaded"
+        Action::CiArtifactDownloaded
     } else {
-        "gitlab.audit_event"
+        Action::GitlabAuditEvent
     }
 }
 
@@ -158,7 +159,7 @@ pub fn action_for(event_type: &str) -> &'static str {
 /// any other report of the same deletion.
 pub fn to_event(a: &AuditEvent, home: Option<&PipelineHome>, evidence: Evidence, recorded_at: &str) -> Event {
     let action = action_for(&a.audit.event_type);
-    let pipeline_id = (action == "pipeline.deleted")
+    let pipeline_id = (action == Action::PipelineDeleted)
         .then(|| {
             a.audit
                 .target_id
@@ -189,7 +190,7 @@ pub fn to_event(a: &AuditEvent, home: Option<&PipelineHome>, evidence: Evidence,
         ),
     };
     let key = match (action, pipeline_id) {
-        ("pipeline.deleted", Some(pid)) => format!("gitlab|{instance}|pipeline|{pid}|deleted"),
+        (Action::PipelineDeleted, Some(pid)) => format!("gitlab|{instance}|pipeline|{pid}|deleted"),
         _ => format!("gitlab|{instance}|audit|{}", a.audit.id),
     };
     let actor = match (a.author_id, &a.author_name) {
@@ -197,12 +198,12 @@ pub fn to_event(a: &AuditEvent, home: Option<&PipelineHome>, evidence: Evidence,
             id: Some(id as u64),
             username: None,
             name: name.clone(),
-            kind: "user".into(),
+            kind: ActorKind::User,
             note: None,
         },
         (_, Some(name)) => Actor {
             name: Some(name.clone()),
-            kind: "system".into(),
+            kind: ActorKind::System,
             note: Some(format!(
                 "GitLab author {}",
                 a.author_class.as_deref().unwrap_or("that is not a user")
@@ -210,7 +211,7 @@ pub fn to_event(a: &AuditEvent, home: Option<&PipelineHome>, evidence: Evidence,
             ..Default::default()
         },
         _ => Actor {
-            kind: "unknown".into(),
+            kind: ActorKind::Unknown,
             note: Some("the audit event names no author".into()),
             ..Default::default()
         },
@@ -219,13 +220,13 @@ pub fn to_event(a: &AuditEvent, home: Option<&PipelineHome>, evidence: Evidence,
         v: LEDGER_FORMAT,
         seq: 0,
         id: crate::sources::facts::event_id(&key),
-        action: action.into(),
+        action,
         occurred_at: a.created_at.clone().unwrap_or_else(|| recorded_at.into()),
         recorded_at: recorded_at.into(),
         actor,
-        attribution: "audit_event".into(),
+        attribution: Attribution::AuditEvent,
         forge: Forge {
-            kind: "gitlab".into(),
+            kind: ForgeKind::Gitlab,
             instance,
         },
         project,
@@ -249,10 +250,10 @@ mod tests {
 
     #[test]
     fn actions_and_secret_stripping() {
-        assert_eq!(action_for("destroy_pipeline"), "pipeline.deleted");
-        assert_eq!(action_for("ci_group_variable_updated"), "ci.variable_changed");
-        assert_eq!(action_for("ci_runner_registered"), "ci.runner_changed");
-        assert_eq!(action_for("repository_git_operation"), "gitlab.audit_event");
+        assert_eq!(action_for("destroy_pipeline").as_str(), "pipeline.deleted");
+        assert_eq!(action_for("ci_group_variable_updated").as_str(), "ci.variable_changed");
+        assert_eq!(action_for("ci_runner_registered").as_str(), "ci.runner_changed");
+        assert_eq!(action_for("repository_git_operation").as_str(), "gitlab.audit_event");
         let d = serde_json::json!({"change": "variable value", "from": "old-secret", "to": "new-secret", "target_details": "K", "nested": {"token": "t", "ok": 1}});
         let stripped = Value::Object(strip_secrets(d.as_object().unwrap())).to_string();
         assert!(

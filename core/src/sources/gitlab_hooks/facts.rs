@@ -16,6 +16,7 @@
 use super::{Hook, JobHook, JobSnapshot, PipelineSnapshot, UserRef};
 use crate::encoding::{hex, hmac_sha256};
 use crate::model::*;
+use crate::model::{Action, ActorKind, Attribution, ForgeKind};
 use crate::sources::facts::{Context, JobState, PipelineState, Projection, event_id, status_change, unknown};
 
 pub const CANCEL_NOTE: &str = "GitLab's webhook does not say who canceled; the audit stream or Rails logs can";
@@ -133,10 +134,10 @@ impl Differ<'_> {
 
         if prev.status.is_none() {
             let (actor, attribution) = triggerer(s.user.as_ref(), s.source.as_deref());
-            let mut ev = self.event(&scope, "pipeline.created", &format!("pipeline|{}|created", s.id));
+            let mut ev = self.event(&scope, Action::PipelineCreated, &format!("pipeline|{}|created", s.id));
             ev.occurred_at = s.created_at.clone().unwrap_or_else(|| self.ctx.recorded_at.into());
             ev.actor = actor;
-            ev.attribution = attribution.unwrap_or(self.ctx.triggerer_claim()).into();
+            ev.attribution = attribution.unwrap_or(self.ctx.triggerer_claim());
             ev.variables = self.variables(&s.variables);
             self.out.push(ev);
         }
@@ -161,7 +162,7 @@ impl Differ<'_> {
             let attempt = state.attempt;
             let mut ev = self.event(
                 &scope,
-                "pipeline.retried",
+                Action::PipelineRetried,
                 &format!("pipeline|{}|a{attempt}|retried", s.id),
             );
             ev.occurred_at = unseen
@@ -171,8 +172,8 @@ impl Differ<'_> {
                 .unwrap_or_else(|| self.ctx.recorded_at.into());
             match retried_by {
                 Some(u) => {
-                    ev.actor = user_actor(u, "user");
-                    ev.attribution = "job_user".into();
+                    ev.actor = user_actor(u, ActorKind::User);
+                    ev.attribution = Attribution::JobUser;
                 }
                 None => {
                     ev.actor = unknown("the retried jobs do not name one user");
@@ -272,23 +273,23 @@ impl Differ<'_> {
         };
         if prev.is_none() {
             let (action, key) = if is_retry {
-                ("job.retried", retry_key())
+                (Action::JobRetried, retry_key())
             } else {
-                ("job.created", format!("job|{}|created", j.id))
+                (Action::JobCreated, format!("job|{}|created", j.id))
             };
             let mut ev = self.job_event(scope, j, action, &key);
             ev.occurred_at = j.created_at.clone().unwrap_or_else(|| self.ctx.recorded_at.into());
             if let Some(u) = &j.user {
-                ev.actor = user_actor(u, "user");
-                ev.attribution = "job_user".into();
+                ev.actor = user_actor(u, ActorKind::User);
+                ev.attribution = Attribution::JobUser;
             }
             self.out.push(ev);
         } else if is_retry && prev.as_ref().is_some_and(|p| !p.retried) {
-            let mut ev = self.job_event(scope, j, "job.retried", &retry_key());
+            let mut ev = self.job_event(scope, j, Action::JobRetried, &retry_key());
             ev.occurred_at = j.created_at.clone().unwrap_or_else(|| self.ctx.recorded_at.into());
             if let Some(u) = &j.user {
-                ev.actor = user_actor(u, "user");
-                ev.attribution = "job_user".into();
+                ev.actor = user_actor(u, ActorKind::User);
+                ev.attribution = Attribution::JobUser;
             }
             self.out.push(ev);
         }
@@ -309,12 +310,12 @@ impl Differ<'_> {
         }
         let was_manual = cur.as_deref() == Some("manual") || (cur.is_none() && j.when.as_deref() == Some("manual"));
         if was_manual && rank(new) >= rank("pending") {
-            let mut ev = self.job_event(scope, j, "job.played", &format!("job|{}|played", j.id));
+            let mut ev = self.job_event(scope, j, Action::JobPlayed, &format!("job|{}|played", j.id));
             ev.occurred_at = pending_at(j).unwrap_or_else(|| self.ctx.recorded_at.into());
             match &j.user {
                 Some(u) => {
-                    ev.actor = user_actor(u, "user");
-                    ev.attribution = "job_user".into();
+                    ev.actor = user_actor(u, ActorKind::User);
+                    ev.attribution = Attribution::JobUser;
                 }
                 None => ev.actor = unknown("the job payload names no user"),
             }
@@ -344,9 +345,9 @@ impl Differ<'_> {
 
     fn job_status(&mut self, scope: &Scope, j: &JobSnapshot, from: Option<String>, to: &str, at: String) {
         let action = if to == "canceled" {
-            "job.canceled"
+            Action::JobCanceled
         } else {
-            "job.status_changed"
+            Action::JobStatusChanged
         };
         let mut ev = self.job_event(scope, j, action, &format!("job|{}|status|{to}", j.id));
         if let Some(job) = ev.job.as_mut() {
@@ -365,9 +366,9 @@ impl Differ<'_> {
         at: String,
     ) {
         let action = if to == "canceled" {
-            "pipeline.canceled"
+            Action::PipelineCanceled
         } else {
-            "pipeline.status_changed"
+            Action::PipelineStatusChanged
         };
         let mut ev = self.event(scope, action, &format!("pipeline|{id}|a{attempt}|status|{to}"));
         if let Some(p) = ev.pipeline.as_mut() {
@@ -376,7 +377,7 @@ impl Differ<'_> {
         self.out.push(status_change(ev, from, to, at, CANCEL_NOTE));
     }
 
-    fn job_event(&self, scope: &Scope, j: &JobSnapshot, action: &str, key: &str) -> Event {
+    fn job_event(&self, scope: &Scope, j: &JobSnapshot, action: Action, key: &str) -> Event {
         let mut ev = self.event(scope, action, key);
         ev.job = Some(Job {
             id: j.id,
@@ -404,21 +405,21 @@ impl Differ<'_> {
         ev
     }
 
-    fn event(&self, scope: &Scope, action: &str, key: &str) -> Event {
+    fn event(&self, scope: &Scope, action: Action, key: &str) -> Event {
         Event {
             v: LEDGER_FORMAT,
             seq: 0,
             id: event_id(&format!("gitlab|{}|{key}", scope.instance)),
-            action: action.into(),
+            action,
             occurred_at: self.ctx.recorded_at.into(),
             recorded_at: self.ctx.recorded_at.into(),
             actor: Actor {
-                kind: "system".into(),
+                kind: ActorKind::System,
                 ..Default::default()
             },
-            attribution: "none".into(),
+            attribution: Attribution::None,
             forge: Forge {
-                kind: "gitlab".into(),
+                kind: ForgeKind::Gitlab,
                 instance: scope.instance.clone(),
             },
             project: scope.project.clone(),
@@ -478,26 +479,26 @@ fn pending_at(j: &JobSnapshot) -> Option<String> {
     ))
 }
 
-/// The triggerer, and `Some("none")` when the payload names nobody (else the claim is the
+/// The triggerer, and `Some(Attribution::None)` when the payload names nobody (else the claim is the
 /// context's: `Context::triggerer_claim`).
-fn triggerer(user: Option<&UserRef>, source: Option<&str>) -> (Actor, Option<&'static str>) {
+fn triggerer(user: Option<&UserRef>, source: Option<&str>) -> (Actor, Option<Attribution>) {
     let kind = match source {
-        Some("schedule") => "schedule_owner",
-        Some("trigger") => "trigger_token",
-        _ => "user",
+        Some("schedule") => ActorKind::ScheduleOwner,
+        Some("trigger") => ActorKind::TriggerToken,
+        _ => ActorKind::User,
     };
     match user {
         Some(u) if u.id.is_some() || u.username.is_some() => (user_actor(u, kind), None),
-        _ => (unknown("the payload names no user"), Some("none")),
+        _ => (unknown("the payload names no user"), Some(Attribution::None)),
     }
 }
 
-fn user_actor(u: &UserRef, kind: &str) -> Actor {
+fn user_actor(u: &UserRef, kind: ActorKind) -> Actor {
     Actor {
         id: u.id,
         username: u.username.clone(),
         name: u.name.clone(),
-        kind: kind.into(),
+        kind,
         note: None,
     }
 }

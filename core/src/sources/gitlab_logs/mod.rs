@@ -15,6 +15,7 @@
 use serde_json::{Map, Value};
 
 use crate::encoding::{hex, sha256};
+use crate::model::{self, ActorKind, Attribution, ForgeKind, Source};
 use crate::model::{Actor, Event, Evidence, Forge, Job, LEDGER_FORMAT, Pipeline, Project};
 use crate::sources::ParseError;
 use crate::sources::facts::{Projection, event_id};
@@ -34,15 +35,15 @@ pub enum Action {
 
 impl Action {
     /// The model's action for this request.
-    pub fn event_action(self) -> &'static str {
+    pub fn event_action(self) -> model::Action {
         match self {
-            Action::PipelineCancel => "pipeline.canceled",
-            Action::PipelineRetry => "pipeline.retried",
-            Action::PipelineDestroy => "pipeline.deleted",
-            Action::JobCancel => "job.canceled",
-            Action::JobRetry => "job.retried",
-            Action::JobPlay => "job.played",
-            Action::JobErase => "job.erased",
+            Action::PipelineCancel => model::Action::PipelineCanceled,
+            Action::PipelineRetry => model::Action::PipelineRetried,
+            Action::PipelineDestroy => model::Action::PipelineDeleted,
+            Action::JobCancel => model::Action::JobCanceled,
+            Action::JobRetry => model::Action::JobRetried,
+            Action::JobPlay => model::Action::JobPlayed,
+            Action::JobErase => model::Action::JobErased,
         }
     }
 
@@ -170,7 +171,7 @@ fn actor(o: &Map<String, Value>) -> Actor {
     let id = number(o, "user_id").or_else(|| number(o, "meta.user_id"));
     if username.is_none() && id.is_none() {
         return Actor {
-            kind: "unknown".into(),
+            kind: ActorKind::Unknown,
             note: Some("the log line names no user".into()),
             ..Default::default()
         };
@@ -179,7 +180,7 @@ fn actor(o: &Map<String, Value>) -> Actor {
         id,
         username,
         name: None,
-        kind: "user".into(),
+        kind: ActorKind::User,
         note: None,
     }
 }
@@ -357,13 +358,13 @@ pub fn to_event(f: &LogFact, t: &Target, proj: &Projection, recorded_at: &str) -
         v: LEDGER_FORMAT,
         seq: 0,
         id: event_id(&format!("gitlab|{}|{key}", t.instance)),
-        action: f.action.event_action().into(),
+        action: f.action.event_action(),
         occurred_at: f.at.clone(),
         recorded_at: recorded_at.into(),
         actor: f.actor.clone(),
-        attribution: "rails_log".into(),
+        attribution: Attribution::RailsLog,
         forge: Forge {
-            kind: "gitlab".into(),
+            kind: ForgeKind::Gitlab,
             instance: t.instance.clone(),
         },
         project: t.project.clone(),
@@ -375,7 +376,7 @@ pub fn to_event(f: &LogFact, t: &Target, proj: &Projection, recorded_at: &str) -
         window: None,
         refers_to: None,
         evidence: Evidence {
-            source: "gitlab.rails_log".into(),
+            source: Source::GitlabRailsLog,
             delivery_id: f.correlation_id.clone(),
             payload_sha256: f.line_sha256.clone(),
             remote_ip: f.remote_ip.clone(),
