@@ -15,13 +15,13 @@
 //! stops it and backs off exponentially (30 s doubling to an hour). The HTTP client is the
 //! caller's (`Fetch`): Spin's outbound HTTP in the component, ureq in the native tool.
 
-use crate::model::{Action, ActorKind, Attribution, ForgeKind, Source};
+use crate::model::{Action, ActorKind, ForgeKind, Source};
+use crate::sources::facts::Fact;
 use serde_json::{Value, json};
 
 use crate::encoding::{hex, sha256};
 use crate::ingest::{self, IngestError, Outcome, Settings};
-use crate::model::{Actor, Event, Evidence, Forge, LEDGER_FORMAT, Pipeline, Project, Window};
-use crate::sources::facts::event_id;
+use crate::model::{Actor, Evidence, Pipeline, Project, Window};
 use crate::sources::gitlab_api::client::{self, CrawlError, Endpoints};
 use crate::sources::gitlab_api::retry_after;
 use crate::sql::{DbError, Sql, Val};
@@ -345,47 +345,39 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         if misses < 2 {
             return Ok(());
         }
-        let event = Event {
-            v: LEDGER_FORMAT,
-            seq: 0,
-            id: event_id(&format!("gitlab|{instance}|pipeline|{id}|deleted")),
+        let key = format!("pipeline|{id}|deleted");
+        let mut event = Fact {
+            forge: ForgeKind::Gitlab,
+            instance,
+            key: &key,
             action: Action::PipelineDeleted,
-            occurred_at: self.now.into(),
-            recorded_at: self.now.into(),
-            actor: Actor {
-                kind: ActorKind::Unknown,
-                note: Some(
-                    "GitLab's API shows only that the pipeline is gone; the audit stream or Rails logs name who deleted it"
-                        .into(),
-                ),
-                ..Default::default()
-            },
-            attribution: Attribution::None,
-            forge: Forge {
-                kind: ForgeKind::Gitlab,
-                instance: instance.into(),
-            },
+            occurred_at: self.now,
+            recorded_at: self.now,
             project: Project { id: project, path },
-            pipeline: Some(Pipeline {
-                id,
-                ..Default::default()
-            }),
-            job: None,
-            change: None,
-            variables: None,
-            audit: None,
-            window: Some(Window {
-                not_before: last_seen.unwrap_or_default(),
-                not_after: self.now.into(),
-            }),
-            refers_to: None,
             evidence: Evidence {
                 source: Source::GitlabApi,
                 delivery_id: None,
                 payload_sha256: hex(&sha256(body)),
                 remote_ip: None,
             },
+        }
+        .event();
+        event.actor = Actor {
+            kind: ActorKind::Unknown,
+            note: Some(
+                "GitLab's API shows only that the pipeline is gone; the audit stream or Rails logs name who deleted it"
+                    .into(),
+            ),
+            ..Default::default()
         };
+        event.pipeline = Some(Pipeline {
+            id,
+            ..Default::default()
+        });
+        event.window = Some(Window {
+            not_before: last_seen.unwrap_or_default(),
+            not_after: self.now.into(),
+        });
         let appended = crate::sql::in_writer(db, async || {
             let stored = store::append(db, vec![event]).await?;
             store::maybe_checkpoint(

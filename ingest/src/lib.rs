@@ -7,6 +7,7 @@ use pipetrail_core::ingest::{self, Delivery, GithubDelivery, GithubOutcome, Inge
 use pipetrail_core::note::NoteSigner;
 use pipetrail_core::routes::{self, Found, Handler, IngestRoute};
 use pipetrail_core::sources::facts::VariablePolicy;
+use pipetrail_core::sources::gitlab_hooks;
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Db, Request, error, header, json};
 use serde_json::json;
@@ -127,9 +128,7 @@ async fn gitlab(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
     let db = r.db;
     let event = header(r.headers, "x-gitlab-event");
     if let Some(kind) = event
-        && !["Pipeline Hook", "Job Hook"]
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(kind))
+        && !gitlab_hooks::is_recorded(kind)
     {
         let _ = store::count_outcome(db, "ignored").await;
         return Ok(json(

@@ -4,6 +4,7 @@
 //! SameSite=Strict cookie (Secure over TLS); every page sees only the token's projects.
 
 use http::{HeaderValue, Response, StatusCode};
+use pipetrail_core::model::{Action, Actor, Event, Pipeline, Source};
 use pipetrail_core::params::{self, ParamError};
 use pipetrail_core::sql::DbError;
 use pipetrail_core::store::{self, EventFilter, StoredEvent};
@@ -125,70 +126,90 @@ fn when(v: &Value) -> String {
     t.get(..19).map(|s| s.replace('T', " ")).unwrap_or(t)
 }
 
-fn actor_html(actor: &Value) -> String {
-    match actor["username"].as_str() {
-        Some(u) => format!("<a href=\"/ui/actors/{}\">{}</a>", enc(u), esc(u)),
-        None => match actor["name"].as_str() {
-            Some(n) => esc(n),
-            None => format!(
-                "<span class=\"muted\" title=\"{}\">{}</span>",
-                esc(actor["note"].as_str().unwrap_or("")),
-                esc(actor["kind"].as_str().unwrap_or("unknown"))
-            ),
-        },
+/// An actor: a link to everything they did, else their name, else their kind and why the
+/// source cannot say more. (Summaries carry actors as JSON: read back as the model's.)
+fn actor_html(actor: &Actor) -> String {
+    match (&actor.username, &actor.name) {
+        (Some(u), _) => format!("<a href=\"/ui/actors/{}\">{}</a>", enc(u), esc(u)),
+        (None, Some(n)) => esc(n),
+        (None, None) => format!(
+            "<span class=\"muted\" title=\"{}\">{}</span>",
+            esc(actor.note.as_deref().unwrap_or("")),
+            esc(actor.kind.as_str())
+        ),
     }
 }
 
-fn evidence_html(ev: &Value) -> String {
-    let e = &ev["evidence"];
+/// An actor in a summary document (`provenance::summarize`).
+fn summary_actor_html(actor: &Value) -> String {
+    match serde_json::from_value::<Actor>(actor.clone()) {
+        Ok(a) => actor_html(&a),
+        Err(_) => String::new(),
+    }
+}
+
+fn evidence_html(ev: &Event) -> String {
+    let e = &ev.evidence;
     format!(
         "<span title=\"payload sha256 {} · delivery {}\">{}</span> <span class=\"muted\">{}</span>",
-        esc(&text(&e["payload_sha256"])),
-        esc(&text(&e["delivery_id"])),
-        esc(&text(&e["source"])),
-        esc(&text(&ev["attribution"])),
+        esc(&e.payload_sha256),
+        esc(e.delivery_id.as_deref().unwrap_or("")),
+        esc(e.source.as_str()),
+        esc(ev.attribution.as_str()),
     )
 }
 
-/// One audit-log row (the live script builds the same cells).
-fn row(ev: &Value) -> String {
-    let forge = enc(ev["forge"]["kind"].as_str().unwrap_or("gitlab"));
-    let project = match (ev["project"]["path"].as_str(), ev["project"]["id"].as_u64()) {
+/// `2026-11-20T09:05:00.000Z` → `2026-11-20 09:05:00`.
+fn at(t: &str) -> String {
+    t.get(..19)
+        .map(|s| s.replace('T', " "))
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// One audit-log row (the live script builds the same cells); a pruned event keeps its row.
+fn row(stored: &StoredEvent) -> String {
+    let Some(ev) = &stored.event else {
+        return format!(
+            "<tr data-seq=\"{}\"><td class=\"t\"></td><td></td><td class=\"muted\">(pruned)</td><td></td><td></td><td></td><td></td><td></td></tr>",
+            stored.seq
+        );
+    };
+    let forge = ev.forge.kind.as_str();
+    let project = match (&ev.project.path, ev.project.id) {
         (Some(p), _) => format!("<a href=\"/ui?project={}\">{}</a>", enc(p), esc(p)),
-        (None, Some(id)) if id > 0 => format!("<a href=\"/ui?project={id}\">{id}</a>"),
+        (None, id) if id > 0 => format!("<a href=\"/ui?project={id}\">{id}</a>"),
         _ => String::new(),
     };
     let mut target = String::new();
-    if let Some(p) = ev["pipeline"]["id"].as_u64() {
-        target.push_str(&format!("<a href=\"/ui/pipelines/{forge}/{p}\">pipeline {p}</a>"));
+    if let Some(p) = &ev.pipeline {
+        target.push_str(&format!("<a href=\"/ui/pipelines/{forge}/{0}\">pipeline {0}</a>", p.id));
     }
-    if let Some(j) = ev["job"]["id"].as_u64() {
-        let name = ev["job"]["name"]
-            .as_str()
-            .map(|n| format!(" {}", esc(n)))
-            .unwrap_or_default();
-        target.push_str(&format!(" · <a href=\"/ui/jobs/{forge}/{j}\">job {j}</a>{name}"));
+    if let Some(j) = &ev.job {
+        let name = j.name.as_deref().map(|n| format!(" {}", esc(n))).unwrap_or_default();
+        target.push_str(&format!(" · <a href=\"/ui/jobs/{forge}/{0}\">job {0}</a>{name}", j.id));
     }
-    let change = match ev["change"]["to"].as_str() {
-        Some(to) => format!(" <span class=\"muted\">→ {}</span>", esc(to)),
+    let change = match &ev.change {
+        Some(c) => format!(" <span class=\"muted\">→ {}</span>", esc(&c.to)),
         None => String::new(),
     };
+    let pipeline_text =
+        |f: fn(&Pipeline) -> Option<&String>| ev.pipeline.as_ref().and_then(f).map(|t| esc(t)).unwrap_or_default();
     format!(
         "<tr data-seq=\"{}\"><td class=\"t\">{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        ev["seq"],
-        esc(&when(&ev["occurred_at"])),
-        actor_html(&ev["actor"]),
-        esc(&text(&ev["action"])),
+        ev.seq,
+        esc(&at(&ev.occurred_at)),
+        actor_html(&ev.actor),
+        esc(ev.action.as_str()),
         change,
         project,
         target,
-        esc(&text(&ev["pipeline"]["ref"])),
-        esc(&text(&ev["pipeline"]["trigger"])),
+        pipeline_text(|p| p.git_ref.as_ref()),
+        pipeline_text(|p| p.trigger.as_ref()),
         evidence_html(ev),
     )
 }
 
-fn table(events: &[Value], live: Option<(&str, u64)>) -> String {
+fn table(events: &[StoredEvent], live: Option<(&str, u64)>) -> String {
     let live_attrs = match live {
         Some((query, after)) => format!(
             " id=\"events\" data-live=\"1\" data-query=\"{}\" data-after=\"{after}\"",
@@ -206,24 +227,6 @@ fn table(events: &[Value], live: Option<(&str, u64)>) -> String {
         "<table{live_attrs}><thead><tr><th>Time (UTC)</th><th>Actor</th><th>Action</th><th>Project</th><th>Pipeline / job</th><th>Ref</th><th>Trigger</th><th>Evidence</th></tr></thead><tbody>{rows}{empty}</tbody></table>"
     )
 }
-
-const ACTIONS: &[&str] = &[
-    "pipeline.created",
-    "pipeline.status_changed",
-    "pipeline.canceled",
-    "pipeline.retried",
-    "pipeline.deleted",
-    "job.created",
-    "job.status_changed",
-    "job.retried",
-    "job.played",
-    "job.canceled",
-    "job.erased",
-    "evidence.added",
-    "ci.variable_changed",
-    "ci.runner_changed",
-    "gitlab.audit_event",
-];
 
 /// The audit log: newest first, filters, keyset paging, exports, live mode.
 pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
@@ -243,7 +246,7 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
     filter.scope = caller.scope();
     let found = store::list_events(db, &filter, PAGE_SIZE + 1).await?;
     let more = found.len() > PAGE_SIZE;
-    let events: Vec<Value> = found.iter().take(PAGE_SIZE).map(|e| e.to_api_json()).collect();
+    let events = &found[..found.len().min(PAGE_SIZE)];
     let value = |k: &str| {
         filters
             .iter()
@@ -258,7 +261,7 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
         )
     };
     let options: String = std::iter::once("")
-        .chain(ACTIONS.iter().copied())
+        .chain(Action::ALL.iter().map(|a| a.as_str()))
         .map(|a| {
             format!(
                 "<option value=\"{a}\"{}>{}</option>",
@@ -267,22 +270,16 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
             )
         })
         .collect();
-    let sources: String = [
-        "",
-        "gitlab.webhook",
-        "gitlab.audit_stream",
-        "gitlab.rails_log",
-        "gitlab.api",
-    ]
-    .iter()
-    .map(|a| {
-        format!(
-            "<option value=\"{a}\"{}>{}</option>",
-            if value("source") == *a { " selected" } else { "" },
-            if a.is_empty() { "any" } else { a }
-        )
-    })
-    .collect();
+    let sources: String = std::iter::once("")
+        .chain(Source::ALL.iter().map(|s| s.as_str()))
+        .map(|a| {
+            format!(
+                "<option value=\"{a}\"{}>{}</option>",
+                if value("source") == a { " selected" } else { "" },
+                if a.is_empty() { "any" } else { a }
+            )
+        })
+        .collect();
     let query: String = filters
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "cursor" | "limit"))
@@ -290,11 +287,11 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
         .collect::<Vec<_>>()
         .join("&");
     let amp = if query.is_empty() { "" } else { "&" };
-    let newest = events.first().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
+    let newest = events.first().map_or(0, |e| e.seq);
     let older = if more {
         events
             .last()
-            .and_then(|e| e["seq"].as_u64())
+            .map(|e| e.seq)
             .map(|s| format!("<a href=\"/ui?{query}{amp}cursor={s}\">Older →</a>"))
             .unwrap_or_default()
     } else {
@@ -325,7 +322,7 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
         field("forge", "Forge", "text"),
         field("since", "Since (UTC)", "text"),
         field("until", "Until (UTC)", "text"),
-        table(&events, live.then_some((query.as_str(), newest))),
+        table(events, live.then_some((query.as_str(), newest))),
     );
     Ok(respond(StatusCode::OK, page("Audit log", true, &body, live)))
 }
@@ -346,9 +343,9 @@ pub async fn actor(db: &Db, caller: &Caller, username: &str, pairs: &[(String, S
     }
     let found = store::list_events(db, &filter, PAGE_SIZE + 1).await?;
     let more = found.len() > PAGE_SIZE;
-    let events: Vec<Value> = found.iter().take(PAGE_SIZE).map(|e| e.to_api_json()).collect();
+    let events = &found[..found.len().min(PAGE_SIZE)];
     let u = enc(username);
-    let older = match (more, events.last().and_then(|e| e["seq"].as_u64())) {
+    let older = match (more, events.last().map(|e| e.seq)) {
         (true, Some(s)) => format!("<a href=\"/ui/actors/{u}?cursor={s}\">Older →</a>"),
         _ => String::new(),
     };
@@ -356,7 +353,7 @@ pub async fn actor(db: &Db, caller: &Caller, username: &str, pairs: &[(String, S
         "<h1>Actor {}</h1><p class=\"muted\">Every event whose actor is this user, newest first. Cancels a source could not attribute are not listed here (their actor is unknown).</p>\
          <div class=\"tools\"><a href=\"/ui?actor={u}\">Filter the audit log</a><a href=\"/api/v1/export?format=csv&actor={u}\">Export CSV</a><a href=\"/api/v1/events?actor={u}\">JSON</a>{older}</div>{}",
         esc(username),
-        table(&events, None)
+        table(events, None)
     );
     Ok(respond(
         StatusCode::OK,
@@ -388,7 +385,7 @@ fn fact_rows(title: &str, facts: &Value) -> String {
                                 esc(&text(&e["payload_sha256"])),
                                 esc(&text(&e["source"])),
                                 esc(&when(&e["at"])),
-                                actor_html(&e["actor"]),
+                                summary_actor_html(&e["actor"]),
                                 e["delivery_id"]
                                     .as_str()
                                     .map(|d| format!("<span class=\"muted mono\">{}</span>", esc(d)))
@@ -401,7 +398,7 @@ fn fact_rows(title: &str, facts: &Value) -> String {
             format!(
                 "<tr><td>{}</td><td>{target}</td><td>{}</td><td>{}</td><td class=\"t\">{}</td><td><ul>{sources}</ul></td></tr>",
                 esc(title),
-                actor_html(&f["actor"]),
+                summary_actor_html(&f["actor"]),
                 esc(&text(&f["attribution"])),
                 esc(&when(&f["at"])),
             )
@@ -431,7 +428,7 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
             "<div class=\"banner\" id=\"deleted-banner\">This {} no longer exists in {}; this is the retained record. Deleted by {} ({}) at {}.</div>",
             noun.to_lowercase(),
             forge_name(forge),
-            actor_html(&d["actor"]),
+            summary_actor_html(&d["actor"]),
             esc(&text(&d["attribution"])),
             esc(&when(&d["at"]))
         )
@@ -443,7 +440,7 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
         "<dl class=\"facts\"><dt>Project</dt><dd><a href=\"/ui?project={}\">{}</a></dd><dt>Triggered by</dt><dd id=\"triggered-by\">{} <span class=\"muted\">({})</span></dd><dt>How</dt><dd>{} <span class=\"muted\">source {}</span></dd><dt>When</dt><dd>{}</dd><dt>Ref / commit</dt><dd class=\"mono\">{} {}</dd><dt>Status</dt><dd id=\"status\">{}</dd>{}<dt>Variables (keys)</dt><dd class=\"mono\">{}</dd></dl>",
         enc(&project),
         esc(&project),
-        actor_html(&t["actor"]),
+        summary_actor_html(&t["actor"]),
         esc(&text(&t["attribution"])),
         esc(&text(&t["trigger"])),
         esc(&text(&t["source"])),
@@ -496,7 +493,7 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
                 [("retried by", &j["retried_by"]), ("played by", &j["played_by"])]
                     .iter()
                     .filter(|(_, a)| a.is_object())
-                    .map(|(w, a)| format!("{w} {}", actor_html(a)))
+                    .map(|(w, a)| format!("{w} {}", summary_actor_html(a)))
                     .collect::<Vec<_>>()
                     .join("; ")
             )
@@ -596,12 +593,12 @@ pub async fn job(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
     if !matches!(forge, "gitlab" | "github") {
         return Ok(problem(StatusCode::NOT_FOUND, true, "Not found", "No such forge."));
     }
-    let events: Vec<Value> = api::all_events(db, caller, forge, id, "job")
-        .await?
+    let mut events = api::all_events(db, caller, forge, id, "job").await?;
+    let Some((last, j)) = events
         .iter()
-        .map(StoredEvent::to_api_json)
-        .collect();
-    let Some(last) = events.iter().rev().find(|e| e["job"].is_object()) else {
+        .rev()
+        .find_map(|e| e.event.as_ref().and_then(|ev| Some((ev, ev.job.as_ref()?))))
+    else {
         return Ok(problem(
             StatusCode::NOT_FOUND,
             true,
@@ -609,27 +606,29 @@ pub async fn job(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
             &format!("No {forge} job {id} is recorded (or your token does not cover its project)."),
         ));
     };
-    let j = &last["job"];
-    let pipeline = last["pipeline"]["id"].as_u64();
-    let mut newest_first = events.clone();
-    newest_first.reverse();
+    let pipeline = last.pipeline.as_ref().map(|p| p.id);
+    let project = last.project.path.clone().unwrap_or_default();
+    let job = serde_json::to_value(j).unwrap_or_default();
     let body = format!(
         "<h1>Job {id} <span class=\"muted\">{}</span></h1><div class=\"tools\"><a href=\"/api/v1/events?forge={forge}&job={id}\">JSON</a>{}</div>\
          <dl class=\"facts\"><dt>Stage</dt><dd>{}</dd><dt>Status</dt><dd>{}</dd><dt>Runner</dt><dd>{} <span class=\"muted\">#{} {}</span></dd><dt>Started</dt><dd>{}</dd><dt>Finished</dt><dd>{}</dd><dt>Project</dt><dd>{}</dd></dl>{}<h2>Events</h2>{}",
-        esc(&text(&j["name"])),
+        esc(j.name.as_deref().unwrap_or("")),
         pipeline
             .map(|p| format!("<a href=\"/ui/pipelines/{forge}/{p}\">Pipeline {p}</a>"))
             .unwrap_or_default(),
-        esc(&text(&j["stage"])),
-        esc(&text(&j["status"])),
-        runner_html(j),
-        esc(&text(&j["runner"]["id"])),
-        esc(&text(&j["runner"]["type"])),
-        esc(&when(&j["started_at"])),
-        esc(&when(&j["finished_at"])),
-        esc(&text(&last["project"]["path"])),
-        steps_html(j),
-        table(&newest_first, None),
+        esc(j.stage.as_deref().unwrap_or("")),
+        esc(j.status.as_deref().unwrap_or("")),
+        runner_html(&job),
+        j.runner.as_ref().map(|r| r.id.to_string()).unwrap_or_default(),
+        esc(j.runner.as_ref().and_then(|r| r.kind.as_deref()).unwrap_or("")),
+        esc(&at(j.started_at.as_deref().unwrap_or(""))),
+        esc(&at(j.finished_at.as_deref().unwrap_or(""))),
+        esc(&project),
+        steps_html(&job),
+        {
+            events.reverse();
+            table(&events, None)
+        },
     );
     Ok(respond(StatusCode::OK, page(&format!("Job {id}"), true, &body, false)))
 }
@@ -684,20 +683,37 @@ pub fn asset(name: &str) -> Response<String> {
 #[cfg(test)]
 mod tests {
     use super::row;
+    use pipetrail_core::store::StoredEvent;
     use serde_json::json;
 
-    /// Whatever a stored event says its forge is, a row's links stay one attribute each.
+    /// A stored event's forge is one of the model's (anything else is refused when the
+    /// event is read), so a row's links are built from known words; every text is escaped.
     #[test]
-    fn row_links_encode_the_forge() {
+    fn row_links_are_built_from_the_typed_event() {
         let ev = json!({
-            "forge": {"kind": "x\"><img src=x onerror=alert(1)>", "instance": "i"},
-            "project": {"id": 1},
-            "pipeline": {"id": 7},
-            "job": {"id": 8},
+            "v": 1, "seq": 3, "id": "ev_1", "action": "job.canceled", "occurred_at": "2026-01-01T00:00:00.000Z",
+            "recorded_at": "2026-01-01T00:00:00.000Z", "actor": {"kind": "user", "username": "<b>"},
+            "attribution": "rails_log", "forge": {"kind": "github", "instance": "i"},
+            "project": {"id": 1, "path": "g/\"x"}, "pipeline": {"id": 7}, "job": {"id": 8, "name": "<img src=x>"},
+            "evidence": {"source": "gitlab.rails_log", "payload_sha256": "ab"},
         });
-        let html = row(&ev);
-        assert!(!html.contains("<img"), "{html}");
-        assert!(!html.contains("x\""), "{html}");
-        assert!(html.contains("/ui/pipelines/x%22%3E%3Cimg"), "{html}");
+        let stored = StoredEvent {
+            seq: 3,
+            event: Some(serde_json::from_value(ev).unwrap()),
+            leaf_hash: [0; 32],
+        };
+        let html = row(&stored);
+        assert!(
+            html.contains("/ui/pipelines/github/7") && html.contains("/ui/jobs/github/8"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("<img") && !html.contains("<b>") && !html.contains("g/\"x"),
+            "{html}"
+        );
+        let forged = json!({"v": 1, "seq": 3, "id": "e", "action": "job.canceled", "occurred_at": "t", "recorded_at": "t",
+            "actor": {"kind": "user"}, "attribution": "none", "forge": {"kind": "x\"><img src=x>", "instance": "i"},
+            "project": {"id": 1}, "evidence": {"source": "gitlab.webhook", "payload_sha256": "ab"}});
+        assert!(serde_json::from_value::<pipetrail_core::model::Event>(forged).is_err());
     }
 }

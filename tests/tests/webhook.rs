@@ -338,6 +338,8 @@ fn parallel_deliveries_are_each_recorded_once() {
 #[test]
 fn a_bad_checkpoint_interval_refuses_and_names_itself() {
     let app = App::start("bad-interval", &[("checkpoint_interval_seconds", "ten")]);
+    // The query component creates the database; the refused delivery must add nothing to it.
+    assert_eq!(app.get("/healthz", None).status, 503);
     let before = app.snapshot();
     let r = app.hook(
         "Pipeline Hook",

@@ -62,6 +62,52 @@ impl Context<'_> {
     }
 }
 
+/// What every new fact must say; the rest of the event starts empty (nobody acts, no
+/// pipeline, job or change) for the source to fill in. The one place an `Event` is built.
+pub struct Fact<'a> {
+    pub forge: ForgeKind,
+    pub instance: &'a str,
+    /// What identifies the fact within its forge instance (`pipeline|287|a1|status|running`):
+    /// its id is derived from forge, instance and key.
+    pub key: &'a str,
+    pub action: Action,
+    pub occurred_at: &'a str,
+    pub recorded_at: &'a str,
+    pub project: Project,
+    pub evidence: Evidence,
+}
+
+impl Fact<'_> {
+    pub fn event(self) -> Event {
+        Event {
+            v: LEDGER_FORMAT,
+            seq: 0,
+            id: event_id(&format!("{}|{}|{}", self.forge, self.instance, self.key)),
+            action: self.action,
+            occurred_at: self.occurred_at.into(),
+            recorded_at: self.recorded_at.into(),
+            actor: Actor {
+                kind: ActorKind::System,
+                ..Default::default()
+            },
+            attribution: Attribution::None,
+            forge: Forge {
+                kind: self.forge,
+                instance: self.instance.into(),
+            },
+            project: self.project,
+            pipeline: None,
+            job: None,
+            change: None,
+            variables: None,
+            audit: None,
+            window: None,
+            refers_to: None,
+            evidence: self.evidence,
+        }
+    }
+}
+
 /// An event's id, derived from the fact it records (entity, attempt, status), so the same
 /// fact learnt twice, from any source, is one event.
 pub fn event_id(key: &str) -> String {

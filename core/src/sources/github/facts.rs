@@ -14,7 +14,8 @@
 use super::{Run, RunJob, User};
 use crate::model::*;
 use crate::model::{Action, ActorKind, Attribution, ForgeKind};
-use crate::sources::facts::{Context, JobState, PipelineState, Projection, event_id, status_change, unknown};
+use crate::sources::facts::Fact;
+use crate::sources::facts::{Context, JobState, PipelineState, Projection, status_change, unknown};
 
 pub const CANCEL_NOTE: &str = "GitHub's webhook does not say who canceled; GitHub's audit log can";
 
@@ -268,32 +269,19 @@ struct Scope<'a> {
 
 impl Scope<'_> {
     fn event(&self, action: Action, key: &str) -> Event {
-        Event {
-            v: LEDGER_FORMAT,
-            seq: 0,
-            id: event_id(&format!("github|{}|{key}", self.instance)),
+        let mut ev = Fact {
+            forge: ForgeKind::Github,
+            instance: self.instance,
+            key,
             action,
-            occurred_at: self.recorded_at.into(),
-            recorded_at: self.recorded_at.into(),
-            actor: Actor {
-                kind: ActorKind::System,
-                ..Default::default()
-            },
-            attribution: Attribution::None,
-            forge: Forge {
-                kind: ForgeKind::Github,
-                instance: self.instance.into(),
-            },
+            occurred_at: self.recorded_at,
+            recorded_at: self.recorded_at,
             project: self.project.clone(),
-            pipeline: Some(self.pipeline.clone()),
-            job: None,
-            change: None,
-            variables: None,
-            audit: None,
-            window: None,
-            refers_to: None,
             evidence: self.evidence.clone(),
         }
+        .event();
+        ev.pipeline = Some(self.pipeline.clone());
+        ev
     }
 
     fn run_status(&self, run: &Run, attempt: u32, from: Option<String>, now: String) -> Event {

@@ -4,9 +4,10 @@
 //! to `ci.*`; every other type is kept as `gitlab.audit_event`, never dropped.
 
 use crate::model::{Action, ActorKind, Attribution, ForgeKind};
+use crate::sources::facts::Fact;
 use serde_json::{Map, Value};
 
-use crate::model::{Actor, Audit, Event, Evidence, Forge, LEDGER_FORMAT, Pipeline, Project};
+use crate::model::{Actor, Audit, Event, Evidence, Pipeline, Project};
 use crate::sources::{ParseError, PipelineHome};
 
 /// One streamed audit event, decoded.
@@ -190,8 +191,8 @@ pub fn to_event(a: &AuditEvent, home: Option<&PipelineHome>, evidence: Evidence,
         ),
     };
     let key = match (action, pipeline_id) {
-        (Action::PipelineDeleted, Some(pid)) => format!("gitlab|{instance}|pipeline|{pid}|deleted"),
-        _ => format!("gitlab|{instance}|audit|{}", a.audit.id),
+        (Action::PipelineDeleted, Some(pid)) => format!("pipeline|{pid}|deleted"),
+        _ => format!("audit|{}", a.audit.id),
     };
     let actor = match (a.author_id, &a.author_name) {
         (Some(id), name) if id > 0 => Actor {
@@ -216,32 +217,25 @@ pub fn to_event(a: &AuditEvent, home: Option<&PipelineHome>, evidence: Evidence,
             ..Default::default()
         },
     };
-    Event {
-        v: LEDGER_FORMAT,
-        seq: 0,
-        id: crate::sources::facts::event_id(&key),
+    let mut ev = Fact {
+        forge: ForgeKind::Gitlab,
+        instance: &instance,
+        key: &key,
         action,
-        occurred_at: a.created_at.clone().unwrap_or_else(|| recorded_at.into()),
-        recorded_at: recorded_at.into(),
-        actor,
-        attribution: Attribution::AuditEvent,
-        forge: Forge {
-            kind: ForgeKind::Gitlab,
-            instance,
-        },
+        occurred_at: a.created_at.as_deref().unwrap_or(recorded_at),
+        recorded_at,
         project,
-        pipeline: pipeline_id.map(|id| Pipeline {
-            id,
-            ..Default::default()
-        }),
-        job: None,
-        change: None,
-        variables: None,
-        audit: Some(a.audit.clone()),
-        window: None,
-        refers_to: None,
         evidence,
     }
+    .event();
+    ev.actor = actor;
+    ev.attribution = Attribution::AuditEvent;
+    ev.pipeline = pipeline_id.map(|id| Pipeline {
+        id,
+        ..Default::default()
+    });
+    ev.audit = Some(a.audit.clone());
+    ev
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use super::{Hook, JobHook, JobSnapshot, PipelineSnapshot, UserRef};
 use crate::encoding::{hex, hmac_sha256};
 use crate::model::*;
 use crate::model::{Action, ActorKind, Attribution, ForgeKind};
-use crate::sources::facts::{Context, JobState, PipelineState, Projection, event_id, status_change, unknown};
+use crate::sources::facts::Fact;
+use crate::sources::facts::{Context, JobState, PipelineState, Projection, status_change, unknown};
 
 pub const CANCEL_NOTE: &str = "GitLab's webhook does not say who canceled; the audit stream or Rails logs can";
 
@@ -406,32 +407,19 @@ impl Differ<'_> {
     }
 
     fn event(&self, scope: &Scope, action: Action, key: &str) -> Event {
-        Event {
-            v: LEDGER_FORMAT,
-            seq: 0,
-            id: event_id(&format!("gitlab|{}|{key}", scope.instance)),
+        let mut ev = Fact {
+            forge: ForgeKind::Gitlab,
+            instance: &scope.instance,
+            key,
             action,
-            occurred_at: self.ctx.recorded_at.into(),
-            recorded_at: self.ctx.recorded_at.into(),
-            actor: Actor {
-                kind: ActorKind::System,
-                ..Default::default()
-            },
-            attribution: Attribution::None,
-            forge: Forge {
-                kind: ForgeKind::Gitlab,
-                instance: scope.instance.clone(),
-            },
+            occurred_at: self.ctx.recorded_at,
+            recorded_at: self.ctx.recorded_at,
             project: scope.project.clone(),
-            pipeline: Some(scope.pipeline.clone()),
-            job: None,
-            change: None,
-            variables: None,
-            audit: None,
-            window: None,
-            refers_to: None,
             evidence: self.ctx.evidence.clone(),
         }
+        .event();
+        ev.pipeline = Some(scope.pipeline.clone());
+        ev
     }
 
     fn variables(&self, vars: &[(String, String)]) -> Option<Vec<Variable>> {

@@ -91,6 +91,15 @@ pub enum Hook {
 
 /// Decodes a webhook body. `event_header` is `X-Gitlab-Event` when present; the body's
 /// `object_kind` decides, and a contradiction between the two is an error.
+/// The `X-Gitlab-Event` of each hook pipetrail records, by its body's `object_kind`.
+const RECORDED: &[(&str, &str)] = &[("pipeline", "Pipeline Hook"), ("build", "Job Hook")];
+
+/// Whether a delivery with this `X-Gitlab-Event` is one pipetrail records (others are
+/// acknowledged and skipped before anything is read).
+pub fn is_recorded(event_header: &str) -> bool {
+    RECORDED.iter().any(|(_, h)| h.eq_ignore_ascii_case(event_header))
+}
+
 pub fn parse_hook(body: &[u8], event_header: Option<&str>) -> Result<Hook> {
     let text = std::str::from_utf8(body)
         .map_err(|e| ParseError(format!("body is not valid UTF-8 (byte {})", e.valid_up_to())))?;
@@ -99,10 +108,8 @@ pub fn parse_hook(body: &[u8], event_header: Option<&str>) -> Result<Hook> {
         return Err(ParseError("body must be a JSON object".into()));
     }
     let kind = req_str(&v, "object_kind")?;
-    let expected = match kind.as_str() {
-        "pipeline" => "Pipeline Hook",
-        "build" => "Job Hook",
-        other => return Err(ParseError(format!("object_kind: unsupported value {other:?}"))),
+    let Some(&(_, expected)) = RECORDED.iter().find(|(k, _)| *k == kind) else {
+        return Err(ParseError(format!("object_kind: unsupported value {kind:?}")));
     };
     if let Some(h) = event_header
         && !h.eq_ignore_ascii_case(expected)

@@ -12,13 +12,14 @@
 //! that wraps the line (Vector's `message`, Fluent Bit's `log` without a parser) is
 //! unwrapped, so the same line through any path hashes the same.
 
+use crate::sources::facts::Fact;
 use serde_json::{Map, Value};
 
 use crate::encoding::{hex, sha256};
 use crate::model::{self, ActorKind, Attribution, ForgeKind, Source};
-use crate::model::{Actor, Event, Evidence, Forge, Job, LEDGER_FORMAT, Pipeline, Project};
+use crate::model::{Actor, Event, Evidence, Job, Pipeline, Project};
 use crate::sources::ParseError;
-use crate::sources::facts::{Projection, event_id};
+use crate::sources::facts::Projection;
 use crate::sources::gitlab_hooks::facts::is_terminal;
 
 /// What the line says someone did.
@@ -354,27 +355,14 @@ pub fn to_event(f: &LogFact, t: &Target, proj: &Projection, recorded_at: &str) -
         name: proj.jobs.get(&id).and_then(|j| j.name.clone()),
         ..Default::default()
     });
-    Event {
-        v: LEDGER_FORMAT,
-        seq: 0,
-        id: event_id(&format!("gitlab|{}|{key}", t.instance)),
+    let mut ev = Fact {
+        forge: ForgeKind::Gitlab,
+        instance: &t.instance,
+        key: &key,
         action: f.action.event_action(),
-        occurred_at: f.at.clone(),
-        recorded_at: recorded_at.into(),
-        actor: f.actor.clone(),
-        attribution: Attribution::RailsLog,
-        forge: Forge {
-            kind: ForgeKind::Gitlab,
-            instance: t.instance.clone(),
-        },
+        occurred_at: &f.at,
+        recorded_at,
         project: t.project.clone(),
-        pipeline,
-        job,
-        change: None,
-        variables: None,
-        audit: None,
-        window: None,
-        refers_to: None,
         evidence: Evidence {
             source: Source::GitlabRailsLog,
             delivery_id: f.correlation_id.clone(),
@@ -382,6 +370,12 @@ pub fn to_event(f: &LogFact, t: &Target, proj: &Projection, recorded_at: &str) -
             remote_ip: f.remote_ip.clone(),
         },
     }
+    .event();
+    ev.actor = f.actor.clone();
+    ev.attribution = Attribution::RailsLog;
+    ev.pipeline = pipeline;
+    ev.job = job;
+    ev
 }
 
 #[cfg(test)]
