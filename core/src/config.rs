@@ -90,10 +90,18 @@ pub fn count(variable: &str, value: Option<&str>, default: u64) -> Result<u64, S
     }
 }
 
+/// The checkpoint interval when `checkpoint_interval_seconds` is unset, or unreadable (see
+/// `platform::checkpoint_interval`).
+pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: i64 = 10;
+
 /// How often to sign a checkpoint, in seconds (`checkpoint_interval_seconds`, default 10;
 /// 0 signs one with every append).
 pub fn checkpoint_interval(value: Option<&str>) -> Result<i64, String> {
-    let secs = count("checkpoint_interval_seconds", value, 10)?;
+    let secs = count(
+        "checkpoint_interval_seconds",
+        value,
+        DEFAULT_CHECKPOINT_INTERVAL_SECS as u64,
+    )?;
     i64::try_from(secs).map_err(|_| format!("checkpoint_interval_seconds: {secs} is too large"))
 }
 

@@ -492,21 +492,22 @@ pub async fn signer(db: &Db) -> Result<(NoteSigner, bool), DbError> {
         .map_err(|e| DbError::Other(e.0))
 }
 
-/// How often to sign a checkpoint; a bad value is an error naming the variable, and what
-/// would append refuses to rather than sign at a guessed rate.
-pub async fn checkpoint_interval() -> Result<i64, String> {
-    pipetrail_core::config::checkpoint_interval(var("checkpoint_interval_seconds").await.as_deref())
-}
-
-/// The answer when the operator's configuration stops a request (named in the message and
-/// in `/healthz`): nothing was recorded.
-pub fn misconfigured(message: String) -> Response<String> {
-    eprintln!("pipetrail: configuration: {message}");
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "misconfigured",
-        format!("{message}; nothing was recorded"),
-    )
+/// How often to sign a checkpoint, read by core's parser (what `/healthz` checks). A bad
+/// value is named in the log at every use and on `/healthz`, and checkpoints are signed at
+/// the documented default meanwhile: recording never stops over how often checkpoints are
+/// signed (a refused webhook is history GitLab does not send again).
+pub async fn checkpoint_interval() -> i64 {
+    use pipetrail_core::config;
+    match config::checkpoint_interval(var("checkpoint_interval_seconds").await.as_deref()) {
+        Ok(secs) => secs,
+        Err(e) => {
+            eprintln!(
+                "pipetrail: configuration: {e}; signing at the default interval ({} s)",
+                config::DEFAULT_CHECKPOINT_INTERVAL_SECS
+            );
+            config::DEFAULT_CHECKPOINT_INTERVAL_SECS
+        }
+    }
 }
 
 /// Who is asking.

@@ -308,7 +308,7 @@ async fn reconcile(db: &Db) -> Result<Option<Value>, DbError> {
         max_requests,
         since: platform::var("reconcile_since").await,
     };
-    let interval = platform::checkpoint_interval().await.map_err(DbError::Other)?;
+    let interval = platform::checkpoint_interval().await;
     let (signer, _) = platform::signer(db).await?;
     let settings = Settings::without_variables(&signer, interval);
     let report = reconcile::run(db, &GitlabApi { token }, &cfg, &pipetrail_core::time::now(), &settings).await?;

@@ -192,7 +192,9 @@ fn a_configured_signing_key_is_used() {
 
 /// A bad value in any structured variable is an error naming the variable, on `/healthz`
 /// (503, so a monitor sees it) and in the log of every scheduled run; nothing is pruned on
-/// the strength of it, and a token inside a bad sink list is never echoed.
+/// the strength of it, and a token inside a bad sink list is never echoed. A bad checkpoint
+/// interval never stops recording: ingest names it in the log at every use and signs at the
+/// documented default meanwhile (it used to read the variable itself and default silently).
 #[test]
 fn a_bad_variable_is_named_on_healthz_and_in_the_log() {
     const SINK_TOKEN: &str = "SENTINEL-sink-token-91f";
@@ -204,7 +206,7 @@ fn a_bad_variable_is_named_on_healthz_and_in_the_log() {
             ("SPIN_VARIABLE_STORAGE_MODE", "stream_only"),
             ("SPIN_VARIABLE_SINKS", &sinks),
             ("SPIN_VARIABLE_RETENTION_POLICIES", "job.*=soon"),
-            ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "0"),
+            ("SPIN_VARIABLE_CHECKPOINT_INTERVAL_SECONDS", "-5"),
         ],
     );
     let app = App {
@@ -232,7 +234,22 @@ fn a_bad_variable_is_named_on_healthz_and_in_the_log() {
         .map(|e| e.as_str().unwrap().to_string())
         .collect();
     let named: Vec<&str> = errors.iter().map(|e| e.split(':').next().unwrap()).collect();
-    assert_eq!(named, ["storage_mode", "sinks", "retention_policies"], "{errors:?}");
+    assert_eq!(
+        named,
+        [
+            "storage_mode",
+            "sinks",
+            "retention_policies",
+            "checkpoint_interval_seconds"
+        ],
+        "{errors:?}"
+    );
+    let checkpoint = app.get("/api/v1/checkpoint", Some(ADMIN_TOKEN));
+    assert_eq!(
+        checkpoint.status, 200,
+        "the first append signed a checkpoint: {}",
+        checkpoint.text
+    );
     assert_eq!(h["storage_mode"], "store", "a typo never turns on pruning");
 
     let snapshot = app.snapshot();
@@ -243,7 +260,7 @@ fn a_bad_variable_is_named_on_healthz_and_in_the_log() {
     );
     assert_eq!(tick.status, 200, "{}", tick.text);
     let t = tick.json();
-    assert_eq!(t["config_errors"].as_array().unwrap().len(), 3, "{t}");
+    assert_eq!(t["config_errors"].as_array().unwrap().len(), 4, "{t}");
     assert!(
         t["retention"]["error"]
             .as_str()
@@ -266,12 +283,21 @@ fn a_bad_variable_is_named_on_healthz_and_in_the_log() {
 
     drop(host);
     let log = std::fs::read_to_string(dir.join("host.log")).unwrap();
-    for variable in ["storage_mode", "sinks", "retention_policies"] {
+    for variable in [
+        "storage_mode",
+        "sinks",
+        "retention_policies",
+        "checkpoint_interval_seconds",
+    ] {
         assert!(
             log.contains(&format!("pipetrail: configuration: {variable}: ")),
             "{variable} is not named in the log"
         );
     }
+    assert!(
+        log.contains("checkpoint_interval_seconds: \"-5\": expected a whole number above 0; signing at the default interval (10 s)"),
+        "ingest says what it does about the bad interval:\n{log}"
+    );
     assert!(!log.contains(SINK_TOKEN) && !health.text.contains(SINK_TOKEN) && !tick.text.contains(SINK_TOKEN));
 }
 

@@ -341,3 +341,32 @@ fn checkpoints_are_published_to_witnesses_the_manifest_allows() {
         "a host not allowed was reached"
     );
 }
+
+/// The built `pipetrail verify` on a ledger the previous release wrote
+/// (`tests/fixtures/ledger/`): it verifies, read-only, and leaves the file as it was.
+#[test]
+fn pipetrail_verify_accepts_the_previous_release_ledger() {
+    let copy = temp_dir("cli-previous").join("previous-release.db");
+    std::fs::copy(root().join("tests/fixtures/ledger/previous-release.db"), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let key = pipetrail_core::note::NoteSigner::from_seed("test.example/log", [42u8; 32])
+        .unwrap()
+        .verifier()
+        .text();
+    let out = Command::new(cli())
+        .args(["verify", "--db", copy.to_str().unwrap(), "--key", &key])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("OK: 363 entries (0 pruned, 0 compacted), root "),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), before, "verify opens the copy read-only");
+}

@@ -331,33 +331,3 @@ fn parallel_deliveries_are_each_recorded_once() {
         assert_eq!(e["seq"], i as u64);
     }
 }
-
-/// A `checkpoint_interval_seconds` that does not parse refuses deliveries with an answer
-/// naming it (nothing stored, so GitLab's retry lands once it is fixed) and shows in
-/// `/healthz`; it is never read as the default.
-#[test]
-fn a_bad_checkpoint_interval_refuses_and_names_itself() {
-    let app = App::start("bad-interval", &[("checkpoint_interval_seconds", "ten")]);
-    // The query component creates the database; the refused delivery must add nothing to it.
-    assert_eq!(app.get("/healthz", None).status, 503);
-    let before = app.snapshot();
-    let r = app.hook(
-        "Pipeline Hook",
-        Some("u-1"),
-        &fixture_bytes("pipeline_hook_go-gitlab.json"),
-    );
-    assert_eq!(r.status, 500, "{}", r.text);
-    assert_eq!(r.json()["error"], "misconfigured");
-    assert!(
-        r.json()["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("checkpoint_interval_seconds: "),
-        "{}",
-        r.text
-    );
-    assert_eq!(app.snapshot(), before, "nothing stored");
-    let health = app.get("/healthz", None);
-    assert_eq!(health.status, 503, "{}", health.text);
-    assert!(health.text.contains("checkpoint_interval_seconds"), "{}", health.text);
-}
