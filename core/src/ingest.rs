@@ -107,6 +107,25 @@ pub struct Meta<'a> {
     pub received_at: &'a str,
 }
 
+impl<'a> Meta<'a> {
+    /// A delivery known only by its payload's hash (`{prefix}:{sha256}`): no id of its own,
+    /// no body kept (the audit stream, a log line, an API snapshot).
+    fn by_hash(prefix: &str, kind: &'a str, source: Source, payload_sha256: String, received_at: &'a str) -> Self {
+        Meta {
+            key: format!("{prefix}:{payload_sha256}"),
+            kind,
+            evidence: Evidence {
+                source,
+                delivery_id: None,
+                payload_sha256,
+                remote_ip: None,
+            },
+            redacted_body: None,
+            received_at,
+        }
+    }
+}
+
 /// Records one decoded delivery in one writer transaction.
 pub async fn record<S: Sql>(
     db: &S,
@@ -490,18 +509,13 @@ pub async fn record_api_snapshot<S: Sql>(
     };
     check_id(p.id, "pipeline").map_err(IngestError::Invalid)?;
     let payload_sha256 = hex(&sha256(&crate::canonical::to_vec(v)));
-    let meta = Meta {
-        key: format!("api-sha256:{payload_sha256}"),
-        kind: "API Pipeline",
-        evidence: Evidence {
-            source: Source::GitlabApi,
-            delivery_id: None,
-            payload_sha256,
-            remote_ip: None,
-        },
-        redacted_body: None,
+    let meta = Meta::by_hash(
+        "api-sha256",
+        "API Pipeline",
+        Source::GitlabApi,
+        payload_sha256,
         received_at,
-    };
+    );
     let decoded = Decoded::GitlabPipeline {
         hook: &hook,
         instance: &p.instance,
@@ -522,20 +536,14 @@ pub async fn record_audit<S: Sql>(
         Ok(e) => e,
         Err(e) => return Err(invalid(db, e.0).await),
     };
-    let payload_sha256 = hex(&sha256(body));
-    let meta = Meta {
-        key: format!("audit-sha256:{payload_sha256}"),
-        kind: "Audit Event",
-        evidence: Evidence {
-            source: Source::GitlabAuditStream,
-            delivery_id: None,
-            payload_sha256,
-            remote_ip: None,
-        },
-        // Audit details can name secrets; only the stripped copies in events are kept.
-        redacted_body: None,
+    // Audit details can name secrets; only the stripped copies in events are kept.
+    let meta = Meta::by_hash(
+        "audit-sha256",
+        "Audit Event",
+        Source::GitlabAuditStream,
+        hex(&sha256(body)),
         received_at,
-    };
+    );
     let outcome = record(db, &Decoded::Audit(&events), &meta, settings).await?;
     Ok((events.len(), outcome))
 }
@@ -593,18 +601,15 @@ pub async fn record_logs<S: Sql>(
     let decoded: Vec<Decoded> = facts.iter().map(|fact| Decoded::LogLine { fact, instance }).collect();
     let metas: Vec<Meta> = facts
         .iter()
-        .map(|f| Meta {
-            key: format!("rails-log:{}", f.line_sha256),
-            kind: f.log,
-            evidence: Evidence {
-                source: Source::GitlabRailsLog,
-                delivery_id: None,
-                payload_sha256: f.line_sha256.clone(),
-                remote_ip: None,
-            },
-            // The line is evidence by its hash; its text stays in the shipper's logs.
-            redacted_body: None,
-            received_at,
+        // The line is evidence by its hash; its text stays in the shipper's logs.
+        .map(|f| {
+            Meta::by_hash(
+                "rails-log",
+                f.log,
+                Source::GitlabRailsLog,
+                f.line_sha256.clone(),
+                received_at,
+            )
         })
         .collect();
     let deliveries: Vec<(&Decoded, &Meta)> = decoded.iter().zip(&metas).collect();
