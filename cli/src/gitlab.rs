@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use pipetrail_core::sources::gitlab_api::client::{self, ApiResponse, CrawlError, Endpoints};
+use pipetrail_core::sources::gitlab_api::client::{self, ApiResponse, CrawlError, Endpoints, without_query};
 use pipetrail_core::sources::gitlab_api::{next_page, retry_after};
 use pipetrail_core::sql::block_on;
 use serde_json::{Value, json};
@@ -72,7 +72,7 @@ impl Gitlab {
                     .send(b.to_string()),
                 _ => bail!("unsupported request {method}"),
             };
-            let shown = url.split('?').next().unwrap_or(url);
+            let shown = without_query(url);
             match res {
                 Ok(mut r) => {
                     let status = r.status().as_u16();
@@ -100,7 +100,7 @@ impl Gitlab {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(60));
         }
-        bail!("{method} {}: giving up", url.split('?').next().unwrap_or(url))
+        bail!("{method} {}: giving up", without_query(url))
     }
 
     /// One GET for the shared client: a 2xx or a 404 is an answer, anything else an error
@@ -116,7 +116,7 @@ impl Gitlab {
             401 | 403 => bail!("GitLab answered {status}: the token lacks access ({})", text.trim()),
             _ => bail!(
                 "GitLab answered {status} to GET {}: {}",
-                url.split('?').next().unwrap_or(url),
+                without_query(url),
                 text.trim()
             ),
         }
@@ -137,7 +137,7 @@ impl Gitlab {
     pub fn page(&self, url: &str) -> anyhow::Result<Page> {
         let res = self.fetch(url)?;
         if res.status == 404 {
-            bail!("GitLab answered 404 to GET {}", url.split('?').next().unwrap_or(url));
+            bail!("GitLab answered 404 to GET {}", without_query(url));
         }
         let v: Value = serde_json::from_slice(&res.body).context("GitLab's answer is not JSON")?;
         let total = res
@@ -157,7 +157,7 @@ impl Gitlab {
         let mut get = async |u: &str| self.fetch(u);
         match block_on(client::all_pages(url, &mut get)) {
             Ok(Some(items)) => Ok(items),
-            Ok(None) => bail!("GitLab answered 404 to GET {}", url.split('?').next().unwrap_or(url)),
+            Ok(None) => bail!("GitLab answered 404 to GET {}", without_query(url)),
             Err(e) => Err(crawl_error(e)),
         }
     }

@@ -15,14 +15,13 @@
 //! stops it and backs off exponentially (30 s doubling to an hour). The HTTP client is the
 //! caller's (`Fetch`): Spin's outbound HTTP in the component, ureq in the native tool.
 
-use crate::model::{Action, ActorKind, ForgeKind, Source};
-use crate::sources::facts::Fact;
 use serde_json::{Value, json};
 
 use crate::encoding::{hex, sha256};
 use crate::ingest::{self, IngestError, Outcome, Settings};
-use crate::model::{Actor, Evidence, Pipeline, Project, Window};
-use crate::sources::gitlab_api::client::{self, CrawlError, Endpoints};
+use crate::model::{Action, Actor, ActorKind, Evidence, ForgeKind, Pipeline, Project, Source, Window};
+use crate::sources::facts::Fact;
+use crate::sources::gitlab_api::client::{self, CrawlError, Endpoints, without_query};
 use crate::sources::gitlab_api::retry_after;
 use crate::sql::{DbError, Sql, Val};
 use crate::store;
@@ -157,9 +156,15 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
                 return Err(Stop::Wait);
             }
             Ok(res) if (200..300).contains(&res.status) || res.status == 404 => return Ok(res),
-            Ok(res) => format!("GitLab answered {} to {}", res.status, strip_query(url)),
-            Err(e) => format!("GET {} failed: {e}", strip_query(url)),
+            Ok(res) => format!("GitLab answered {} to {}", res.status, without_query(url)),
+            Err(e) => format!("GET {} failed: {e}", without_query(url)),
         };
+        Err(self.fail(failure).await?)
+    }
+
+    /// A failure ends the run and backs off: 30 s, doubling with each failure in a row, at
+    /// most an hour; the next runs wait until then.
+    async fn fail(&mut self, failure: String) -> Result<Stop, DbError> {
         let failures: u32 = store::setting(self.db, FAILURES_KEY)
             .await?
             .and_then(|f| f.parse().ok())
@@ -170,20 +175,23 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         store::put_setting(self.db, WAIT_KEY, &until).await?;
         self.report.waiting_until = Some(until);
         self.report.error = Some(failure);
-        Err(Stop::Wait)
+        Ok(Stop::Wait)
     }
 
     async fn get_json(&mut self, url: &str) -> Result<Option<Value>, Stop> {
         let res = self.get(url).await?;
-        if res.status == 404 {
-            return Ok(None);
+        match client::json_of::<Stop>(&res, url) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.crawl_stopped(e).await?),
         }
-        match serde_json::from_slice(&res.body) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) => {
-                self.report.error = Some(format!("GitLab's answer to {} is not JSON: {e}", strip_query(url)));
-                Err(Stop::Wait)
-            }
+    }
+
+    /// What a crawl's error means for the run: the caller's stop as it was, or GitLab's
+    /// malformed answer, a failure like any other (reported, backed off).
+    async fn crawl_stopped(&mut self, e: CrawlError<Stop>) -> Result<Stop, DbError> {
+        match e {
+            CrawlError::Get(stop) => Ok(stop),
+            CrawlError::Malformed(m) => self.fail(m).await,
         }
     }
 
@@ -230,11 +238,7 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         let snapshot = match snapshot {
             Ok(Some(s)) => s,
             Ok(None) => return Ok(()),
-            Err(CrawlError::Get(stop)) => return Err(stop),
-            Err(CrawlError::Malformed(m)) => {
-                self.report.error = Some(format!("pipeline {id}: {m}"));
-                return Err(Stop::Wait);
-            }
+            Err(e) => return Err(self.crawl_stopped(e).await?),
         };
         match ingest::record_api_snapshot(self.db, &snapshot, self.now, self.settings).await {
             Ok(Outcome::Recorded { events, .. }) => self.report.events += events,
@@ -394,9 +398,4 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         self.report.deleted.push(id);
         Ok(())
     }
-}
-
-/// URLs are logged and reported without their query (cursors, not secrets, but noise).
-fn strip_query(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
 }

@@ -78,17 +78,20 @@ impl Endpoints {
     }
 }
 
+/// A URL as errors and logs show it: without its query (cursors and paging, noise in a
+/// message).
+pub fn without_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
 /// An answer's JSON; `None` for a 404.
-fn json_of<E>(res: &ApiResponse, url: &str) -> Result<Option<Value>, CrawlError<E>> {
+pub fn json_of<E>(res: &ApiResponse, url: &str) -> Result<Option<Value>, CrawlError<E>> {
     if res.status == 404 {
         return Ok(None);
     }
-    serde_json::from_slice(&res.body).map(Some).map_err(|e| {
-        CrawlError::Malformed(format!(
-            "GitLab's answer to {} is not JSON: {e}",
-            url.split('?').next().unwrap_or(url)
-        ))
-    })
+    serde_json::from_slice(&res.body)
+        .map(Some)
+        .map_err(|e| CrawlError::Malformed(format!("GitLab's answer to {} is not JSON: {e}", without_query(url))))
 }
 
 /// Every item of a paginated list (following `Link`, else `X-Next-Page`); `None` when the
@@ -107,7 +110,7 @@ pub async fn all_pages<E>(
             Some(_) => {
                 return Err(CrawlError::Malformed(format!(
                     "GitLab's answer to {} is not a JSON array",
-                    url.split('?').next().unwrap_or(&url)
+                    without_query(&url)
                 )));
             }
         }
