@@ -6,8 +6,7 @@
 //! when one is due. The caller answers 2xx only after this returns Ok, i.e. after COMMIT.
 
 use crate::encoding::{hex, sha256};
-use crate::model::{Action, Source};
-use crate::model::{Event, Evidence, Project};
+use crate::model::{Action, Event, Evidence, ForgeKind, Project, Source};
 use crate::note::NoteSigner;
 use crate::sources::facts::{Context, Projection, VariablePolicy};
 use crate::sources::gitlab_audit::AuditEvent;
@@ -161,7 +160,7 @@ pub async fn record_all<S: Sql>(
                 store::append(db, events).await?
             };
             if let Some(p) = projection {
-                store::save_projection(db, p.forge, p.instance, p.pipeline_id, &p.before, &p.after).await?;
+                store::save_projection(db, p.forge.as_str(), p.instance, p.pipeline_id, &p.before, &p.after).await?;
             }
             let first_seq = stored.first().map(|(e, _)| e.seq);
             store::insert_delivery(
@@ -195,7 +194,7 @@ pub async fn record_all<S: Sql>(
 
 /// A pipeline's projection before and after a delivery, to save with its facts.
 struct ProjectionChange<'a> {
-    forge: &'static str,
+    forge: ForgeKind,
     instance: &'a str,
     pipeline_id: u64,
     before: Projection,
@@ -221,19 +220,19 @@ async fn facts<'a, S: Sql>(
             instance,
             pipeline_id,
         } => {
-            against_projection(db, "gitlab", instance, *pipeline_id, |before| {
+            against_projection(db, ForgeKind::Gitlab, instance, *pipeline_id, |before| {
                 gitlab_hooks::facts::diff(hook, before, &ctx)
             })
             .await
         }
         Decoded::GithubRun(r) => {
-            against_projection(db, "github", &r.instance, r.id, |before| {
+            against_projection(db, ForgeKind::Github, &r.instance, r.id, |before| {
                 github::facts::diff_run(r, before, &ctx)
             })
             .await
         }
         Decoded::GithubJob(j) => {
-            against_projection(db, "github", &j.instance, j.run_id, |before| {
+            against_projection(db, ForgeKind::Github, &j.instance, j.run_id, |before| {
                 github::facts::diff_job(j, before, &ctx)
             })
             .await
@@ -256,7 +255,7 @@ async fn facts<'a, S: Sql>(
 /// A snapshot's facts: `diff` against the pipeline's projection, and the projection after.
 async fn against_projection<'a, S: Sql>(
     db: &S,
-    forge: &'static str,
+    forge: ForgeKind,
     instance: &'a str,
     pipeline_id: u64,
     diff: impl FnOnce(&Projection) -> (Vec<Event>, Projection),
@@ -338,14 +337,15 @@ fn check_id(id: u64, what: &str) -> Result<(), String> {
         .map_err(|_| format!("{what} id exceeds the signed 64-bit range"))
 }
 
-/// The dedupe key: GitLab's `Idempotency-Key` (17.4+), else `X-Gitlab-Event-UUID`, else the
-/// payload's hash (an identical body is the same delivery).
-pub fn delivery_key(d: &Delivery) -> String {
+/// The dedupe key and the delivery id it rests on: GitLab's `Idempotency-Key` (17.4+), else
+/// `X-Gitlab-Event-UUID`, else the payload's hash (an identical body is the same delivery;
+/// no delivery id).
+fn delivery_key(d: &Delivery, payload_sha256: &str) -> (String, Option<String>) {
     let clean = |s: &str| s.trim().chars().take(200).collect::<String>();
     match (d.idempotency_key, d.event_uuid) {
-        (Some(k), _) if !k.trim().is_empty() => format!("idem:{}", clean(k)),
-        (_, Some(u)) if !u.trim().is_empty() => format!("uuid:{}", clean(u)),
-        _ => format!("sha256:{}", hex(&sha256(d.body))),
+        (Some(k), _) if !k.trim().is_empty() => (format!("idem:{}", clean(k)), Some(clean(k))),
+        (_, Some(u)) if !u.trim().is_empty() => (format!("uuid:{}", clean(u)), Some(clean(u))),
+        _ => (format!("sha256:{payload_sha256}"), None),
     }
 }
 
@@ -362,15 +362,13 @@ pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings
     if let Err(e) = check_id(pipeline_id, "pipeline") {
         return Err(invalid(db, e).await);
     }
-    let key = delivery_key(d);
+    let payload_sha256 = hex(&sha256(d.body));
+    let (key, delivery_id) = delivery_key(d, &payload_sha256);
     let meta = Meta {
         evidence: Evidence {
             source: Source::GitlabWebhook,
-            delivery_id: match key.split_once(':') {
-                Some(("sha256", _)) | None => None,
-                Some((_, id)) => Some(id.to_string()),
-            },
-            payload_sha256: hex(&sha256(d.body)),
+            delivery_id,
+            payload_sha256,
             remote_ip: None,
         },
         key,
@@ -503,11 +501,8 @@ pub async fn record_api_snapshot<S: Sql>(
         serde_json::Value::Null => gitlab_api::hook_from_api(&v["pipeline"], &[]),
         _ => return Err(IngestError::Invalid("jobs: expected an array".into())),
     };
-    let hook = api.map_err(|e| IngestError::Invalid(e.0))?;
-    let Hook::Pipeline(p) = &hook else {
-        return Err(IngestError::Invalid("not a pipeline".into()));
-    };
-    check_id(p.id, "pipeline").map_err(IngestError::Invalid)?;
+    let snapshot = api.map_err(|e| IngestError::Invalid(e.0))?;
+    check_id(snapshot.id, "pipeline").map_err(IngestError::Invalid)?;
     let payload_sha256 = hex(&sha256(&crate::canonical::to_vec(v)));
     let meta = Meta::by_hash(
         "api-sha256",
@@ -516,10 +511,12 @@ pub async fn record_api_snapshot<S: Sql>(
         payload_sha256,
         received_at,
     );
+    let (instance, pipeline_id) = (snapshot.instance.clone(), snapshot.id);
+    let hook = Hook::Pipeline(Box::new(snapshot));
     let decoded = Decoded::GitlabPipeline {
         hook: &hook,
-        instance: &p.instance,
-        pipeline_id: p.id,
+        instance: &instance,
+        pipeline_id,
     };
     Ok(record(db, &decoded, &meta, settings).await?)
 }

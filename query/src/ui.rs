@@ -120,10 +120,9 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// `2026-11-20T09:05:00.000Z` → `2026-11-20 09:05:00`.
+/// A time in a summary document, shown as `at` shows it.
 fn when(v: &Value) -> String {
-    let t = text(v);
-    t.get(..19).map(|s| s.replace('T', " ")).unwrap_or(t)
+    at(&text(v))
 }
 
 /// An actor: a link to everything they did, else their name, else their kind and why the

@@ -3,7 +3,6 @@
 //! pieces every differ shares (event ids from the fact itself, status changes, actors a
 //! source cannot name).
 
-use crate::model::{ActorKind, Attribution, Source};
 use std::collections::BTreeMap;
 
 use crate::encoding::{hex, sha256};

@@ -13,9 +13,7 @@
 
 use super::{Run, RunJob, User};
 use crate::model::*;
-use crate::model::{Action, ActorKind, Attribution, ForgeKind};
-use crate::sources::facts::Fact;
-use crate::sources::facts::{Context, JobState, PipelineState, Projection, status_change, unknown};
+use crate::sources::facts::{Context, Fact, JobState, PipelineState, Projection, status_change, unknown};
 
 pub const CANCEL_NOTE: &str = "GitHub's webhook does not say who canceled; GitHub's audit log can";
 

@@ -8,12 +8,12 @@ pub mod client;
 use serde_json::{Value, json};
 
 use crate::sources::ParseError;
-use crate::sources::gitlab_hooks::{self, Hook};
+use crate::sources::gitlab_hooks::{self, PipelineSnapshot};
 
 /// The Pipeline Hook snapshot equivalent to what the API shows of a pipeline and its jobs.
 /// `pipeline` is `GET /projects/:id/pipelines/:pipeline_id`; `jobs` are
 /// `GET /projects/:id/pipelines/:pipeline_id/jobs?include_retried=true`.
-pub fn hook_from_api(pipeline: &Value, jobs: &[Value]) -> Result<Hook, ParseError> {
+pub fn hook_from_api(pipeline: &Value, jobs: &[Value]) -> Result<PipelineSnapshot, ParseError> {
     let p = pipeline
         .as_object()
         .ok_or_else(|| ParseError("pipeline: expected an object".into()))?;
@@ -86,7 +86,7 @@ pub fn hook_from_api(pipeline: &Value, jobs: &[Value]) -> Result<Hook, ParseErro
         "project": {"id": project_id, "path_with_namespace": path, "web_url": project_url},
         "builds": builds,
     });
-    gitlab_hooks::pipeline_from_value(&hook).map(|p| Hook::Pipeline(Box::new(p)))
+    gitlab_hooks::pipeline_from_value(&hook)
 }
 
 /// The next page's URL: the `Link` header's `rel="next"` (offset and keyset pagination
@@ -141,9 +141,7 @@ mod tests {
     fn the_documented_pipeline_reads_as_a_hook() {
         let p = fixture("pipelines_api_get_single_docs.json");
         let job = json!({"id": 1001, "status": "success", "stage": "test", "name": "rspec", "created_at": "2022-09-21T01:05:08.000Z", "started_at": "2022-09-21T01:05:15.000Z", "finished_at": "2022-09-21T01:05:40.000Z", "duration": 25.0, "queued_duration": 1.5, "allow_failure": false, "user": {"id": 2, "username": "bob", "name": "Bob"}, "runner": {"id": 8, "description": "shared-1", "is_shared": true, "runner_type": "instance_type"}, "tag_list": ["docker"], "pipeline": {"id": 287}});
-        let Hook::Pipeline(s) = hook_from_api(&p, &[job]).unwrap() else {
-            panic!("a pipeline")
-        };
+        let s = hook_from_api(&p, &[job]).unwrap();
         assert_eq!((s.id, s.iid, s.project.id), (287, Some(144), 21));
         assert_eq!(s.instance, "127.0.0.1:3000");
         assert_eq!(s.project.path.as_deref(), Some("test-group/test-project"));

@@ -3,11 +3,10 @@
 //! `destroy_pipeline` is the only record of who deleted a pipeline; CI settings changes map
 //! to `ci.*`; every other type is kept as `gitlab.audit_event`, never dropped.
 
-use crate::model::{Action, ActorKind, Attribution, ForgeKind};
-use crate::sources::facts::Fact;
 use serde_json::{Map, Value};
 
-use crate::model::{Actor, Audit, Event, Evidence, Pipeline, Project};
+use crate::model::{Action, Actor, ActorKind, Attribution, Audit, Event, Evidence, ForgeKind, Pipeline, Project};
+use crate::sources::facts::Fact;
 use crate::sources::{ParseError, PipelineHome};
 
 /// One streamed audit event, decoded.

@@ -16,9 +16,7 @@
 use super::{Hook, JobHook, JobSnapshot, PipelineSnapshot, UserRef};
 use crate::encoding::{hex, hmac_sha256};
 use crate::model::*;
-use crate::model::{Action, ActorKind, Attribution, ForgeKind};
-use crate::sources::facts::Fact;
-use crate::sources::facts::{Context, JobState, PipelineState, Projection, status_change, unknown};
+use crate::sources::facts::{Context, Fact, JobState, PipelineState, Projection, status_change, unknown};
 
 pub const CANCEL_NOTE: &str = "GitLab's webhook does not say who canceled; the audit stream or Rails logs can";
 

@@ -95,7 +95,7 @@ pub enum Hook {
 const RECORDED: &[(&str, &str)] = &[("pipeline", "Pipeline Hook"), ("build", "Job Hook")];
 
 /// Whether a delivery with this `X-Gitlab-Event` is one pipetrail records (others are
-/// acknowledged and skipped before anything is read).
+/// acknowledged and skipped without being decoded).
 pub fn is_recorded(event_header: &str) -> bool {
     RECORDED.iter().any(|(_, h)| h.eq_ignore_ascii_case(event_header))
 }

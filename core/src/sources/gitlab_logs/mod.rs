@@ -12,14 +12,12 @@
 //! that wraps the line (Vector's `message`, Fluent Bit's `log` without a parser) is
 //! unwrapped, so the same line through any path hashes the same.
 
-use crate::sources::facts::Fact;
 use serde_json::{Map, Value};
 
 use crate::encoding::{hex, sha256};
-use crate::model::{self, ActorKind, Attribution, ForgeKind, Source};
-use crate::model::{Actor, Event, Evidence, Job, Pipeline, Project};
+use crate::model::{self, Actor, ActorKind, Attribution, Event, Evidence, ForgeKind, Job, Pipeline, Project, Source};
 use crate::sources::ParseError;
-use crate::sources::facts::Projection;
+use crate::sources::facts::{Fact, Projection};
 use crate::sources::gitlab_hooks::facts::is_terminal;
 
 /// What the line says someone did.
