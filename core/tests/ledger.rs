@@ -729,3 +729,29 @@ fn a_ledger_from_the_previous_release_verifies_and_upgrades() {
         pipetrail_core::model::Source::GitlabRailsLog
     );
 }
+
+/// A stored body that is not an event the code knows (here, an action outside the
+/// vocabulary) fails the read with an error naming its seq, never passes as pruned or as a
+/// guessed action, and `verify` names the same entry.
+#[test]
+fn a_body_outside_the_vocabulary_is_an_error_naming_its_seq() {
+    let dir = temp_dir("vocabulary");
+    let db = filled(&dir, 1);
+    db.0.execute_batch(
+        "UPDATE event_bodies SET body = replace(body, '\"pipeline.created\"', '\"pipeline.exploded\"') WHERE seq = 0",
+    )
+    .unwrap();
+    let read = block_on(store::list_events(&db, &store::EventFilter::default(), 10));
+    let Err(e) = read else {
+        panic!("the edited body was read");
+    };
+    let message = format!("{e:?}");
+    assert!(
+        message.contains("event 0") && message.contains("pipeline.exploded"),
+        "{message}"
+    );
+    assert!(block_on(store::event_by_seq(&db, 0)).is_err());
+    assert!(block_on(store::event_by_seq(&db, 1)).unwrap().unwrap().event.is_some());
+    let v = block_on(verify_db(&db, &signer().verifier(), None)).unwrap();
+    assert!(matches!(v, Verdict::Tampered { seq: Some(0), .. }), "{}", v.line());
+}
