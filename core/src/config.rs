@@ -43,6 +43,7 @@ const COUNTS: &[&str] = &[
 /// Every variable `check` understands.
 pub const CHECKED: &[&str] = &[
     "storage_mode",
+    "sqlite_synchronous",
     "sinks",
     "retention_policies",
     "reconcile_since",
@@ -58,6 +59,7 @@ pub fn check(variable: &str, value: &str) -> Result<(), String> {
     let value = value.trim();
     match variable {
         "storage_mode" => StorageMode::parse(Some(value)).map(|_| ()),
+        "sqlite_synchronous" => Synchronous::parse(value).map(|_| ()),
         "sinks" => sinks::parse(value).map(|_| ()),
         "retention_policies" => retention::parse(value).map(|_| ()),
         "reconcile_since" if !value.is_empty() && crate::time::parse(value).is_none() => Err(format!(
@@ -87,6 +89,34 @@ pub fn count(variable: &str, value: Option<&str>, default: u64) -> Result<u64, S
         Some(v) => check(variable, v)
             .and_then(|()| v.parse().map_err(|_| format!("{v:?}: expected a whole number")))
             .map_err(|e| format!("{variable}: {e}")),
+    }
+}
+
+/// How SQLite makes a commit durable (`sqlite_synchronous`). `full`, the default, syncs
+/// the write-ahead log at every commit: an acknowledged delivery survives a power cut.
+/// `normal` syncs it at checkpoints only: it survives the process being killed, not the
+/// machine losing power (SQLite's "WAL mode with synchronous=NORMAL").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+impl Synchronous {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "full" => Ok(Synchronous::Full),
+            "normal" => Ok(Synchronous::Normal),
+            other => Err(format!("{other:?}: expected full or normal")),
+        }
+    }
+
+    /// The statement that sets it on a connection.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "PRAGMA synchronous = FULL",
+            Synchronous::Normal => "PRAGMA synchronous = NORMAL",
+        }
     }
 }
 

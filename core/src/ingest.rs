@@ -8,13 +8,14 @@
 use crate::encoding::{hex, sha256};
 use crate::model::{Action, Event, Evidence, ForgeKind, Project, Source};
 use crate::note::NoteSigner;
+use crate::sequencer::{self, Accepted};
 use crate::sources::facts::{Context, Projection, VariablePolicy};
 use crate::sources::gitlab_audit::AuditEvent;
 use crate::sources::gitlab_hooks::Hook;
 use crate::sources::gitlab_logs::{self, LogFact, Target};
 use crate::sources::{github, gitlab_api, gitlab_audit, gitlab_hooks};
 use crate::sql::{DbError, Sql, in_writer};
-use crate::store::{self, DeliveryRecord};
+use crate::store::{self, DeliveryRecord, Queued};
 
 /// A GitLab webhook delivery as received.
 pub struct Delivery<'a> {
@@ -104,6 +105,8 @@ pub struct Meta<'a> {
     /// The body as kept (secret values removed), or `None` when only its hash is kept.
     pub redacted_body: Option<String>,
     pub received_at: &'a str,
+    /// The inbox row it was accepted as, when it came through the inbox.
+    pub inbox_id: Option<i64>,
 }
 
 impl<'a> Meta<'a> {
@@ -121,6 +124,7 @@ impl<'a> Meta<'a> {
             },
             redacted_body: None,
             received_at,
+            inbox_id: None,
         }
     }
 }
@@ -146,42 +150,7 @@ pub async fn record_all<S: Sql>(
 ) -> Result<Vec<Outcome>, DbError> {
     let received_at = deliveries.first().map_or("", |(_, m)| m.received_at);
     in_writer(db, async || {
-        let mut outcomes = Vec::with_capacity(deliveries.len());
-        let mut keys = std::collections::HashSet::new();
-        for (decoded, meta) in deliveries {
-            if !keys.insert(meta.key.as_str()) || store::delivery_seen(db, &meta.key).await? {
-                outcomes.push(Outcome::Duplicate);
-                continue;
-            }
-            let (events, projection) = facts(db, decoded, meta, settings).await?;
-            let stored = if settings.without_tree {
-                store::append_without_tree(db, events).await?
-            } else {
-                store::append(db, events).await?
-            };
-            if let Some(p) = projection {
-                store::save_projection(db, p.forge.as_str(), p.instance, p.pipeline_id, &p.before, &p.after).await?;
-            }
-            let first_seq = stored.first().map(|(e, _)| e.seq);
-            store::insert_delivery(
-                db,
-                &DeliveryRecord {
-                    source: meta.evidence.source.as_str(),
-                    key: &meta.key,
-                    kind: meta.kind,
-                    received_at: meta.received_at,
-                    payload_sha256: &meta.evidence.payload_sha256,
-                    events: stored.len(),
-                    first_seq,
-                    redacted_body: meta.redacted_body.as_deref(),
-                },
-            )
-            .await?;
-            outcomes.push(Outcome::Recorded {
-                events: stored.len(),
-                first_seq,
-            });
-        }
+        let outcomes = integrate(db, deliveries, settings).await?;
         let any_new = outcomes.iter().any(|o| matches!(o, Outcome::Recorded { .. }));
         store::count_outcome(db, if any_new { "recorded" } else { "duplicate" }).await?;
         if any_new && !settings.without_tree {
@@ -192,23 +161,126 @@ pub async fn record_all<S: Sql>(
     .await
 }
 
-/// A pipeline's projection before and after a delivery, to save with its facts.
-struct ProjectionChange<'a> {
-    forge: ForgeKind,
-    instance: &'a str,
-    pipeline_id: u64,
-    before: Projection,
-    after: Projection,
+/// Integrates decoded deliveries inside the caller's writer transaction, as one batch: one
+/// dedupe query, each pipeline's projection read once and saved once, one append for every
+/// fact, one insert for every delivery. Facts are derived in order, each delivery against
+/// the projection its predecessors in the batch left, so the batch records exactly what
+/// recording them one by one would. Counting outcomes and signing are the caller's.
+pub async fn integrate<S: Sql>(
+    db: &S,
+    deliveries: &[(&Decoded<'_>, &Meta<'_>)],
+    settings: &Settings<'_>,
+) -> Result<Vec<Outcome>, DbError> {
+    let keys: Vec<&str> = deliveries.iter().map(|(_, m)| m.key.as_str()).collect();
+    let recorded = store::deliveries_seen(db, &keys).await?;
+    let mut in_batch = std::collections::HashSet::new();
+    let mut projections = Projections::default();
+    let (mut new, mut groups) = (Vec::new(), Vec::new());
+    for (i, (decoded, meta)) in deliveries.iter().enumerate() {
+        if recorded.contains(&meta.key) || !in_batch.insert(meta.key.as_str()) {
+            continue;
+        }
+        groups.push(facts(db, decoded, meta, settings, &mut projections).await?);
+        new.push(i);
+    }
+    let stored = if settings.without_tree {
+        let mut stored = Vec::with_capacity(groups.len());
+        for events in groups {
+            stored.push(store::append_without_tree(db, events).await?);
+        }
+        stored
+    } else {
+        store::append_batch(db, groups).await?
+    };
+    projections.save(db).await?;
+    let mut outcomes = vec![Outcome::Duplicate; deliveries.len()];
+    let mut records = Vec::with_capacity(new.len());
+    for (&i, stored) in new.iter().zip(&stored) {
+        let meta = deliveries[i].1;
+        let first_seq = stored.first().map(|(e, _)| e.seq);
+        records.push(DeliveryRecord {
+            source: meta.evidence.source.as_str(),
+            key: &meta.key,
+            kind: meta.kind,
+            received_at: meta.received_at,
+            payload_sha256: &meta.evidence.payload_sha256,
+            events: stored.len(),
+            first_seq,
+            redacted_body: meta.redacted_body.as_deref(),
+            inbox_id: meta.inbox_id,
+        });
+        outcomes[i] = Outcome::Recorded {
+            events: stored.len(),
+            first_seq,
+        };
+    }
+    store::insert_deliveries(db, &records).await?;
+    Ok(outcomes)
 }
 
-/// The new facts a delivery proves, read against what the store holds (inside the writer
-/// transaction, so no other delivery changes the projection in between).
-async fn facts<'a, S: Sql>(
+/// The projections a batch reads and changes: each pipeline's loaded once, diffed in
+/// memory delivery after delivery, saved once.
+#[derive(Default)]
+struct Projections {
+    pipelines: std::collections::BTreeMap<(String, u64), Tracked>,
+}
+
+struct Tracked {
+    forge: ForgeKind,
+    /// As stored.
+    saved: Projection,
+    /// After the batch's deliveries so far.
+    current: Projection,
+}
+
+impl Tracked {
+    /// Diffs a snapshot against the projection so far and moves it on.
+    fn advance(&mut self, diff: impl FnOnce(&Projection) -> (Vec<Event>, Projection)) -> Vec<Event> {
+        let (events, after) = diff(&self.current);
+        self.current = after;
+        events
+    }
+}
+
+impl Projections {
+    async fn get<S: Sql>(
+        &mut self,
+        db: &S,
+        forge: ForgeKind,
+        instance: &str,
+        pipeline_id: u64,
+    ) -> Result<&mut Tracked, DbError> {
+        let key = (instance.to_string(), pipeline_id);
+        if !self.pipelines.contains_key(&key) {
+            let saved = store::load_projection(db, instance, pipeline_id).await?;
+            let current = saved.clone();
+            self.pipelines.insert(key.clone(), Tracked { forge, saved, current });
+        }
+        Ok(self.pipelines.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Writes every changed projection, so store lookups (a log line's or an audit
+    /// event's target) see what the batch has learnt so far.
+    async fn save<S: Sql>(&mut self, db: &S) -> Result<(), DbError> {
+        for ((instance, pipeline_id), t) in &mut self.pipelines {
+            if t.saved != t.current {
+                store::save_projection(db, t.forge.as_str(), instance, *pipeline_id, &t.saved, &t.current).await?;
+                t.saved = t.current.clone();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The new facts a delivery proves, read against what the store and the batch so far hold
+/// (inside the writer transaction, so no other delivery changes the projection between).
+async fn facts<S: Sql>(
     db: &S,
-    decoded: &Decoded<'a>,
+    decoded: &Decoded<'_>,
     meta: &Meta<'_>,
     settings: &Settings<'_>,
-) -> Result<(Vec<Event>, Option<ProjectionChange<'a>>), DbError> {
+    projections: &mut Projections,
+) -> Result<Vec<Event>, DbError> {
     let ctx = Context {
         recorded_at: meta.received_at,
         evidence: &meta.evidence,
@@ -220,56 +292,31 @@ async fn facts<'a, S: Sql>(
             instance,
             pipeline_id,
         } => {
-            against_projection(db, ForgeKind::Gitlab, instance, *pipeline_id, |before| {
-                gitlab_hooks::facts::diff(hook, before, &ctx)
-            })
-            .await
+            let tracked = projections.get(db, ForgeKind::Gitlab, instance, *pipeline_id).await?;
+            Ok(tracked.advance(|before| gitlab_hooks::facts::diff(hook, before, &ctx)))
         }
         Decoded::GithubRun(r) => {
-            against_projection(db, ForgeKind::Github, &r.instance, r.id, |before| {
-                github::facts::diff_run(r, before, &ctx)
-            })
-            .await
+            let tracked = projections.get(db, ForgeKind::Github, &r.instance, r.id).await?;
+            Ok(tracked.advance(|before| github::facts::diff_run(r, before, &ctx)))
         }
         Decoded::GithubJob(j) => {
-            against_projection(db, ForgeKind::Github, &j.instance, j.run_id, |before| {
-                github::facts::diff_job(j, before, &ctx)
-            })
-            .await
+            let tracked = projections.get(db, ForgeKind::Github, &j.instance, j.run_id).await?;
+            Ok(tracked.advance(|before| github::facts::diff_job(j, before, &ctx)))
         }
-        Decoded::Audit(events) => Ok((audit_facts(db, events, meta.received_at).await?, None)),
+        Decoded::Audit(events) => {
+            projections.save(db).await?;
+            audit_facts(db, events, meta.received_at).await
+        }
         Decoded::LogLine { fact, instance } => {
+            projections.save(db).await?;
             let target = log_target(db, fact, instance).await?;
             let proj = match target.pipeline_id {
                 Some(pid) => store::load_projection(db, &target.instance, pid).await?,
                 None => Projection::default(),
             };
-            Ok((
-                vec![gitlab_logs::to_event(fact, &target, &proj, meta.received_at)],
-                None,
-            ))
+            Ok(vec![gitlab_logs::to_event(fact, &target, &proj, meta.received_at)])
         }
     }
-}
-
-/// A snapshot's facts: `diff` against the pipeline's projection, and the projection after.
-async fn against_projection<'a, S: Sql>(
-    db: &S,
-    forge: ForgeKind,
-    instance: &'a str,
-    pipeline_id: u64,
-    diff: impl FnOnce(&Projection) -> (Vec<Event>, Projection),
-) -> Result<(Vec<Event>, Option<ProjectionChange<'a>>), DbError> {
-    let before = store::load_projection(db, instance, pipeline_id).await?;
-    let (events, after) = diff(&before);
-    let change = ProjectionChange {
-        forge,
-        instance,
-        pipeline_id,
-        before,
-        after,
-    };
-    Ok((events, Some(change)))
 }
 
 /// One fact per audit event; a pipeline's deletion joins the pipeline's record when the
@@ -349,39 +396,90 @@ fn delivery_key(d: &Delivery, payload_sha256: &str) -> (String, Option<String>) 
     }
 }
 
-/// A GitLab Pipeline or Job Hook, end to end.
-pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings<'_>) -> Result<Outcome, IngestError> {
-    let hook = match gitlab_hooks::parse_hook(d.body, d.event_header) {
-        Ok(h) => h,
-        Err(e) => return Err(invalid(db, e.0).await),
+/// A GitLab hook checked at the door: read, its ids in range, known by its key.
+struct CheckedHook {
+    hook: Hook,
+    kind: &'static str,
+    key: String,
+    delivery_id: Option<String>,
+    payload_sha256: String,
+}
+
+fn check_gitlab(d: &Delivery) -> Result<CheckedHook, String> {
+    let hook = gitlab_hooks::parse_hook(d.body, d.event_header).map_err(|e| e.0)?;
+    let (pipeline_id, kind) = match &hook {
+        Hook::Pipeline(p) => (p.id, "Pipeline Hook"),
+        Hook::Job(j) => (j.job.pipeline_id, "Job Hook"),
     };
-    let (instance, pipeline_id, kind) = match &hook {
-        Hook::Pipeline(p) => (p.instance.as_str(), p.id, "Pipeline Hook"),
-        Hook::Job(j) => (j.instance.as_str(), j.job.pipeline_id, "Job Hook"),
-    };
-    if let Err(e) = check_id(pipeline_id, "pipeline") {
-        return Err(invalid(db, e).await);
-    }
+    check_id(pipeline_id, "pipeline")?;
     let payload_sha256 = hex(&sha256(d.body));
     let (key, delivery_id) = delivery_key(d, &payload_sha256);
+    Ok(CheckedHook {
+        hook,
+        kind,
+        key,
+        delivery_id,
+        payload_sha256,
+    })
+}
+
+/// A GitLab Pipeline or Job Hook, end to end, in one writer transaction (the native tool
+/// and the benchmarks' baseline; the ingest component accepts through the inbox instead).
+pub async fn record_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings<'_>) -> Result<Outcome, IngestError> {
+    let c = match check_gitlab(d) {
+        Ok(c) => c,
+        Err(why) => return Err(invalid(db, why).await),
+    };
     let meta = Meta {
         evidence: Evidence {
             source: Source::GitlabWebhook,
-            delivery_id,
-            payload_sha256,
+            delivery_id: c.delivery_id,
+            payload_sha256: c.payload_sha256,
             remote_ip: None,
         },
-        key,
-        kind,
+        key: c.key,
+        kind: c.kind,
         redacted_body: gitlab_hooks::redact_body(d.body),
         received_at: d.received_at,
+        inbox_id: None,
+    };
+    let (instance, pipeline_id) = match &c.hook {
+        Hook::Pipeline(p) => (p.instance.as_str(), p.id),
+        Hook::Job(j) => (j.instance.as_str(), j.job.pipeline_id),
     };
     let decoded = Decoded::GitlabPipeline {
-        hook: &hook,
+        hook: &c.hook,
         instance,
         pipeline_id,
     };
     Ok(record(db, &decoded, &meta, settings).await?)
+}
+
+/// A GitLab Pipeline or Job Hook as the inbox queues it: checked (the error says why it
+/// is refused), keyed, and every variable value the policy does not allow withheld.
+pub fn queue_gitlab(d: &Delivery, policy: &VariablePolicy) -> Result<Queued, String> {
+    let c = check_gitlab(d)?;
+    let body = gitlab_hooks::withhold_variables(d.body, policy).ok_or("body is not UTF-8 JSON")?;
+    Ok(Queued {
+        id: 0,
+        delivery_key: c.key,
+        source: Source::GitlabWebhook.as_str().into(),
+        kind: c.kind.into(),
+        delivery_id: c.delivery_id,
+        payload_sha256: c.payload_sha256,
+        received_at: d.received_at.into(),
+        body,
+    })
+}
+
+/// A GitLab Pipeline or Job Hook, accepted into the inbox (one statement) and integrated
+/// as far as this request's share goes (`sequencer::accept`). Refused with `Invalid`,
+/// nothing stored, when unreadable.
+pub async fn accept_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings<'_>) -> Result<Accepted, IngestError> {
+    match queue_gitlab(d, settings.variables) {
+        Ok(queued) => Ok(sequencer::accept(db, &queued, settings).await?),
+        Err(why) => Err(invalid(db, why).await),
+    }
 }
 
 /// A Pipeline Hook identified by its `X-Gitlab-Event-UUID`, received at `at`: how the
@@ -414,8 +512,8 @@ pub struct GithubDelivery<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum GithubOutcome {
-    Recorded(Outcome),
+pub enum GithubOutcome<T> {
+    Recorded(T),
     /// `ping`, sent when the webhook is created: answered, nothing recorded.
     Ping {
         zen: Option<String>,
@@ -424,27 +522,32 @@ pub enum GithubOutcome {
     Ignored(String),
 }
 
-/// A `workflow_run` or `workflow_job` delivery, end to end; `ping` and other events are
-/// answered without touching the ledger.
-pub async fn record_github<S: Sql>(
-    db: &S,
-    d: &GithubDelivery<'_>,
-    settings: &Settings<'_>,
-) -> Result<GithubOutcome, IngestError> {
+/// A GitHub delivery checked at the door: a run or job, or what is answered at once.
+enum CheckedGithub {
+    Delivery {
+        hook: github::Hook,
+        key: String,
+        guid: Option<String>,
+        payload_sha256: String,
+    },
+    Answered(GithubOutcome<Outcome>),
+}
+
+async fn check_github<S: Sql>(db: &S, d: &GithubDelivery<'_>) -> Result<CheckedGithub, IngestError> {
     let hook = match github::parse(d.body, d.event) {
         Ok(h) => h,
         Err(e) => return Err(invalid(db, e.0).await),
     };
-    let (decoded, run_id) = match &hook {
-        github::Hook::Run(r) => (Decoded::GithubRun(r), r.id),
-        github::Hook::Job(j) => (Decoded::GithubJob(j), j.run_id),
+    let run_id = match &hook {
+        github::Hook::Run(r) => r.id,
+        github::Hook::Job(j) => j.run_id,
         github::Hook::Ping { zen, .. } => {
             store::count_outcome(db, "ping").await?;
-            return Ok(GithubOutcome::Ping { zen: zen.clone() });
+            return Ok(CheckedGithub::Answered(GithubOutcome::Ping { zen: zen.clone() }));
         }
         github::Hook::Other(event) => {
             store::count_outcome(db, "ignored").await?;
-            return Ok(GithubOutcome::Ignored(event.clone()));
+            return Ok(CheckedGithub::Answered(GithubOutcome::Ignored(event.clone())));
         }
     };
     if let Err(e) = check_id(run_id, "run") {
@@ -455,11 +558,41 @@ pub async fn record_github<S: Sql>(
         .map(|g| g.trim().chars().take(200).collect::<String>())
         .filter(|g| !g.is_empty());
     let payload_sha256 = hex(&sha256(d.body));
+    let key = match &guid {
+        Some(g) => format!("github:{g}"),
+        None => format!("sha256:{payload_sha256}"),
+    };
+    Ok(CheckedGithub::Delivery {
+        hook,
+        key,
+        guid,
+        payload_sha256,
+    })
+}
+
+/// A `workflow_run` or `workflow_job` delivery, end to end in one writer transaction;
+/// `ping` and other events are answered without touching the ledger.
+pub async fn record_github<S: Sql>(
+    db: &S,
+    d: &GithubDelivery<'_>,
+    settings: &Settings<'_>,
+) -> Result<GithubOutcome<Outcome>, IngestError> {
+    let (hook, key, guid, payload_sha256) = match check_github(db, d).await? {
+        CheckedGithub::Answered(a) => return Ok(a),
+        CheckedGithub::Delivery {
+            hook,
+            key,
+            guid,
+            payload_sha256,
+        } => (hook, key, guid, payload_sha256),
+    };
+    let decoded = match &hook {
+        github::Hook::Run(r) => Decoded::GithubRun(r),
+        github::Hook::Job(j) => Decoded::GithubJob(j),
+        github::Hook::Ping { .. } | github::Hook::Other(_) => return Err(IngestError::Invalid("not a run".into())),
+    };
     let meta = Meta {
-        key: match &guid {
-            Some(g) => format!("github:{g}"),
-            None => format!("sha256:{payload_sha256}"),
-        },
+        key,
         kind: d.event,
         evidence: Evidence {
             source: Source::GithubWebhook,
@@ -470,8 +603,43 @@ pub async fn record_github<S: Sql>(
         // GitHub's workflow payloads carry no variable values; the body is kept as sent.
         redacted_body: std::str::from_utf8(d.body).ok().map(str::to_string),
         received_at: d.received_at,
+        inbox_id: None,
     };
     Ok(GithubOutcome::Recorded(record(db, &decoded, &meta, settings).await?))
+}
+
+/// A `workflow_run` or `workflow_job` delivery accepted into the inbox and integrated as
+/// far as this request's share goes; `ping` and other events are answered at once.
+pub async fn accept_github<S: Sql>(
+    db: &S,
+    d: &GithubDelivery<'_>,
+    settings: &Settings<'_>,
+) -> Result<GithubOutcome<Accepted>, IngestError> {
+    let (key, guid, payload_sha256) = match check_github(db, d).await? {
+        CheckedGithub::Answered(GithubOutcome::Ping { zen }) => return Ok(GithubOutcome::Ping { zen }),
+        CheckedGithub::Answered(GithubOutcome::Ignored(e)) => return Ok(GithubOutcome::Ignored(e)),
+        CheckedGithub::Answered(GithubOutcome::Recorded(_)) => return Err(IngestError::Invalid("not a run".into())),
+        CheckedGithub::Delivery {
+            key,
+            guid,
+            payload_sha256,
+            ..
+        } => (key, guid, payload_sha256),
+    };
+    let Ok(body) = std::str::from_utf8(d.body) else {
+        return Err(invalid(db, "body is not UTF-8".into()).await);
+    };
+    let queued = Queued {
+        id: 0,
+        delivery_key: key,
+        source: Source::GithubWebhook.as_str().into(),
+        kind: d.event.into(),
+        delivery_id: guid,
+        payload_sha256,
+        received_at: d.received_at.into(),
+        body: body.into(),
+    };
+    Ok(GithubOutcome::Recorded(sequencer::accept(db, &queued, settings).await?))
 }
 
 /// What the GitLab API shows of one pipeline: `{"pipeline": <GET pipeline>, "jobs":

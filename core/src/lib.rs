@@ -25,6 +25,7 @@ pub mod provenance;
 pub mod reconcile;
 pub mod retention;
 pub mod routes;
+pub mod sequencer;
 pub mod sinks;
 pub mod sources;
 pub mod sql;

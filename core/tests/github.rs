@@ -233,11 +233,21 @@ struct Github<'a> {
 }
 
 impl Github<'_> {
-    fn send(&self, body: &Value, event: &str, guid: &str) -> Result<GithubOutcome, IngestError> {
+    fn send(
+        &self,
+        body: &Value,
+        event: &str,
+        guid: &str,
+    ) -> Result<GithubOutcome<pipetrail_core::ingest::Outcome>, IngestError> {
         self.send_bytes(&serde_json::to_vec(body).unwrap(), event, guid)
     }
 
-    fn send_bytes(&self, body: &[u8], event: &str, guid: &str) -> Result<GithubOutcome, IngestError> {
+    fn send_bytes(
+        &self,
+        body: &[u8],
+        event: &str,
+        guid: &str,
+    ) -> Result<GithubOutcome<pipetrail_core::ingest::Outcome>, IngestError> {
         let d = GithubDelivery {
             body,
             event,

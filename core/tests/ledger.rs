@@ -322,6 +322,8 @@ fn a_ledger_from_schema_2_upgrades_and_still_verifies() {
          ALTER TABLE pipelines DROP COLUMN forge;
          DROP INDEX events_source;
          ALTER TABLE events DROP COLUMN source;
+         DROP TABLE inbox;
+         ALTER TABLE deliveries DROP COLUMN inbox_id;
          DELETE FROM schema_migrations WHERE version >= 3;",
     )
     .unwrap();

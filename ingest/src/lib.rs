@@ -1,12 +1,14 @@
 //! The `ingest` component: behind the webhook URL. Authenticates, bounds and decodes each
-//! delivery, and records it through `pipetrail_core::ingest` in one transaction; it answers
-//! 2xx only after COMMIT.
+//! delivery. A webhook is accepted into the inbox by one statement and integrated into the
+//! ledger by whichever request holds the writer's lock (`pipetrail_core::sequencer`); the
+//! other sources record in one transaction. Every 2xx is sent after the COMMIT that holds
+//! the delivery.
 
 use http::{HeaderMap, Response, StatusCode};
 use pipetrail_core::ingest::{self, Delivery, GithubDelivery, GithubOutcome, IngestError, Outcome, Settings};
 use pipetrail_core::note::NoteSigner;
 use pipetrail_core::routes::{self, Found, Handler, IngestRoute};
-use pipetrail_core::sources::facts::VariablePolicy;
+use pipetrail_core::sequencer::Accepted;
 use pipetrail_core::sources::gitlab_hooks;
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Db, Request, error, header, json};
@@ -116,6 +118,19 @@ fn answered(outcome: Outcome) -> Response<String> {
     }
 }
 
+/// The answer to an accepted webhook: 200 once integrated (or a replay), 202 while queued.
+fn accepted(a: Accepted) -> Response<String> {
+    match a {
+        Accepted::Recorded { events, first_seq } => answered(Outcome::Recorded { events, first_seq }),
+        Accepted::Duplicate => answered(Outcome::Duplicate),
+        Accepted::Queued { id } => json(StatusCode::ACCEPTED, &json!({"status": "accepted", "queued": id})),
+        Accepted::SetAside { id, reason } => json(
+            StatusCode::ACCEPTED,
+            &json!({"status": "set_aside", "queued": id, "reason": reason}),
+        ),
+    }
+}
+
 fn failed(e: IngestError) -> Refusal {
     match e {
         IngestError::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_payload", m),
@@ -140,10 +155,7 @@ async fn gitlab(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
     let uuid = header(r.headers, "x-gitlab-event-uuid");
     let body = r.body;
     let (signer, interval) = ledger(db).await?;
-    let policy = VariablePolicy {
-        allowlist: platform::var_list("variables_allowlist").await,
-        hmac_key: platform::var("variables_hmac_key").await.map(String::into_bytes),
-    };
+    let policy = platform::variable_policy().await;
     let received_at = pipetrail_core::time::now();
     let delivery = Delivery {
         body,
@@ -158,8 +170,8 @@ async fn gitlab(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
         checkpoint_interval_secs: interval,
         without_tree: cfg!(feature = "bench-without-tree"),
     };
-    let outcome = ingest::record_gitlab(db, &delivery, &settings).await.map_err(failed)?;
-    Ok(answered(outcome))
+    let outcome = ingest::accept_gitlab(db, &delivery, &settings).await.map_err(failed)?;
+    Ok(accepted(outcome))
 }
 
 /// GitHub webhooks: the body's HMAC-SHA256 under `github_webhook_secret` was checked as the
@@ -169,7 +181,15 @@ async fn github(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
     let event = header(r.headers, "x-github-event").unwrap_or("");
     let guid = header(r.headers, "x-github-delivery");
     let (signer, interval) = ledger(db).await?;
-    let settings = Settings::without_variables(&signer, interval);
+    // GitHub's runs carry no variables, but a batch the sequencer integrates may hold
+    // queued GitLab hooks too.
+    let policy = platform::variable_policy().await;
+    let settings = Settings {
+        variables: &policy,
+        signer: &signer,
+        checkpoint_interval_secs: interval,
+        without_tree: cfg!(feature = "bench-without-tree"),
+    };
     let received_at = pipetrail_core::time::now();
     let delivery = GithubDelivery {
         body: r.body,
@@ -178,8 +198,8 @@ async fn github(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
         received_at: &received_at,
     };
     Ok(
-        match ingest::record_github(db, &delivery, &settings).await.map_err(failed)? {
-            GithubOutcome::Recorded(outcome) => answered(outcome),
+        match ingest::accept_github(db, &delivery, &settings).await.map_err(failed)? {
+            GithubOutcome::Recorded(outcome) => accepted(outcome),
             GithubOutcome::Ping { zen } => json(StatusCode::OK, &json!({"status": "pong", "zen": zen})),
             GithubOutcome::Ignored(event) => json(
                 StatusCode::ACCEPTED,

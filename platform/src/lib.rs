@@ -38,6 +38,16 @@ impl Db {
             },
             None => Db::Sqlite(Connection::open_default().await.map_err(db_error)?),
         };
+        if let Db::Sqlite(_) = &db {
+            // Every connection starts at SQLite's FULL; NORMAL only when the operator chose
+            // it (a bad value is named on /healthz and read as FULL, the safe side).
+            let chosen = var("sqlite_synchronous").await.unwrap_or_default();
+            if let Ok(pipetrail_core::config::Synchronous::Normal) = pipetrail_core::config::Synchronous::parse(&chosen)
+            {
+                db.exec(pipetrail_core::config::Synchronous::Normal.pragma(), &[])
+                    .await?;
+            }
+        }
         if let Db::Postgres { conn, .. } = &db {
             // Spin pools PostgreSQL connections and recycles them without a rollback: a
             // connection whose last user trapped between BEGIN and COMMIT comes back still
@@ -490,6 +500,15 @@ pub async fn signer(db: &Db) -> Result<(NoteSigner, bool), DbError> {
     NoteSigner::parse(&stored)
         .map(|s| (s, false))
         .map_err(|e| DbError::Other(e.0))
+}
+
+/// The operator's policy for pipeline variables (`variables_allowlist`,
+/// `variables_hmac_key`): applied when a webhook is accepted and again when integrated.
+pub async fn variable_policy() -> pipetrail_core::sources::facts::VariablePolicy {
+    pipetrail_core::sources::facts::VariablePolicy {
+        allowlist: var_list("variables_allowlist").await,
+        hmac_key: var("variables_hmac_key").await.map(String::into_bytes),
+    }
 }
 
 /// How often to sign a checkpoint, read by core's parser (what `/healthz` checks). A bad

@@ -141,6 +141,7 @@ pub async fn stats(db: &Db) -> Reply {
         .collect();
     let size = store::tree_size(db).await?;
     let cp = store::latest_checkpoint(db).await?;
+    let (queued, set_aside) = store::backlog(db).await?;
     // Names only: the sinks variable also holds their tokens.
     let mut sinks = Vec::new();
     // A bad list is named on /healthz; stats shows the sinks it can read.
@@ -160,6 +161,8 @@ pub async fn stats(db: &Db) -> Reply {
         &json!({
             "storage_mode": storage_mode().await,
             "deliveries": outcomes,
+            // Accepted webhooks not integrated yet, and those the sequencer set aside.
+            "inbox": {"queued": queued, "set_aside": set_aside},
             "events_stored": size,
             "events_compacted": pipetrail_core::store::compacted_entries(db).await?,
             "latest_checkpoint": cp.map(|c| json!({"size": c.size, "signed_at": c.signed_at})),

@@ -19,6 +19,7 @@ use pipetrail_core::config::StorageMode;
 use pipetrail_core::ingest::Settings;
 use pipetrail_core::reconcile::{self, ApiResponse, Config, Fetch};
 use pipetrail_core::routes::{self, Found, Handler, RetentionRoute};
+use pipetrail_core::sequencer;
 use pipetrail_core::sinks::{Message, Transport};
 use pipetrail_core::sql::{DbError, in_writer};
 use pipetrail_core::store;
@@ -234,11 +235,25 @@ async fn verify(db: &Db) -> Result<Value, DbError> {
     Ok(json!({"verified_at": now, "ok": matches!(verdict, pipetrail_core::verify::Verdict::Ok { .. }), "result": line}))
 }
 
+/// Batches of queued webhooks one tick integrates at most (`sequencer::BATCH` each).
+const TICK_BATCHES: usize = 64;
+
 async fn tick(db: &Db) -> Result<Value, DbError> {
     // PostgreSQL: next months' partitions exist before their first row arrives.
     store::ensure_partitions(db, &pipetrail_core::time::now()).await?;
     let (signer, _) = platform::signer(db).await?;
     let now = pipetrail_core::time::now();
+    // Webhooks accepted and not yet integrated (their requests' share ran out, or the
+    // writer was busy): integrated first, so the checkpoint below covers them.
+    let policy = platform::variable_policy().await;
+    let settings = Settings {
+        variables: &policy,
+        signer: &signer,
+        checkpoint_interval_secs: platform::checkpoint_interval().await,
+        without_tree: false,
+    };
+    let (integrated, behind) = sequencer::drain(db, &settings, TICK_BATCHES).await?;
+    let (queued, set_aside) = store::backlog(db).await?;
     let signed = in_writer(db, async || store::maybe_checkpoint(db, &signer, &now, 0).await).await?;
     let mut witnesses = Vec::new();
     if let Some(cp) = store::latest_checkpoint(db).await? {
@@ -248,6 +263,14 @@ async fn tick(db: &Db) -> Result<Value, DbError> {
     }
     Ok(json!({
         "config_errors": platform::config_problems().await,
+        "integrate": {
+            "deliveries": integrated.outcomes.len(),
+            "events": integrated.events(),
+            "set_aside": integrated.set_aside,
+            "queued": queued,
+            "inbox_set_aside": set_aside,
+            "more": behind,
+        },
         "checkpoint": signed.map(|cp| json!({"size": cp.size, "signed_at": cp.signed_at})),
         "witnesses": witnesses,
         "reconcile": reconcile(db).await?,

@@ -72,19 +72,26 @@ pub async fn root_at<S: Sql>(db: &S, size: u64) -> Result<Hash> {
 /// canonical body, the leaf and every completed parent. Events whose id is already stored
 /// are dropped (a fact is recorded once). Returns the stored events.
 pub async fn append<S: Sql>(db: &S, events: Vec<Event>) -> Result<Vec<(Event, Hash)>> {
-    append_with(db, events, true).await
+    Ok(append_groups(db, vec![events], true).await?.remove(0))
+}
+
+/// `append` for many deliveries' facts at once (the sequencer's batch): one set of
+/// statements for the lot, the stored events returned group by group, in order.
+pub async fn append_batch<S: Sql>(db: &S, groups: Vec<Vec<Event>>) -> Result<Vec<Vec<(Event, Hash)>>> {
+    append_groups(db, groups, true).await
 }
 
 /// The benchmark's baseline: `append` without the Merkle tree (events and leaves' inputs
 /// only). Never used to record anything: a ledger without its tree cannot be verified.
 #[doc(hidden)]
 pub async fn append_without_tree<S: Sql>(db: &S, events: Vec<Event>) -> Result<Vec<(Event, Hash)>> {
-    append_with(db, events, false).await
+    Ok(append_groups(db, vec![events], false).await?.remove(0))
 }
 
-async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<Vec<(Event, Hash)>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
+async fn append_groups<S: Sql>(db: &S, groups: Vec<Vec<Event>>, tree: bool) -> Result<Vec<Vec<(Event, Hash)>>> {
+    let mut out: Vec<Vec<(Event, Hash)>> = groups.iter().map(|_| Vec::new()).collect();
+    if groups.iter().all(Vec::is_empty) {
+        return Ok(out);
     }
     let size = if tree {
         tree_size(db).await?
@@ -99,72 +106,73 @@ async fn append_with<S: Sql>(db: &S, events: Vec<Event>, tree: bool) -> Result<V
         let hashes = nodes(db, &refs).await?;
         refs.iter().map(|r| r.0).zip(hashes).collect()
     };
-    let mut out = Vec::with_capacity(events.len());
     // Leaves and completed parents, written together after the loop: one statement per
-    // delivery instead of two per event.
+    // batch instead of two per event.
     let mut new_nodes: Vec<(u32, u64, Hash)> = Vec::new();
     let mut new_bodies: Vec<(u64, String)> = Vec::new();
     let mut seq = size;
     // Which of these facts are stored already: one query for the lot, not one per event.
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let ids: Vec<&str> = groups.iter().flatten().map(|e| e.id.as_str()).collect();
     let known = stored_sources(db, &ids).await?;
+    // Ids appended by this call, so a fact twice in one batch is stored once.
+    let mut appended: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut new_rows: Vec<Val> = Vec::new();
-    for ev in events {
-        if out.iter().any(|(e, _): &(Event, Hash)| e.id == ev.id) {
-            continue;
-        }
-        let mut ev = match known.get(&ev.id).cloned() {
-            None => ev,
-            // The same fact from the same source is a repeat; from another, it is evidence.
-            Some(source) if source == ev.evidence.source.as_str() => continue,
-            Some(_) => {
-                let fact_id = ev.id.clone();
-                let c = crate::merge::confirmation(ev, &fact_id);
-                if stored_sources(db, &[&c.id]).await?.contains_key(&c.id) || out.iter().any(|(e, _)| e.id == c.id) {
-                    continue;
-                }
-                c
+    for (group, events) in groups.into_iter().enumerate() {
+        for ev in events {
+            if appended.contains(&ev.id) {
+                continue;
             }
-        };
-        ev.seq = seq;
-        let body = String::from_utf8(ev.canonical_bytes()).expect("canonical JSON is UTF-8");
-        let leaf = merkle::leaf_hash(body.as_bytes());
-        new_rows.extend([
-            Val::int(seq),
-            Val::text(&ev.id),
-            Val::text(ev.action.as_str()),
-            Val::text(&ev.occurred_at),
-            Val::text(&ev.recorded_at),
-            Val::text(ev.forge.kind.as_str()),
-            Val::text(&ev.forge.instance),
-            Val::int(ev.project.id),
-            Val::opt_text(ev.project.path.as_deref()),
-            Val::opt_int(ev.pipeline.as_ref().map(|p| p.id)),
-            Val::opt_int(ev.job.as_ref().map(|j| j.id)),
-            Val::opt_text(ev.actor.username.as_deref()),
-            Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.trigger.as_deref())),
-            Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.git_ref.as_deref())),
-            Val::text(ev.evidence.source.as_str()),
-        ]);
-        new_bodies.push((seq, body));
-        if !tree {
-            out.push((ev, leaf));
+            let mut ev = match known.get(&ev.id).cloned() {
+                None => ev,
+                // The same fact from the same source is a repeat; from another, it is evidence.
+                Some(source) if source == ev.evidence.source.as_str() => continue,
+                Some(_) => {
+                    let fact_id = ev.id.clone();
+                    let c = crate::merge::confirmation(ev, &fact_id);
+                    if appended.contains(&c.id) || stored_sources(db, &[&c.id]).await?.contains_key(&c.id) {
+                        continue;
+                    }
+                    c
+                }
+            };
+            ev.seq = seq;
+            let body = String::from_utf8(ev.canonical_bytes()).expect("canonical JSON is UTF-8");
+            let leaf = merkle::leaf_hash(body.as_bytes());
+            new_rows.extend([
+                Val::int(seq),
+                Val::text(&ev.id),
+                Val::text(ev.action.as_str()),
+                Val::text(&ev.occurred_at),
+                Val::text(&ev.recorded_at),
+                Val::text(ev.forge.kind.as_str()),
+                Val::text(&ev.forge.instance),
+                Val::int(ev.project.id),
+                Val::opt_text(ev.project.path.as_deref()),
+                Val::opt_int(ev.pipeline.as_ref().map(|p| p.id)),
+                Val::opt_int(ev.job.as_ref().map(|j| j.id)),
+                Val::opt_text(ev.actor.username.as_deref()),
+                Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.trigger.as_deref())),
+                Val::opt_text(ev.pipeline.as_ref().and_then(|p| p.git_ref.as_deref())),
+                Val::text(ev.evidence.source.as_str()),
+            ]);
+            new_bodies.push((seq, body));
+            appended.insert(ev.id.clone());
             seq += 1;
-            continue;
+            if tree {
+                let mut node = (0u32, leaf);
+                let mut idx = ev.seq;
+                new_nodes.push((0, idx, leaf));
+                while idx & 1 == 1 {
+                    let (level, left) = frontier.pop().expect("an odd index has a left sibling");
+                    debug_assert_eq!(level, node.0);
+                    node = (level + 1, merkle::node_hash(&left, &node.1));
+                    idx >>= 1;
+                    new_nodes.push((node.0, idx, node.1));
+                }
+                frontier.push(node);
+            }
+            out[group].push((ev, leaf));
         }
-        let mut node = (0u32, leaf);
-        let mut idx = seq;
-        new_nodes.push((0, idx, leaf));
-        while idx & 1 == 1 {
-            let (level, left) = frontier.pop().expect("an odd index has a left sibling");
-            debug_assert_eq!(level, node.0);
-            node = (level + 1, merkle::node_hash(&left, &node.1));
-            idx >>= 1;
-            new_nodes.push((node.0, idx, node.1));
-        }
-        frontier.push(node);
-        out.push((ev, leaf));
-        seq += 1;
     }
     insert_rows(db, &new_rows).await?;
     insert_bodies(db, &new_bodies).await?;

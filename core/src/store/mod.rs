@@ -1,6 +1,6 @@
 //! Storage, one file a table family: `schema` (both databases' migrations), `ledger`
 //! (append, tree nodes, checkpoints, compacted ranges), `projection`, `deliveries`,
-//! `settings`, `tokens`, and `events` (the reads). Every function takes an [`Sql`] and runs
+//! `settings`, `tokens`, `inbox` (accepted, not yet integrated) and `events` (the reads). Every function takes an [`Sql`] and runs
 //! inside whatever transaction the caller holds; writers hold [`crate::sql::in_writer`]'s.
 //!
 //! This module's exports are the storage API: callers use `store::append`, never a file's
@@ -8,16 +8,20 @@
 
 mod deliveries;
 mod events;
+mod inbox;
 mod ledger;
 mod projection;
 mod schema;
 mod settings;
 mod tokens;
 
-pub use deliveries::{DeliveryRecord, count_outcome, delivery_seen, insert_delivery, outcome_counts};
+pub use deliveries::{
+    DeliveryRecord, count_outcome, count_outcomes, deliveries_seen, insert_deliveries, outcome_counts,
+};
 pub use events::{EventFilter, StoredEvent, count_events, event_by_seq, list_events, seq_of_event_id};
+pub use inbox::{Fate, Queued, backlog, dequeue, enqueue, fate, queued, set_aside};
 pub use ledger::{
-    COMPACTED_TOTAL, StoredCheckpoint, append, append_without_tree, checkpoints, compacted_entries,
+    COMPACTED_TOTAL, StoredCheckpoint, append, append_batch, append_without_tree, checkpoints, compacted_entries,
     compacted_range_containing, compacted_ranges, compacted_ranges_after, latest_checkpoint, maybe_checkpoint, nodes,
     range_hashes, root_at, tree_size,
 };

@@ -13,7 +13,7 @@
 //! - Cancels carry actor `unknown` and attribution `none`: the webhook's `user` is the
 //!   triggerer, never the canceler.
 
-use super::{Hook, JobHook, JobSnapshot, PipelineSnapshot, UserRef};
+use super::{Hook, HookVariable, JobHook, JobSnapshot, PipelineSnapshot, UserRef};
 use crate::encoding::{hex, hmac_sha256};
 use crate::model::*;
 use crate::sources::facts::{Context, Fact, JobState, PipelineState, Projection, status_change, unknown};
@@ -420,17 +420,22 @@ impl Differ<'_> {
         ev
     }
 
-    fn variables(&self, vars: &[(String, String)]) -> Option<Vec<Variable>> {
+    fn variables(&self, vars: &[HookVariable]) -> Option<Vec<Variable>> {
         if vars.is_empty() {
             return None;
         }
         let policy = self.ctx.variables;
         Some(
             vars.iter()
-                .map(|(key, value)| Variable {
-                    key: key.clone(),
-                    value: policy.allowlist.iter().any(|k| k == key).then(|| value.clone()),
-                    value_hmac: policy.hmac_key.as_ref().map(|k| hex(&hmac_sha256(k, value.as_bytes()))),
+                .map(|v| Variable {
+                    key: v.key.clone(),
+                    value: v.value.clone().filter(|_| policy.allowlist.contains(&v.key)),
+                    // A value withheld at acceptance came with its hash, if any; a hash is
+                    // never made of a value that is not there.
+                    value_hmac: v.value_hmac.clone().or_else(|| {
+                        let (key, value) = (policy.hmac_key.as_ref()?, v.value.as_ref()?);
+                        Some(hex(&hmac_sha256(key, value.as_bytes())))
+                    }),
                 })
                 .collect(),
         )

@@ -6,7 +6,9 @@
 
 use serde_json::Value;
 
+use crate::encoding::{hex, hmac_sha256};
 use crate::model::{MergeRequest, Runner, Upstream};
+use crate::sources::facts::VariablePolicy;
 use crate::sources::json::*;
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -42,7 +44,7 @@ pub struct PipelineSnapshot {
     pub finished_at: Option<String>,
     pub duration: Option<f64>,
     pub url: Option<String>,
-    pub variables: Vec<(String, String)>,
+    pub variables: Vec<HookVariable>,
     pub merge_request: Option<MergeRequest>,
     pub upstream: Option<Upstream>,
     pub jobs: Vec<JobSnapshot>,
@@ -148,11 +150,12 @@ pub fn pipeline_from_value(v: &Value) -> Result<PipelineSnapshot> {
             let key = req_str_at(var, &format!("{path}.key"), "key")?;
             // A value may be absent or non-string; it is never kept unless allowlisted.
             let value = match field(var, "value") {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
+                Some(Value::String(s)) => Some(s.clone()),
+                None | Some(Value::Null) => None,
+                Some(other) => Some(other.to_string()),
             };
-            variables.push((key, value));
+            let value_hmac = opt_str(var, &format!("{path}.value_hmac"), "value_hmac")?;
+            variables.push(HookVariable { key, value, value_hmac });
         }
     }
     let merge_request = match field(v, "merge_request") {
@@ -375,6 +378,60 @@ fn opt_runner(v: &Value, path: &str) -> Result<Option<Runner>> {
     }))
 }
 
+/// A pipeline variable as delivered, or as queued in the inbox: there a value the policy
+/// does not allowlist is withheld and only its keyed hash kept (`withhold_variables`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookVariable {
+    pub key: String,
+    pub value: Option<String>,
+    pub value_hmac: Option<String>,
+}
+
+/// The body as the inbox keeps it: each pipeline variable's value stays only when the
+/// policy allowlists its key; any other becomes null, with its keyed hash under the
+/// policy's key beside it when there is one. A body without variable values is kept as delivered. `None` when the
+/// body is not JSON text (the parser has refused it before this is asked).
+pub fn withhold_variables(body: &[u8], policy: &VariablePolicy) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.contains("\"variables\"") {
+        return Some(text.to_string());
+    }
+    let mut v: Value = serde_json::from_str(text).ok()?;
+    if let Some(vars) = v
+        .get_mut("object_attributes")
+        .and_then(|a| a.get_mut("variables"))
+        .and_then(Value::as_array_mut)
+    {
+        for var in vars.iter_mut().filter_map(Value::as_object_mut) {
+            let allowlisted = var
+                .get("key")
+                .and_then(Value::as_str)
+                .is_some_and(|k| policy.allowlist.iter().any(|a| a == k));
+            if allowlisted {
+                continue;
+            }
+            // The value becomes null: withheld, and still redacted like any value when the
+            // delivery's body is kept.
+            let value = match var.insert("value".into(), Value::Null) {
+                Some(Value::String(s)) => s,
+                None => {
+                    var.remove("value");
+                    continue;
+                }
+                Some(Value::Null) => continue,
+                Some(other) => other.to_string(),
+            };
+            if let Some(key) = &policy.hmac_key {
+                var.insert(
+                    "value_hmac".into(),
+                    Value::String(hex(&hmac_sha256(key, value.as_bytes()))),
+                );
+            }
+        }
+    }
+    serde_json::to_string(&v).ok()
+}
+
 /// Body with every pipeline variable's value replaced, so the stored evidence never holds
 /// a secret. Bodies that do not parse are not stored at all.
 pub fn redact_body(body: &[u8]) -> Option<String> {
@@ -386,7 +443,7 @@ pub fn redact_body(body: &[u8]) -> Option<String> {
     {
         for var in vars {
             if let Some(obj) = var.as_object_mut()
-                && obj.contains_key("value")
+                && (obj.remove("value_hmac").is_some() | obj.contains_key("value"))
             {
                 obj.insert("value".into(), Value::String("[REDACTED]".into()));
             }
