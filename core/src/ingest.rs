@@ -195,6 +195,7 @@ pub async fn integrate<S: Sql>(
     projections.save(db).await?;
     let mut outcomes = vec![Outcome::Duplicate; deliveries.len()];
     let mut records = Vec::with_capacity(new.len());
+    let integrated_at = crate::time::now();
     for (&i, stored) in new.iter().zip(&stored) {
         let meta = deliveries[i].1;
         let first_seq = stored.first().map(|(e, _)| e.seq);
@@ -208,6 +209,7 @@ pub async fn integrate<S: Sql>(
             first_seq,
             redacted_body: meta.redacted_body.as_deref(),
             inbox_id: meta.inbox_id,
+            integrated_at: &integrated_at,
         });
         outcomes[i] = Outcome::Recorded {
             events: stored.len(),
@@ -476,10 +478,8 @@ pub fn queue_gitlab(d: &Delivery, policy: &VariablePolicy) -> Result<Queued, Str
 /// as far as this request's share goes (`sequencer::accept`). Refused with `Invalid`,
 /// nothing stored, when unreadable.
 pub async fn accept_gitlab<S: Sql>(db: &S, d: &Delivery<'_>, settings: &Settings<'_>) -> Result<Accepted, IngestError> {
-    match queue_gitlab(d, settings.variables) {
-        Ok(queued) => Ok(sequencer::accept(db, &queued, settings).await?),
-        Err(why) => Err(invalid(db, why).await),
-    }
+    let queued = queue_gitlab_counted(db, d, settings.variables).await?;
+    Ok(sequencer::accept(db, &queued, settings).await?)
 }
 
 /// A Pipeline Hook identified by its `X-Gitlab-Event-UUID`, received at `at`: how the
@@ -608,13 +608,10 @@ pub async fn record_github<S: Sql>(
     Ok(GithubOutcome::Recorded(record(db, &decoded, &meta, settings).await?))
 }
 
-/// A `workflow_run` or `workflow_job` delivery accepted into the inbox and integrated as
-/// far as this request's share goes; `ping` and other events are answered at once.
-pub async fn accept_github<S: Sql>(
-    db: &S,
-    d: &GithubDelivery<'_>,
-    settings: &Settings<'_>,
-) -> Result<GithubOutcome<Accepted>, IngestError> {
+/// A `workflow_run` or `workflow_job` delivery as the inbox queues it (`Recorded` holds
+/// the row); `ping` and other events are answered at once and counted. Refused with
+/// `Invalid`, nothing stored, when unreadable.
+pub async fn queue_github<S: Sql>(db: &S, d: &GithubDelivery<'_>) -> Result<GithubOutcome<Queued>, IngestError> {
     let (key, guid, payload_sha256) = match check_github(db, d).await? {
         CheckedGithub::Answered(GithubOutcome::Ping { zen }) => return Ok(GithubOutcome::Ping { zen }),
         CheckedGithub::Answered(GithubOutcome::Ignored(e)) => return Ok(GithubOutcome::Ignored(e)),
@@ -629,7 +626,7 @@ pub async fn accept_github<S: Sql>(
     let Ok(body) = std::str::from_utf8(d.body) else {
         return Err(invalid(db, "body is not UTF-8".into()).await);
     };
-    let queued = Queued {
+    Ok(GithubOutcome::Recorded(Queued {
         id: 0,
         delivery_key: key,
         source: Source::GithubWebhook.as_str().into(),
@@ -638,8 +635,32 @@ pub async fn accept_github<S: Sql>(
         payload_sha256,
         received_at: d.received_at.into(),
         body: body.into(),
-    };
-    Ok(GithubOutcome::Recorded(sequencer::accept(db, &queued, settings).await?))
+    }))
+}
+
+/// `queue_github`, then accepted and integrated as far as this request's share goes.
+pub async fn accept_github<S: Sql>(
+    db: &S,
+    d: &GithubDelivery<'_>,
+    settings: &Settings<'_>,
+) -> Result<GithubOutcome<Accepted>, IngestError> {
+    Ok(match queue_github(db, d).await? {
+        GithubOutcome::Recorded(q) => GithubOutcome::Recorded(sequencer::accept(db, &q, settings).await?),
+        GithubOutcome::Ping { zen } => GithubOutcome::Ping { zen },
+        GithubOutcome::Ignored(e) => GithubOutcome::Ignored(e),
+    })
+}
+
+/// `queue_gitlab` with an unreadable delivery counted as `invalid` (nothing else stored).
+pub async fn queue_gitlab_counted<S: Sql>(
+    db: &S,
+    d: &Delivery<'_>,
+    policy: &VariablePolicy,
+) -> Result<Queued, IngestError> {
+    match queue_gitlab(d, policy) {
+        Ok(q) => Ok(q),
+        Err(why) => Err(invalid(db, why).await),
+    }
 }
 
 /// What the GitLab API shows of one pipeline: `{"pipeline": <GET pipeline>, "jobs":

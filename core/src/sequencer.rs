@@ -14,12 +14,19 @@
 use crate::ingest::{Decoded, Meta, Outcome, Settings, integrate as integrate_batch};
 use crate::model::{Evidence, Source};
 use crate::sources::{github, gitlab_hooks};
-use crate::sql::{DbError, Sql, in_writer};
+use crate::sql::{DbError, Sql, in_writer, in_writer_if_free};
 use crate::store::{self, Fate, Queued};
 
 /// Deliveries integrated per writer transaction at most: bounds one request's extra work
 /// (measured: docs/PERFORMANCE.md).
 pub const BATCH: usize = 128;
+
+/// A queue this long means integration is behind: accepting requests then integrate only
+/// when the writer's lock is free, and otherwise answer 202 at once. Two: a delivery alone
+/// in the queue waits for the lock (a quiet system answers 200 with where its facts are);
+/// one with company leaves the work to whoever holds the lock (measured against 8 and 32
+/// in docs/PERFORMANCE.md: with a few clients the queue never grows longer than they are).
+pub const BATCH_AT: u64 = 2;
 
 /// How many batches an accepting request integrates while waiting for its own delivery
 /// before answering that it is queued.
@@ -42,43 +49,94 @@ pub enum Accepted {
 /// Accepts a delivery (one statement), then integrates what is queued until it is in the
 /// ledger or this request's share of the work is done.
 pub async fn accept<S: Sql>(db: &S, delivery: &Queued, settings: &Settings<'_>) -> Result<Accepted, DbError> {
-    let Some(id) = store::enqueue(db, delivery).await? else {
-        store::count_outcome(db, "duplicate").await?;
-        return Ok(Accepted::Duplicate);
-    };
+    Ok(accept_all(db, &[delivery], settings).await?.remove(0))
+}
+
+/// `accept` for a group of deliveries that arrived together (concurrent requests in one
+/// instance): one statement queues them all, and the integration that follows serves
+/// them all. Each answer holds only once that group's statement has committed.
+pub async fn accept_all<S: Sql>(db: &S, group: &[&Queued], settings: &Settings<'_>) -> Result<Vec<Accepted>, DbError> {
+    let ids = store::enqueue_all(db, group).await?;
+    let replays = ids.iter().filter(|id| id.is_none()).count();
+    if replays > 0 {
+        store::count_outcomes(db, &[("duplicate", replays as u64)]).await?;
+    }
+    let mut answers: Vec<Option<Accepted>> = ids
+        .iter()
+        .map(|id| id.is_none().then_some(Accepted::Duplicate))
+        .collect();
+    // A short queue: wait for the writer's lock and integrate, so every answer says where
+    // its facts are. A long one (integration is behind): integrate only if the lock is
+    // free, else answer 202 at once and leave the delivery to the batch being written or
+    // the next; the queue is then drained a batch per commit, not a delivery per commit.
+    let behind = answers.iter().any(Option::is_none) && store::waiting(db).await?.0 >= BATCH_AT;
     for _ in 0..ROUNDS {
-        match integrate(db, settings, BATCH).await {
-            Ok(done) => {
-                if let Some((_, outcome)) = done.outcomes.iter().find(|(i, _)| *i == id) {
-                    return Ok(match outcome {
-                        Outcome::Recorded { events, first_seq } => Accepted::Recorded {
-                            events: *events,
-                            first_seq: *first_seq,
-                        },
-                        Outcome::Duplicate => Accepted::Duplicate,
+        if answers.iter().all(Option::is_some) {
+            break;
+        }
+        let integrated = if behind {
+            integrate_if_free(db, settings, BATCH).await
+        } else {
+            integrate(db, settings, BATCH).await.map(Some)
+        };
+        let done = match integrated {
+            Ok(Some(done)) => done,
+            // Another writer is at work on the queue: this delivery is in its batch or the next.
+            Ok(None) => break,
+            // Accepted is accepted: a writer that could not finish (busy, disk full)
+            // leaves the deliveries queued, not lost.
+            Err(e) => {
+                eprintln!(
+                    "pipetrail: {} deliveries accepted, integration deferred: {e}",
+                    group.len()
+                );
+                break;
+            }
+        };
+        let mut progressed = !done.outcomes.is_empty() || done.set_aside > 0;
+        for (answer, id) in answers.iter_mut().zip(&ids) {
+            let Some(id) = id else { continue };
+            if answer.is_some() {
+                continue;
+            }
+            if let Some((_, outcome)) = done.outcomes.iter().find(|(i, _)| i == id) {
+                *answer = Some(match outcome {
+                    Outcome::Recorded { events, first_seq } => Accepted::Recorded {
+                        events: *events,
+                        first_seq: *first_seq,
+                    },
+                    Outcome::Duplicate => Accepted::Duplicate,
+                });
+                continue;
+            }
+            // Not in this batch: integrated by another writer, set aside, or still queued.
+            let key = &group[answers_index(&ids, *id)].delivery_key;
+            match store::fate(db, *id, key).await? {
+                Fate::Queued => {}
+                Fate::Integrated { events, first_seq } => {
+                    *answer = Some(Accepted::Recorded {
+                        events: events as usize,
+                        first_seq,
                     });
                 }
+                Fate::Duplicate => *answer = Some(Accepted::Duplicate),
+                Fate::SetAside(reason) => *answer = Some(Accepted::SetAside { id: *id, reason }),
             }
-            // Accepted is accepted: a writer that could not finish (busy, disk full)
-            // leaves the delivery queued, not lost.
-            Err(e) => {
-                eprintln!("pipetrail: delivery {id} accepted, integration deferred: {e}");
-                return Ok(Accepted::Queued { id });
-            }
+            progressed = true;
         }
-        match store::fate(db, id, &delivery.delivery_key).await? {
-            Fate::Queued => continue,
-            Fate::Integrated { events, first_seq } => {
-                return Ok(Accepted::Recorded {
-                    events: events as usize,
-                    first_seq,
-                });
-            }
-            Fate::Duplicate => return Ok(Accepted::Duplicate),
-            Fate::SetAside(reason) => return Ok(Accepted::SetAside { id, reason }),
+        if !progressed {
+            break;
         }
     }
-    Ok(Accepted::Queued { id })
+    Ok(answers
+        .into_iter()
+        .zip(&ids)
+        .map(|(answer, id)| answer.unwrap_or(Accepted::Queued { id: id.unwrap_or(0) }))
+        .collect())
+}
+
+fn answers_index(ids: &[Option<i64>], id: i64) -> usize {
+    ids.iter().position(|i| *i == Some(id)).expect("the id is the group's")
 }
 
 /// What one integration did.
@@ -127,6 +185,19 @@ pub async fn integrate<S: Sql>(db: &S, settings: &Settings<'_>, limit: usize) ->
             }
             Ok(all)
         }
+        other => other,
+    }
+}
+
+/// `integrate`, if no other writer holds the lock (`None` at once when one does).
+pub async fn integrate_if_free<S: Sql>(
+    db: &S,
+    settings: &Settings<'_>,
+    limit: usize,
+) -> Result<Option<Integrated>, DbError> {
+    match in_writer_if_free(db, async || integrate_queued(db, settings, limit).await).await {
+        // One row no decoder reads: the waiting path isolates it.
+        Err(DbError::Other(_)) => integrate(db, settings, limit).await.map(Some),
         other => other,
     }
 }

@@ -113,6 +113,58 @@ pub trait Sql {
     async fn begin_writer(&self) -> Result<(), DbError> {
         self.exec("BEGIN IMMEDIATE", &[]).await
     }
+
+    /// Opens the writer's transaction only if no other writer holds it; `Ok(false)`, with
+    /// nothing open, when one does. SQLite: `BEGIN IMMEDIATE` with the connection's busy
+    /// timeout at 0 for that statement (then back to the 5 s Spin and rusqlite set);
+    /// PostgreSQL: `pg_try_advisory_xact_lock`. Called by [`in_writer_if_free`] only.
+    async fn try_begin_writer(&self) -> Result<bool, DbError> {
+        match self.dialect() {
+            Dialect::Sqlite => {
+                self.exec("PRAGMA busy_timeout = 0", &[]).await?;
+                let began = self.exec("BEGIN IMMEDIATE", &[]).await;
+                self.exec("PRAGMA busy_timeout = 5000", &[]).await?;
+                match began {
+                    Ok(()) => Ok(true),
+                    Err(DbError::Busy(_)) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Dialect::Postgres => {
+                self.exec(PG_BEGIN_WRITER[0], &[]).await?;
+                self.exec(PG_BEGIN_WRITER[1], &[]).await?;
+                let rows = self
+                    .query(&format!("SELECT pg_try_advisory_xact_lock({PG_WRITER_LOCK})"), &[])
+                    .await?;
+                if rows.first().and_then(|r| r.first()).and_then(Val::as_i64) == Some(1) {
+                    Ok(true)
+                } else {
+                    self.exec("ROLLBACK", &[]).await?;
+                    Ok(false)
+                }
+            }
+        }
+    }
+}
+
+/// `in_writer`, unless another writer holds the lock: then `Ok(None)` at once, nothing run.
+pub async fn in_writer_if_free<S: Sql + ?Sized, T>(
+    db: &S,
+    body: impl AsyncFnOnce() -> Result<T, DbError>,
+) -> Result<Option<T>, DbError> {
+    if !db.try_begin_writer().await? {
+        return Ok(None);
+    }
+    match body().await {
+        Ok(v) => {
+            db.exec("COMMIT", &[]).await?;
+            Ok(Some(v))
+        }
+        Err(e) => {
+            let _ = db.exec("ROLLBACK", &[]).await;
+            Err(e)
+        }
+    }
 }
 
 /// Runs `body` in the writer's transaction: commits when it returns Ok, rolls back (and

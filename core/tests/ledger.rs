@@ -324,6 +324,7 @@ fn a_ledger_from_schema_2_upgrades_and_still_verifies() {
          ALTER TABLE events DROP COLUMN source;
          DROP TABLE inbox;
          ALTER TABLE deliveries DROP COLUMN inbox_id;
+         ALTER TABLE deliveries DROP COLUMN integrated_at;
          DELETE FROM schema_migrations WHERE version >= 3;",
     )
     .unwrap();

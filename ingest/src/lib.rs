@@ -8,7 +8,7 @@ use http::{HeaderMap, Response, StatusCode};
 use pipetrail_core::ingest::{self, Delivery, GithubDelivery, GithubOutcome, IngestError, Outcome, Settings};
 use pipetrail_core::note::NoteSigner;
 use pipetrail_core::routes::{self, Found, Handler, IngestRoute};
-use pipetrail_core::sequencer::Accepted;
+use pipetrail_core::sequencer::{self, Accepted};
 use pipetrail_core::sources::gitlab_hooks;
 use pipetrail_core::store;
 use pipetrail_platform::{self as platform, Db, Request, error, header, json};
@@ -170,7 +170,12 @@ async fn gitlab(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
         checkpoint_interval_secs: interval,
         without_tree: cfg!(feature = "bench-without-tree"),
     };
-    let outcome = ingest::accept_gitlab(db, &delivery, &settings).await.map_err(failed)?;
+    let queued = ingest::queue_gitlab_counted(db, &delivery, &policy)
+        .await
+        .map_err(failed)?;
+    let outcome = sequencer::accept(db, &queued, &settings)
+        .await
+        .map_err(|e| platform::db_failure(&e))?;
     Ok(accepted(outcome))
 }
 
@@ -197,16 +202,18 @@ async fn github(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
         delivery_id: guid,
         received_at: &received_at,
     };
-    Ok(
-        match ingest::accept_github(db, &delivery, &settings).await.map_err(failed)? {
-            GithubOutcome::Recorded(outcome) => accepted(outcome),
-            GithubOutcome::Ping { zen } => json(StatusCode::OK, &json!({"status": "pong", "zen": zen})),
-            GithubOutcome::Ignored(event) => json(
-                StatusCode::ACCEPTED,
-                &json!({"status": "ignored", "reason": format!("{event} is not recorded")}),
-            ),
-        },
-    )
+    Ok(match ingest::queue_github(db, &delivery).await.map_err(failed)? {
+        GithubOutcome::Recorded(queued) => accepted(
+            sequencer::accept(db, &queued, &settings)
+                .await
+                .map_err(|e| platform::db_failure(&e))?,
+        ),
+        GithubOutcome::Ping { zen } => json(StatusCode::OK, &json!({"status": "pong", "zen": zen})),
+        GithubOutcome::Ignored(event) => json(
+            StatusCode::ACCEPTED,
+            &json!({"status": "ignored", "reason": format!("{event} is not recorded")}),
+        ),
+    })
 }
 
 /// GitLab audit-event streaming (Ultimate): `X-Gitlab-Event-Streaming-Token`, a JSON object

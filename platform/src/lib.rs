@@ -28,6 +28,29 @@ pub enum Db {
     },
 }
 
+/// What an instance learns of its store once: Spin reuses an instance for many requests,
+/// and these never change while it lives (the schema only moves forward; whether the
+/// database is a file; a key generated and stored once). A fresh instance reads them
+/// again, so nothing depends on reuse; a reused one saves three statements a request and
+/// the signing key's parse.
+struct InstanceKnowledge {
+    schema_current: std::cell::Cell<bool>,
+    ephemeral: std::cell::Cell<Option<bool>>,
+    generated_key: std::cell::RefCell<Option<String>>,
+    parsed_signer: std::cell::RefCell<Option<(String, NoteSigner)>>,
+}
+
+thread_local! {
+    static INSTANCE: InstanceKnowledge = const {
+        InstanceKnowledge {
+            schema_current: std::cell::Cell::new(false),
+            ephemeral: std::cell::Cell::new(None),
+            generated_key: std::cell::RefCell::new(None),
+            parsed_signer: std::cell::RefCell::new(None),
+        }
+    };
+}
+
 impl Db {
     /// Opens the store and brings its schema up to date.
     pub async fn open() -> Result<Db, DbError> {
@@ -54,7 +77,10 @@ impl Db {
             // inside that transaction. End it before doing anything (a no-op otherwise).
             conn.execute("ROLLBACK", Vec::new()).await.map_err(pg_error)?;
         }
-        store::migrate(&db).await?;
+        if !INSTANCE.with(|i| i.schema_current.get()) {
+            store::migrate(&db).await?;
+            INSTANCE.with(|i| i.schema_current.set(true));
+        }
         Ok(db)
     }
 
@@ -66,6 +92,9 @@ impl Db {
         match self {
             Db::Postgres { .. } => Ok(false),
             Db::Sqlite(_) => {
+                if let Some(known) = INSTANCE.with(|i| i.ephemeral.get()) {
+                    return Ok(known);
+                }
                 // `PRAGMA database_list` names the main database's file; "" is in memory.
                 let rows = self.query("PRAGMA database_list", &[]).await?;
                 let main_file = rows
@@ -75,7 +104,9 @@ impl Db {
                         Some(Val::Text(f)) => Some(f.clone()),
                         _ => None,
                     });
-                Ok(main_file.is_none_or(|f| f.is_empty()))
+                let ephemeral = main_file.is_none_or(|f| f.is_empty());
+                INSTANCE.with(|i| i.ephemeral.set(Some(ephemeral)));
+                Ok(ephemeral)
             }
         }
     }
@@ -480,26 +511,44 @@ fn with_retry_after(mut r: Response<String>, secs: &'static str) -> Response<Str
 /// kept in the database (try-out only: whoever holds the database then holds the key).
 pub async fn signer(db: &Db) -> Result<(NoteSigner, bool), DbError> {
     if let Some(text) = var("signing_key").await {
-        return NoteSigner::parse(&text)
+        return parsed_signer(&text)
             .map(|s| (s, true))
             .map_err(|e| DbError::Other(format!("the signing_key variable is not usable: {e}")));
     }
-    let stored = match store::setting(db, "generated_signing_key").await? {
+    let known = INSTANCE.with(|i| i.generated_key.borrow().clone());
+    let stored = match known {
         Some(k) => k,
-        None => {
-            let seed: [u8; 32] = random_bytes(32)
-                .try_into()
-                .map_err(|_| DbError::Other("no randomness".into()))?;
-            let fresh = NoteSigner::from_seed("pipetrail.local/log", seed).map_err(|e| DbError::Other(e.0))?;
-            eprintln!(
-                "pipetrail: WARNING: no signing_key variable; generated a try-out key and stored it in the database. Set signing_key (pipetrail keygen) for production."
-            );
-            store::setting_or_insert(db, "generated_signing_key", &fresh.private_key_text()).await?
-        }
+        None => match store::setting(db, "generated_signing_key").await? {
+            Some(k) => k,
+            None => {
+                let seed: [u8; 32] = random_bytes(32)
+                    .try_into()
+                    .map_err(|_| DbError::Other("no randomness".into()))?;
+                let fresh = NoteSigner::from_seed("pipetrail.local/log", seed).map_err(|e| DbError::Other(e.0))?;
+                eprintln!(
+                    "pipetrail: WARNING: no signing_key variable; generated a try-out key and stored it in the database. Set signing_key (pipetrail keygen) for production."
+                );
+                store::setting_or_insert(db, "generated_signing_key", &fresh.private_key_text()).await?
+            }
+        },
     };
-    NoteSigner::parse(&stored)
+    INSTANCE.with(|i| *i.generated_key.borrow_mut() = Some(stored.clone()));
+    parsed_signer(&stored)
         .map(|s| (s, false))
         .map_err(|e| DbError::Other(e.0))
+}
+
+/// A key parsed once per instance for the same text (deriving the public key is ~4 % of
+/// a delivery's CPU, docs/PERFORMANCE.md); another text is parsed again.
+fn parsed_signer(text: &str) -> Result<NoteSigner, pipetrail_core::note::NoteError> {
+    if let Some((known, signer)) = INSTANCE.with(|i| i.parsed_signer.borrow().clone())
+        && known == text
+    {
+        return Ok(signer);
+    }
+    let signer = NoteSigner::parse(text)?;
+    INSTANCE.with(|i| *i.parsed_signer.borrow_mut() = Some((text.to_string(), signer.clone())));
+    Ok(signer)
 }
 
 /// The operator's policy for pipeline variables (`variables_allowlist`,

@@ -37,8 +37,8 @@ fn the_components_run_on_postgresql() {
     let health = app.get("/healthz", None).json();
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(
-        health["schema_version"], 4,
-        "PostgreSQL's schema has its own versions (1: the tables, 2: pipelines.forge, 3: events.source, 4: the inbox)"
+        health["schema_version"], 5,
+        "PostgreSQL's schema has its own versions (1: the tables, 2: pipelines.forge, 3: events.source, 4: the inbox, 5: deliveries.integrated_at)"
     );
     for (i, (name, event)) in [
         ("pipeline_hook_go-gitlab.json", "Pipeline Hook"),

@@ -84,6 +84,8 @@ conformance!(
     settings_tokens_and_outcomes,
     monthly_partitions,
     filter_by_evidence_source,
+    bounded_counts,
+    inbox_accept_and_integrate,
 );
 
 fn send<S: Sql>(db: &S, body: &Value, event: &str, uuid: &str, at: &str) -> Outcome {
@@ -444,4 +446,83 @@ fn filter_by_evidence_source<S: Sql>(db: &S, _: &str) {
     ))
     .unwrap();
     assert_eq!(counted, from_api.len() as u64);
+}
+
+/// A count stops at its limit (GitLab's `X-Total` stops at 10,000), filtered or not, and is
+/// exact below it.
+fn bounded_counts<S: Sql>(db: &S, _: &str) {
+    fill(db, 3);
+    let all = block_on(store::count_events(db, &EventFilter::default())).unwrap();
+    let webhook = EventFilter {
+        source: Some("gitlab.webhook".into()),
+        ..Default::default()
+    };
+    let filtered = block_on(store::count_events(db, &webhook)).unwrap();
+    assert!(all > 10 && filtered > 10, "{all} {filtered}");
+    for (f, exact) in [(EventFilter::default(), all), (webhook, filtered)] {
+        assert_eq!(block_on(store::count_events_up_to(db, &f, 10)).unwrap(), 10);
+        assert_eq!(block_on(store::count_events_up_to(db, &f, exact)).unwrap(), exact);
+        assert_eq!(block_on(store::count_events_up_to(db, &f, exact + 1)).unwrap(), exact);
+    }
+}
+
+/// The inbox on both databases: a group queued by one statement (a key twice in the group
+/// and a key already recorded queued never), integrated in a batch, each row's fate read
+/// back, and the ledger the same as recording one by one would leave it.
+fn inbox_accept_and_integrate<S: Sql>(db: &S, _: &str) {
+    use pipetrail_core::sequencer;
+    let hook = fixture("pipeline_hook_go-gitlab.json");
+    assert!(matches!(
+        send(db, &hook, "Pipeline Hook", "recorded-before", T),
+        Outcome::Recorded { .. }
+    ));
+    let policy = VariablePolicy::default();
+    let job = serde_json::to_vec(&fixture("job_hook_go-gitlab.json")).unwrap();
+    let hook_bytes = serde_json::to_vec(&hook).unwrap();
+    let delivery = |body: &'static [u8], event: &'static str, uuid: &'static str| Delivery {
+        body,
+        event_header: Some(event),
+        idempotency_key: None,
+        event_uuid: Some(uuid),
+        received_at: T,
+    };
+    let job: &'static [u8] = job.leak();
+    let hook_bytes: &'static [u8] = hook_bytes.leak();
+    let rows: Vec<store::Queued> = [
+        delivery(job, "Job Hook", "j1"),
+        delivery(job, "Job Hook", "j1"),
+        delivery(hook_bytes, "Pipeline Hook", "recorded-before"),
+    ]
+    .iter()
+    .map(|d| ingest::queue_gitlab(d, &policy).unwrap())
+    .collect();
+    let refs: Vec<&store::Queued> = rows.iter().collect();
+    let ids = block_on(store::enqueue_all(db, &refs)).unwrap();
+    assert!(ids[0].is_some());
+    assert_eq!(&ids[1..], &[None, None]);
+    assert_eq!(block_on(store::backlog(db)).unwrap(), (1, 0));
+    let signer = signer();
+    let settings = Settings {
+        variables: &policy,
+        signer: &signer,
+        checkpoint_interval_secs: 0,
+        without_tree: false,
+    };
+    let before = block_on(store::tree_size(db)).unwrap();
+    let (done, more) = block_on(sequencer::drain(db, &settings, 10)).unwrap();
+    assert!(!more);
+    assert_eq!(done.outcomes.len(), 1);
+    let id = ids[0].unwrap();
+    match block_on(store::fate(db, id, "uuid:j1")).unwrap() {
+        store::Fate::Integrated { events, first_seq } => {
+            assert!(events > 0);
+            assert_eq!(first_seq, Some(before));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(block_on(store::backlog(db)).unwrap(), (0, 0));
+    // Queued again after integration: refused at the door by the recorded key.
+    assert_eq!(block_on(store::enqueue(db, &rows[0])).unwrap(), None);
+    let verdict = block_on(verify_db(db, &signer.verifier(), None)).unwrap();
+    assert!(matches!(verdict, Verdict::Ok { .. }), "{verdict:?}");
 }

@@ -35,9 +35,12 @@ pub struct DeliveryRecord<'a> {
     /// The inbox row it was accepted as, when it came through the inbox: how the request
     /// that accepted it finds what became of it.
     pub inbox_id: Option<i64>,
+    /// When its facts were written (the batch's time): `received_at` to this is how long
+    /// the delivery waited to be readable.
+    pub integrated_at: &'a str,
 }
 
-const DELIVERY_COLUMNS: usize = 8;
+const DELIVERY_COLUMNS: usize = 9;
 
 /// Records deliveries and their kept bodies: two statements per 200 deliveries.
 pub async fn insert_deliveries<S: Sql>(db: &S, records: &[DeliveryRecord<'_>]) -> Result<()> {
@@ -54,6 +57,7 @@ pub async fn insert_deliveries<S: Sql>(db: &S, records: &[DeliveryRecord<'_>]) -
                     Val::Int(d.events as i64),
                     Val::opt_int(d.first_seq),
                     d.inbox_id.map_or(Val::Null, Val::Int),
+                    Val::text(d.integrated_at),
                 ]
             })
             .collect();
@@ -62,7 +66,7 @@ pub async fn insert_deliveries<S: Sql>(db: &S, records: &[DeliveryRecord<'_>]) -
         let ids = db
             .query(
                 &format!(
-                    "INSERT INTO deliveries (source, delivery_key, kind, received_at, payload_sha256, events, first_seq, inbox_id) VALUES {rows} RETURNING id, delivery_key"
+                    "INSERT INTO deliveries (source, delivery_key, kind, received_at, payload_sha256, events, first_seq, inbox_id, integrated_at) VALUES {rows} RETURNING id, delivery_key"
                 ),
                 &params,
             )

@@ -209,6 +209,32 @@ pub async fn count_events<S: Sql>(db: &S, f: &EventFilter) -> Result<u64> {
     Ok(first_int(&rows).unwrap_or(0) as u64)
 }
 
+/// `count_events`, counting no further than `limit`: what GitLab's API does for its
+/// `X-Total` (past 10,000 it sends no total), so a count never scans more than `limit`
+/// index entries however large the ledger.
+pub async fn count_events_up_to<S: Sql>(db: &S, f: &EventFilter, limit: u64) -> Result<u64> {
+    let unpaged = EventFilter {
+        after_seq: None,
+        before_seq: None,
+        offset: 0,
+        ..f.clone()
+    };
+    let Some((where_, mut params)) = filter_sql(&unpaged) else {
+        return Ok(0);
+    };
+    if where_.is_empty() {
+        return Ok(count_events(db, f).await?.min(limit));
+    }
+    params.push(Val::int(limit));
+    let rows = db
+        .query(
+            &format!("SELECT COUNT(*) FROM (SELECT 1 FROM events e {where_} LIMIT ?) counted"),
+            &params,
+        )
+        .await?;
+    Ok(first_int(&rows).unwrap_or(0) as u64)
+}
+
 /// A row of (seq, body, leaf hash). A body that is not an event is an error, never read as
 /// pruned: only `verify` may say what is wrong with a ledger, and it will.
 fn stored_event(r: &Row) -> Result<StoredEvent> {

@@ -6,7 +6,7 @@
 //! request applies the variable policy before the row is written), so nothing secret is
 //! ever stored, queued or not.
 
-use super::{Result, first_int, text_at, u64_at};
+use super::{Result, text_at, u64_at};
 use crate::sql::{Sql, Val};
 
 /// One accepted delivery, as queued.
@@ -28,24 +28,51 @@ pub struct Queued {
 /// Queues a delivery in one statement unless its key is queued or recorded already (a
 /// replay): `Some(id)` when queued now, `None` for a replay.
 pub async fn enqueue<S: Sql>(db: &S, q: &Queued) -> Result<Option<i64>> {
-    let rows = db
-        .query(
-            "INSERT INTO inbox (delivery_key, source, kind, delivery_id, payload_sha256, received_at, body) \
-             SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE delivery_key = ?) \
-             ON CONFLICT (delivery_key) DO NOTHING RETURNING id",
-            &[
-                Val::text(&q.delivery_key),
-                Val::text(&q.source),
-                Val::text(&q.kind),
-                Val::opt_text(q.delivery_id.as_deref()),
-                Val::text(&q.payload_sha256),
-                Val::text(&q.received_at),
-                Val::text(&q.body),
-                Val::text(&q.delivery_key),
-            ],
-        )
-        .await?;
-    Ok(first_int(&rows))
+    Ok(enqueue_all(db, &[q]).await?.remove(0))
+}
+
+const INBOX_COLUMNS: usize = 7;
+
+/// Queues several deliveries in one statement (a group of concurrent requests), each
+/// unless its key is queued or recorded already: for each, `Some(id)` when queued now,
+/// `None` for a replay (a key twice in the group is queued once, for its first).
+pub async fn enqueue_all<S: Sql>(db: &S, rows: &[&Queued]) -> Result<Vec<Option<i64>>> {
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(500) {
+        let params: Vec<Val> = chunk
+            .iter()
+            .flat_map(|q| {
+                [
+                    Val::text(&q.delivery_key),
+                    Val::text(&q.source),
+                    Val::text(&q.kind),
+                    Val::opt_text(q.delivery_id.as_deref()),
+                    Val::text(&q.payload_sha256),
+                    Val::text(&q.received_at),
+                    Val::text(&q.body),
+                ]
+            })
+            .collect();
+        let values = crate::sql::value_rows(INBOX_COLUMNS, chunk.len());
+        // VALUES names its columns column1… in both databases.
+        let inserted = db
+            .query(
+                &format!(
+                    "INSERT INTO inbox (delivery_key, source, kind, delivery_id, payload_sha256, received_at, body) \
+                     SELECT column1, column2, column3, column4, column5, column6, column7 FROM (VALUES {values}) AS v \
+                     WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.delivery_key = v.column1) \
+                     ON CONFLICT (delivery_key) DO NOTHING RETURNING id, delivery_key"
+                ),
+                &params,
+            )
+            .await?;
+        let mut by_key: std::collections::HashMap<String, i64> = inserted
+            .iter()
+            .filter_map(|r| Some((text_at(r, 1)?, r.first().and_then(Val::as_i64)?)))
+            .collect();
+        ids.extend(chunk.iter().map(|q| by_key.remove(&q.delivery_key)));
+    }
+    Ok(ids)
 }
 
 /// The oldest queued deliveries that have not failed, at most `limit`.
@@ -133,6 +160,16 @@ pub async fn fate<S: Sql>(db: &S, id: i64, key: &str) -> Result<Fate> {
         // while it was queued, dropped at integration.
         None => Fate::Duplicate,
     })
+}
+
+/// How many deliveries wait to be integrated, and when the oldest of them was received.
+pub async fn waiting<S: Sql>(db: &S) -> Result<(u64, Option<String>)> {
+    let rows = db
+        .query("SELECT COUNT(*), MIN(received_at) FROM inbox WHERE error IS NULL", &[])
+        .await?;
+    Ok(rows
+        .first()
+        .map_or((0, None), |r| (u64_at(r, 0).unwrap_or(0), text_at(r, 1))))
 }
 
 /// How many deliveries wait in the inbox, and how many are set aside.

@@ -18,8 +18,10 @@ mod tokens;
 pub use deliveries::{
     DeliveryRecord, count_outcome, count_outcomes, deliveries_seen, insert_deliveries, outcome_counts,
 };
-pub use events::{EventFilter, StoredEvent, count_events, event_by_seq, list_events, seq_of_event_id};
-pub use inbox::{Fate, Queued, backlog, dequeue, enqueue, fate, queued, set_aside};
+pub use events::{
+    EventFilter, StoredEvent, count_events, count_events_up_to, event_by_seq, list_events, seq_of_event_id,
+};
+pub use inbox::{Fate, Queued, backlog, dequeue, enqueue, enqueue_all, fate, queued, set_aside, waiting};
 pub use ledger::{
     COMPACTED_TOTAL, StoredCheckpoint, append, append_batch, append_without_tree, checkpoints, compacted_entries,
     compacted_range_containing, compacted_ranges, compacted_ranges_after, latest_checkpoint, maybe_checkpoint, nodes,

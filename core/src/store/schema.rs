@@ -172,6 +172,8 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE deliveries ADD COLUMN inbox_id INTEGER
     "#,
+    // 9: when each delivery's facts were written: the wait from acceptance to readable.
+    "ALTER TABLE deliveries ADD COLUMN integrated_at TEXT",
 ];
 
 /// The same schema for PostgreSQL, from its first version: every integer is BIGINT (the
@@ -282,6 +284,8 @@ const PG_MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE deliveries ADD COLUMN inbox_id BIGINT
     "#,
+    // 5: as SQLite's 9.
+    "ALTER TABLE deliveries ADD COLUMN integrated_at TEXT",
 ];
 
 fn migrations(dialect: Dialect) -> &'static [&'static str] {

@@ -47,6 +47,10 @@ struct Args {
     /// With --stores: SQLite's `sqlite_synchronous` for the components (full or normal).
     #[arg(long, default_value = "full")]
     synchronous: String,
+    /// With --stores: send at most this many deliveries a second in all (0: as fast as the
+    /// clients go), e.g. half the peak rate, to measure the wait from acceptance to readable.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -296,6 +300,33 @@ fn native(deliveries: &[Delivery], clients: usize, path: &Path) -> anyhow::Resul
     })
 }
 
+/// Milliseconds from each delivery's acceptance to the write of its facts, from a SQLite
+/// store.
+fn readable_waits_sqlite(path: &Path) -> anyhow::Result<Vec<f64>> {
+    let c = rusqlite::Connection::open(path)?;
+    let mut q = c.prepare(
+        "SELECT (julianday(integrated_at) - julianday(received_at)) * 86400000.0 FROM deliveries WHERE integrated_at IS NOT NULL",
+    )?;
+    let waits = q
+        .query_map([], |r| r.get::<_, f64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(waits)
+}
+
+/// The same from the PostgreSQL schema.
+fn readable_waits_pg(schema: &str) -> anyhow::Result<Vec<f64>> {
+    use pipetrail_core::sql::{Sql, block_on};
+    let admin = pipetrail_core::native_pg::PgDb::connect(PG).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rows = block_on(admin.query(
+        &format!(
+            "SELECT CAST(1000 * EXTRACT(EPOCH FROM (CAST(integrated_at AS timestamptz) - CAST(received_at AS timestamptz))) AS BIGINT) FROM {schema}.deliveries WHERE integrated_at IS NOT NULL"
+        ),
+        &[],
+    ))
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(rows.iter().filter_map(|r| r[0].as_i64()).map(|ms| ms as f64).collect())
+}
+
 /// The sequencer alone: every Pipeline and Job Hook queued first, then the clock runs
 /// while `sequencer::drain` integrates them in batches. Returns (seconds, events).
 fn native_integration(deliveries: &[Delivery], path: &Path) -> anyhow::Result<(f64, usize)> {
@@ -409,6 +440,7 @@ fn through_hosts(
     clients: usize,
     hosts: usize,
     synchronous: &str,
+    rate: f64,
 ) -> anyhow::Result<HostRun> {
     let _ = std::fs::remove_dir_all(dir);
     let mut env = vec![
@@ -443,6 +475,14 @@ fn through_hosts(
     let queued = std::sync::atomic::AtomicUsize::new(0);
     let start = Instant::now();
     spread(deliveries, clients, |k, d| {
+        if rate > 0.0 {
+            // Paced: delivery j leaves at j / rate seconds, whichever client sends it.
+            let j = (d as *const Delivery as usize - deliveries.as_ptr() as usize) / std::mem::size_of::<Delivery>();
+            let due = std::time::Duration::from_secs_f64(j as f64 / rate);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
         let base = &running[k % running.len()].base;
         let req = agent.post(&format!("{base}{}", d.kind.path()));
         let req = match d.kind.event_header() {
@@ -468,6 +508,7 @@ fn through_hosts(
         latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(took);
         Ok(())
     })?;
+    let accepted_after = start.elapsed().as_secs_f64();
     // Whatever is still queued is integrated before the clock stops: a delivery counts once
     // it is in the ledger, not when it is acknowledged.
     if !running.is_empty() {
@@ -484,6 +525,10 @@ fn through_hosts(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    eprintln!(
+        "  all answered after {accepted_after:.3} s, the inbox drained after {seconds:.3} s ({} answered 202)",
+        queued.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let mut latencies = latencies.into_inner().map_err(|_| anyhow::anyhow!("poisoned"))?;
     latencies.sort_by(f64::total_cmp);
     Ok(HostRun {
@@ -526,6 +571,7 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
     let (mut rss_sqlite, mut rss_pg, mut rss_empty) = (0u64, 0u64, 0u64);
     let (mut lat_sqlite, mut lat_pg) = (Vec::new(), Vec::new());
     let (mut queued_sqlite, mut queued_pg) = (0, 0);
+    let (mut wait_sqlite, mut wait_pg) = (Vec::new(), Vec::new());
     let mut integration: Vec<(f64, usize)> = Vec::new();
     for round in 0..args.rounds.max(1) {
         // Rotate the order, so warm-up and drift favour none.
@@ -542,10 +588,12 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
                         args.clients,
                         1,
                         &args.synchronous,
+                        args.rate,
                     )?;
                     rss_sqlite = rss_sqlite.max(r.peak_rss.iter().copied().max().unwrap_or(0));
                     lat_sqlite.extend(r.latencies);
                     queued_sqlite += r.queued;
+                    wait_sqlite.extend(readable_waits_sqlite(&dir.join("sqlite/run/host0/state/sqlite_db.db"))?);
                     r.seconds
                 }
                 1 => {
@@ -558,10 +606,12 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
                         args.clients,
                         hosts,
                         "full",
+                        args.rate,
                     )?;
                     rss_pg = rss_pg.max(r.peak_rss.iter().copied().max().unwrap_or(0));
                     lat_pg.extend(r.latencies);
                     queued_pg += r.queued;
+                    wait_pg.extend(readable_waits_pg("bench_components")?);
                     r.seconds
                 }
                 2 => plain_insert(&deliveries, args.clients)?,
@@ -574,6 +624,7 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
                         args.clients,
                         1,
                         "full",
+                        0.0,
                     )?;
                     rss_empty = rss_empty.max(r.peak_rss.iter().copied().max().unwrap_or(0));
                     r.seconds
@@ -628,18 +679,36 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
         v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1))
             .copied()
             .unwrap_or(0.0)
-            * 1000.0
     };
     println!(
-        "\naccept latency (request sent → answer; every round, at full load): SQLite p50 {:.1} ms, p99 {:.1} ms; PostgreSQL p50 {:.1} ms, p99 {:.1} ms",
-        pct(&lat_sqlite, 0.5),
-        pct(&lat_sqlite, 0.99),
-        pct(&lat_pg, 0.5),
-        pct(&lat_pg, 0.99)
+        "\naccept latency (request sent → answer; every round{}): SQLite p50 {:.1} ms, p99 {:.1} ms; PostgreSQL p50 {:.1} ms, p99 {:.1} ms",
+        if args.rate > 0.0 {
+            format!(", paced at {:.0}/s", args.rate)
+        } else {
+            ", at full load".into()
+        },
+        pct(&lat_sqlite, 0.5) * 1000.0,
+        pct(&lat_sqlite, 0.99) * 1000.0,
+        pct(&lat_pg, 0.5) * 1000.0,
+        pct(&lat_pg, 0.99) * 1000.0
     );
     println!(
         "answered 202 (accepted, integrated later by a later request or the tick): SQLite {queued_sqlite}, PostgreSQL {queued_pg} of {} each; every other answer was 200 with its events already readable",
         deliveries.len() * args.rounds.max(1)
+    );
+    println!(
+        "acceptance → readable (each delivery's received_at → integrated_at{}): SQLite p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; PostgreSQL p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        if args.rate > 0.0 {
+            format!(", paced at {:.0}/s", args.rate)
+        } else {
+            ", unpaced".into()
+        },
+        pct(&wait_sqlite, 0.5),
+        pct(&wait_sqlite, 0.99),
+        pct(&wait_sqlite, 1.0),
+        pct(&wait_pg, 0.5),
+        pct(&wait_pg, 0.99),
+        pct(&wait_pg, 1.0)
     );
     let best = integration
         .iter()

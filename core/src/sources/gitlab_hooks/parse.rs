@@ -435,7 +435,14 @@ pub fn withhold_variables(body: &[u8], policy: &VariablePolicy) -> Option<String
 /// Body with every pipeline variable's value replaced, so the stored evidence never holds
 /// a secret. Bodies that do not parse are not stored at all.
 pub fn redact_body(body: &[u8]) -> Option<String> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.contains("\"variables\"") {
+        // Nothing to redact (Job Hooks never carry variables): kept byte for byte.
+        return serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .ok()
+            .map(|_| text.to_string());
+    }
+    let mut v: Value = serde_json::from_str(text).ok()?;
     if let Some(vars) = v
         .get_mut("object_attributes")
         .and_then(|a| a.get_mut("variables"))
