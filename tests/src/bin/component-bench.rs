@@ -431,17 +431,31 @@ struct HostRun {
     queued: usize,
 }
 
-/// Sends every delivery through `hosts` test-host processes (client k to host k mod hosts).
+/// How the deliveries are sent.
+struct Load<'a> {
+    clients: usize,
+    /// Test-host processes; client k sends to host k mod hosts.
+    hosts: usize,
+    /// `sqlite_synchronous` for the components.
+    synchronous: &'a str,
+    /// Deliveries a second in all; 0: as fast as the clients go.
+    rate: f64,
+}
+
+/// Sends every delivery through `load.hosts` test-host processes.
 fn through_hosts(
     manifest: &Path,
     dir: &Path,
     deliveries: &[Delivery],
     database_url: Option<&str>,
-    clients: usize,
-    hosts: usize,
-    synchronous: &str,
-    rate: f64,
+    load: Load,
 ) -> anyhow::Result<HostRun> {
+    let Load {
+        clients,
+        hosts,
+        synchronous,
+        rate,
+    } = load;
     let _ = std::fs::remove_dir_all(dir);
     let mut env = vec![
         ("SPIN_VARIABLE_SQLITE_SYNCHRONOUS", synchronous),
@@ -585,10 +599,12 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
                         &dir.join("sqlite/run"),
                         &deliveries,
                         None,
-                        args.clients,
-                        1,
-                        &args.synchronous,
-                        args.rate,
+                        Load {
+                            clients: args.clients,
+                            hosts: 1,
+                            synchronous: &args.synchronous,
+                            rate: args.rate,
+                        },
                     )?;
                     rss_sqlite = rss_sqlite.max(r.peak_rss.iter().copied().max().unwrap_or(0));
                     lat_sqlite.extend(r.latencies);
@@ -603,10 +619,12 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
                         &dir.join("pg/run"),
                         &deliveries,
                         Some(&url),
-                        args.clients,
-                        hosts,
-                        "full",
-                        args.rate,
+                        Load {
+                            clients: args.clients,
+                            hosts,
+                            synchronous: "full",
+                            rate: args.rate,
+                        },
                     )?;
                     rss_pg = rss_pg.max(r.peak_rss.iter().copied().max().unwrap_or(0));
                     lat_pg.extend(r.latencies);
@@ -621,10 +639,12 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
                         &dir.join("empty/run"),
                         &deliveries,
                         None,
-                        args.clients,
-                        1,
-                        "full",
-                        0.0,
+                        Load {
+                            clients: args.clients,
+                            hosts: 1,
+                            synchronous: "full",
+                            rate: 0.0,
+                        },
                     )?;
                     rss_empty = rss_empty.max(r.peak_rss.iter().copied().max().unwrap_or(0));
                     r.seconds
