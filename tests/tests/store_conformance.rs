@@ -88,16 +88,21 @@ conformance!(
     inbox_accept_and_integrate,
 );
 
+/// Settings that sign at every write.
+fn settings<'a>(policy: &'a VariablePolicy, signer: &'a NoteSigner) -> Settings<'a> {
+    Settings {
+        variables: policy,
+        signer,
+        checkpoint_interval_secs: 0,
+        without_tree: false,
+    }
+}
+
 fn send<S: Sql>(db: &S, body: &Value, event: &str, uuid: &str, at: &str) -> Outcome {
     let bytes = serde_json::to_vec(body).unwrap();
     let policy = VariablePolicy::default();
     let signer = signer();
-    let settings = Settings {
-        variables: &policy,
-        signer: &signer,
-        checkpoint_interval_secs: 0,
-        without_tree: false,
-    };
+    let settings = settings(&policy, &signer);
     let d = Delivery {
         body: &bytes,
         event_header: Some(event),
@@ -502,12 +507,7 @@ fn inbox_accept_and_integrate<S: Sql>(db: &S, _: &str) {
     assert_eq!(&ids[1..], &[None, None]);
     assert_eq!(block_on(store::backlog(db)).unwrap(), (1, 0));
     let signer = signer();
-    let settings = Settings {
-        variables: &policy,
-        signer: &signer,
-        checkpoint_interval_secs: 0,
-        without_tree: false,
-    };
+    let settings = settings(&policy, &signer);
     let before = block_on(store::tree_size(db)).unwrap();
     let (done, more) = block_on(sequencer::drain(db, &settings, 10)).unwrap();
     assert!(!more);

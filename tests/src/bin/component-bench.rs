@@ -255,6 +255,23 @@ fn plain_insert(deliveries: &[Delivery], clients: usize) -> anyhow::Result<f64> 
     })
 }
 
+/// A new SQLite store at `path` with the bench's signing key and the default policy.
+fn fresh_native_store(
+    path: &Path,
+) -> anyhow::Result<(
+    pipetrail_core::native::NativeDb,
+    pipetrail_core::note::NoteSigner,
+    pipetrail_core::sources::facts::VariablePolicy,
+)> {
+    let e = |e: pipetrail_core::sql::DbError| anyhow::anyhow!("{e}");
+    remove_database(path);
+    let db = pipetrail_core::native::NativeDb::open(path).map_err(e)?;
+    pipetrail_core::sql::block_on(pipetrail_core::store::migrate(&db)).map_err(e)?;
+    let signer = pipetrail_core::note::NoteSigner::from_seed("bench.example/log", [9; 32])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((db, signer, pipetrail_core::sources::facts::VariablePolicy::default()))
+}
+
 /// The core's ingest natively (parse, normalize, append; no HTTP, no WebAssembly) on a
 /// SQLite file, one connection per client: what the components would cost without their
 /// runtime.
@@ -263,12 +280,7 @@ fn native(deliveries: &[Delivery], clients: usize, path: &Path) -> anyhow::Resul
     use pipetrail_core::native::NativeDb;
     use pipetrail_core::sql::block_on;
     let e = |e: pipetrail_core::sql::DbError| anyhow::anyhow!("{e}");
-    remove_database(path);
-    let db = NativeDb::open(path).map_err(e)?;
-    block_on(pipetrail_core::store::migrate(&db)).map_err(e)?;
-    let signer = pipetrail_core::note::NoteSigner::from_seed("bench.example/log", [9; 32])
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let policy = pipetrail_core::sources::facts::VariablePolicy::default();
+    let (_, signer, policy) = fresh_native_store(path)?;
     let conns = (0..clients.max(1))
         .map(|_| NativeDb::open(path).map_err(e).map(std::sync::Mutex::new))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -331,15 +343,9 @@ fn readable_waits_pg(schema: &str) -> anyhow::Result<Vec<f64>> {
 /// while `sequencer::drain` integrates them in batches. Returns (seconds, events).
 fn native_integration(deliveries: &[Delivery], path: &Path) -> anyhow::Result<(f64, usize)> {
     use pipetrail_core::ingest::{self, Settings};
-    use pipetrail_core::native::NativeDb;
     use pipetrail_core::sql::block_on;
     let e = |e: pipetrail_core::sql::DbError| anyhow::anyhow!("{e}");
-    remove_database(path);
-    let db = NativeDb::open(path).map_err(e)?;
-    block_on(pipetrail_core::store::migrate(&db)).map_err(e)?;
-    let signer = pipetrail_core::note::NoteSigner::from_seed("bench.example/log", [9; 32])
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let policy = pipetrail_core::sources::facts::VariablePolicy::default();
+    let (db, signer, policy) = fresh_native_store(path)?;
     let at = pipetrail_core::time::now();
     for d in deliveries.iter().filter(|d| d.kind != Kind::AuditEvent) {
         let delivery = ingest::Delivery {
