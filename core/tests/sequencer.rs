@@ -33,7 +33,7 @@ fn hook_traffic() -> Vec<generate::Delivery> {
         reorder_percent: 10,
         ..Mix::default()
     };
-    generate::traffic(11, 0..12, mix)
+    generate::traffic(11, 0..24, mix)
         .into_iter()
         .filter(|d| d.kind != Kind::AuditEvent)
         .collect()
@@ -99,7 +99,7 @@ fn a_batch_records_exactly_what_one_delivery_at_a_time_records() {
     let (done, more) = block_on(sequencer::drain(&batched, &s, 100)).unwrap();
     assert!(!more);
     assert_eq!(done.outcomes.len(), queued);
-    assert!(queued > sequencer::BATCH, "more than one batch was integrated");
+    assert!(queued > sequencer::DRAIN_BATCH, "more than one batch was integrated");
     assert_eq!(
         block_on(store::backlog(&batched)).unwrap(),
         (0, 0),

@@ -743,7 +743,7 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
     let med = median(integration.iter().map(|(s, events)| *events as f64 / s).collect());
     println!(
         "native integration in batches of {} (all deliveries queued first, then drained; SQLite, one thread): median {med:.0} events/s, best {best:.0} (goal ≥ 20,000)",
-        pipetrail_core::sequencer::BATCH
+        pipetrail_core::sequencer::DRAIN_BATCH
     );
 
     // Storage, from the last round's stores.
