@@ -175,6 +175,13 @@ pub async fn integrate<S: Sql>(
     let recorded = store::deliveries_seen(db, &keys).await?;
     let mut in_batch = std::collections::HashSet::new();
     let mut projections = Projections::default();
+    // Every snapshot's pipeline read at once: two statements for the batch, not two each.
+    let snapshots: Vec<(ForgeKind, &str, u64)> = deliveries
+        .iter()
+        .filter(|(_, m)| !recorded.contains(&m.key))
+        .filter_map(|(d, _)| d.pipeline())
+        .collect();
+    projections.preload(db, &snapshots).await?;
     let (mut new, mut groups) = (Vec::new(), Vec::new());
     for (i, (decoded, meta)) in deliveries.iter().enumerate() {
         if recorded.contains(&meta.key) || !in_batch.insert(meta.key.as_str()) {
@@ -244,7 +251,53 @@ impl Tracked {
     }
 }
 
+impl Decoded<'_> {
+    /// The pipeline a snapshot is diffed against: (forge, instance, id).
+    fn pipeline(&self) -> Option<(ForgeKind, &str, u64)> {
+        match self {
+            Decoded::GitlabPipeline {
+                instance, pipeline_id, ..
+            } => Some((ForgeKind::Gitlab, instance, *pipeline_id)),
+            Decoded::GithubRun(r) => Some((ForgeKind::Github, &r.instance, r.id)),
+            Decoded::GithubJob(j) => Some((ForgeKind::Github, &j.instance, j.run_id)),
+            Decoded::Audit(_) | Decoded::LogLine { .. } => None,
+        }
+    }
+}
+
 impl Projections {
+    /// Loads the projections of `pipelines` the batch has not loaded yet, in one go.
+    async fn preload<S: Sql>(&mut self, db: &S, pipelines: &[(ForgeKind, &str, u64)]) -> Result<(), DbError> {
+        let mut wanted: Vec<(&str, u64)> = pipelines
+            .iter()
+            .filter(|(_, i, id)| !self.pipelines.contains_key(&(i.to_string(), *id)))
+            .map(|(_, i, id)| (*i, *id))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut loaded = store::load_projections(db, &wanted).await?;
+        for (forge, instance, id) in pipelines {
+            let key = (instance.to_string(), *id);
+            if self.pipelines.contains_key(&key) {
+                continue;
+            }
+            let saved = loaded.remove(&key).unwrap_or_default();
+            let current = saved.clone();
+            self.pipelines.insert(
+                key,
+                Tracked {
+                    forge: *forge,
+                    saved,
+                    current,
+                },
+            );
+        }
+        Ok(())
+    }
+
     async fn get<S: Sql>(
         &mut self,
         db: &S,

@@ -86,6 +86,7 @@ conformance!(
     filter_by_evidence_source,
     bounded_counts,
     inbox_accept_and_integrate,
+    projections_in_bulk,
 );
 
 /// Settings that sign at every write.
@@ -525,4 +526,25 @@ fn inbox_accept_and_integrate<S: Sql>(db: &S, _: &str) {
     assert_eq!(block_on(store::enqueue(db, &rows[0])).unwrap(), None);
     let verdict = block_on(verify_db(db, &signer.verifier(), None)).unwrap();
     assert!(matches!(verdict, Verdict::Ok { .. }), "{verdict:?}");
+}
+
+/// A batch's projections read in two statements are each pipeline's projection read alone,
+/// and a pipeline the store has not seen is absent.
+fn projections_in_bulk<S: Sql>(db: &S, _: &str) {
+    fill(db, 3);
+    let rows = block_on(db.query("SELECT instance, pipeline_id FROM pipelines ORDER BY pipeline_id", &[])).unwrap();
+    let mut wanted: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_i64().unwrap() as u64))
+        .collect();
+    assert!(wanted.len() >= 3, "{wanted:?}");
+    wanted.push(("gitlab.example.com".into(), 987_654_321));
+    let refs: Vec<(&str, u64)> = wanted.iter().map(|(i, id)| (i.as_str(), *id)).collect();
+    let bulk = block_on(store::load_projections(db, &refs)).unwrap();
+    assert_eq!(bulk.len(), wanted.len() - 1, "the unseen pipeline is absent");
+    for (instance, id) in &wanted[..wanted.len() - 1] {
+        let alone = block_on(store::load_projection(db, instance, *id)).unwrap();
+        assert!(!alone.jobs.is_empty());
+        assert_eq!(bulk[&(instance.clone(), *id)], alone, "pipeline {id}");
+    }
 }

@@ -45,6 +45,65 @@ pub async fn load_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64) -
     Ok(Projection { pipeline, jobs })
 }
 
+/// The projections of many pipelines in two statements (a batch's), keyed by (instance,
+/// pipeline id); a pipeline the store has not seen is absent.
+pub async fn load_projections<S: Sql>(
+    db: &S,
+    pipelines: &[(&str, u64)],
+) -> Result<std::collections::HashMap<(String, u64), Projection>> {
+    let mut out: std::collections::HashMap<(String, u64), Projection> = std::collections::HashMap::new();
+    for chunk in pipelines.chunks(400) {
+        // PostgreSQL types a bare parameter in VALUES as text: the id is cast to compare.
+        let values = vec!["(?, CAST(? AS BIGINT))"; chunk.len()].join(", ");
+        let params: Vec<Val> = chunk
+            .iter()
+            .flat_map(|(instance, id)| [Val::text(*instance), Val::int(*id)])
+            .collect();
+        let rows = db
+            .query(
+                &format!(
+                    "SELECT instance, pipeline_id, project_id, project_path, status, attempt, iid, ref, sha, source, trigger FROM pipelines WHERE (instance, pipeline_id) IN (VALUES {values})"
+                ),
+                &params,
+            )
+            .await?;
+        for r in &rows {
+            let key = (text_at(r, 0).unwrap_or_default(), u64_at(r, 1).unwrap_or(0));
+            out.entry(key).or_default().pipeline = Some(PipelineState {
+                project_id: u64_at(r, 2).unwrap_or(0),
+                project_path: text_at(r, 3),
+                status: text_at(r, 4),
+                attempt: u64_at(r, 5).unwrap_or(0) as u32,
+                iid: u64_at(r, 6),
+                git_ref: text_at(r, 7),
+                sha: text_at(r, 8),
+                source: text_at(r, 9),
+                trigger: text_at(r, 10),
+            });
+        }
+        let rows = db
+            .query(
+                &format!(
+                    "SELECT instance, pipeline_id, job_id, status, name, retried FROM jobs WHERE (instance, pipeline_id) IN (VALUES {values})"
+                ),
+                &params,
+            )
+            .await?;
+        for r in &rows {
+            let key = (text_at(r, 0).unwrap_or_default(), u64_at(r, 1).unwrap_or(0));
+            out.entry(key).or_default().jobs.insert(
+                u64_at(r, 2).unwrap_or(0),
+                JobState {
+                    status: text_at(r, 3).unwrap_or_default(),
+                    name: text_at(r, 4),
+                    retried: r.get(5).and_then(Val::as_i64) == Some(1),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Where pipeline `id` lives (instance, project id, path), when exactly one instance holds it.
 pub async fn pipeline_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::sources::PipelineHome>> {
     let rows = db
