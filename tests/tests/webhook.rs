@@ -338,3 +338,49 @@ fn parallel_deliveries_are_each_recorded_once() {
         assert_eq!(e["seq"], i as u64);
     }
 }
+
+/// A queued delivery the sequencer cannot read any more (written by some other version)
+/// is set aside by the tick, shown in `/api/v1/stats`, and holds up none behind it.
+#[test]
+fn a_delivery_that_cannot_be_integrated_is_set_aside_and_shown_in_stats() {
+    let app = App::start("set-aside", &[]);
+    // Create the schema through the app, then queue an unreadable row beside a good one.
+    assert_eq!(app.get("/healthz", None).status, 200);
+    let db = NativeDb::open(&app.db_path()).unwrap();
+    let mut bad = ingest::queue_gitlab(
+        &Delivery {
+            body: &serde_json::to_vec(&fixture("pipeline_hook_go-gitlab.json")).unwrap(),
+            event_header: Some("Pipeline Hook"),
+            idempotency_key: None,
+            event_uuid: Some("unreadable"),
+            received_at: "2026-03-01T10:00:00Z",
+        },
+        &VariablePolicy::default(),
+    )
+    .unwrap();
+    bad.body = r#"{"object_kind":"pipeline"}"#.into();
+    block_on(store::enqueue(&db, &bad)).unwrap().unwrap();
+    let good = ingest::queue_gitlab(
+        &Delivery {
+            body: &serde_json::to_vec(&fixture("job_hook_go-gitlab.json")).unwrap(),
+            event_header: Some("Job Hook"),
+            idempotency_key: None,
+            event_uuid: Some("readable"),
+            received_at: "2026-03-01T10:00:01Z",
+        },
+        &VariablePolicy::default(),
+    )
+    .unwrap();
+    block_on(store::enqueue(&db, &good)).unwrap().unwrap();
+    drop(db);
+    let tick = app.post("/admin/tick", &[("Authorization", &format!("Bearer {ADMIN}"))], b"");
+    assert_eq!(tick.status, 200, "{}", tick.text);
+    let integrate = &tick.json()["integrate"];
+    assert_eq!(integrate["deliveries"], 1, "{integrate}");
+    assert_eq!(integrate["set_aside"], 1, "{integrate}");
+    assert_eq!(integrate["queued"], 0, "{integrate}");
+    let stats = app.get("/api/v1/stats", Some(ADMIN)).json();
+    assert_eq!(stats["inbox"], json!({"queued": 0, "set_aside": 1}), "{stats}");
+    assert_eq!(stats["deliveries"]["set_aside"], 1, "{stats}");
+    assert!(!app.events("", ADMIN).is_empty(), "the good delivery was integrated");
+}
