@@ -26,7 +26,7 @@ pub const BATCH: usize = 128;
 /// in the queue waits for the lock (a quiet system answers 200 with where its facts are);
 /// one with company leaves the work to whoever holds the lock (measured against 8 and 32
 /// in docs/PERFORMANCE.md: with a few clients the queue never grows longer than they are).
-pub const BATCH_AT: u64 = 2;
+pub const BEHIND_AT: u64 = 2;
 
 /// Deliveries integrated per writer transaction by the tick's drain, which has no sender
 /// waiting on it: larger batches share more of each commit.
@@ -73,7 +73,7 @@ pub async fn accept_all<S: Sql>(db: &S, group: &[&Queued], settings: &Settings<'
     // its facts are. A long one (integration is behind): integrate only if the lock is
     // free, else answer 202 at once and leave the delivery to the batch being written or
     // the next; the queue is then drained a batch per commit, not a delivery per commit.
-    let behind = answers.iter().any(Option::is_none) && store::waiting(db).await?.0 >= BATCH_AT;
+    let behind = answers.iter().any(Option::is_none) && store::waiting(db).await?.0 >= BEHIND_AT;
     for _ in 0..ROUNDS {
         if answers.iter().all(Option::is_some) {
             break;
