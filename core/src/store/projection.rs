@@ -6,43 +6,8 @@ use crate::sources::facts::{JobState, PipelineState, Projection};
 use crate::sql::{Sql, Val};
 
 pub async fn load_projection<S: Sql>(db: &S, instance: &str, pipeline_id: u64) -> Result<Projection> {
-    let p = db
-        .query(
-            "SELECT project_id, project_path, status, attempt, iid, ref, sha, source, trigger FROM pipelines WHERE instance = ? AND pipeline_id = ?",
-            &[Val::text(instance), Val::int(pipeline_id)],
-        )
-        .await?;
-    let pipeline = p.first().map(|r| PipelineState {
-        project_id: u64_at(r, 0).unwrap_or(0),
-        project_path: text_at(r, 1),
-        status: text_at(r, 2),
-        attempt: u64_at(r, 3).unwrap_or(0) as u32,
-        iid: u64_at(r, 4),
-        git_ref: text_at(r, 5),
-        sha: text_at(r, 6),
-        source: text_at(r, 7),
-        trigger: text_at(r, 8),
-    });
-    let rows = db
-        .query(
-            "SELECT job_id, status, name, retried FROM jobs WHERE instance = ? AND pipeline_id = ?",
-            &[Val::text(instance), Val::int(pipeline_id)],
-        )
-        .await?;
-    let jobs = rows
-        .iter()
-        .map(|r| {
-            (
-                u64_at(r, 0).unwrap_or(0),
-                JobState {
-                    status: text_at(r, 1).unwrap_or_default(),
-                    name: text_at(r, 2),
-                    retried: r.get(3).and_then(Val::as_i64) == Some(1),
-                },
-            )
-        })
-        .collect();
-    Ok(Projection { pipeline, jobs })
+    let mut one = load_projections(db, &[(instance, pipeline_id)]).await?;
+    Ok(one.remove(&(instance.to_string(), pipeline_id)).unwrap_or_default())
 }
 
 /// The projections of many pipelines in two statements (a batch's), keyed by (instance,
