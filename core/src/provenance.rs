@@ -64,6 +64,7 @@ pub fn summarize(events: &[StoredEvent]) -> Option<Value> {
     let mut history = Vec::new();
     let mut jobs: Vec<(u64, Map<String, Value>)> = Vec::new();
     let (mut retries, mut plays, mut cancels, mut deletions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut erasures = Vec::new();
     let mut variables = Value::Null;
     let mut confirmations: Confirmations = HashMap::new();
     // GitHub runs have attempts; a late report about an earlier one is history, not state.
@@ -133,6 +134,15 @@ pub fn summarize(events: &[StoredEvent]) -> Option<Value> {
                     f["job_id"] = json!(j.id);
                     cancels.push(f);
                 }
+                // Erasing a job's log and artifacts removes what it did: who did it is
+                // provenance like a cancel.
+                Action::JobErased => {
+                    let mut f = actor_fact(ev, &confirmations);
+                    f["job_id"] = json!(j.id);
+                    f["job_name"] = json!(j.name);
+                    entry.insert("erased_by".into(), f["actor"].clone());
+                    erasures.push(f);
+                }
                 _ => {}
             }
             continue;
@@ -174,6 +184,7 @@ pub fn summarize(events: &[StoredEvent]) -> Option<Value> {
         "retries": retries,
         "plays": plays,
         "cancels": cancels,
+        "erasures": erasures,
         "deleted": deletions.first().cloned().unwrap_or(Value::Null),
         "event_count": events.len(),
     }))

@@ -458,6 +458,7 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
     who.push_str(&fact_rows("retried", &summary["retries"]));
     who.push_str(&fact_rows("played", &summary["plays"]));
     who.push_str(&fact_rows("canceled", &summary["cancels"]));
+    who.push_str(&fact_rows("erased", &summary["erasures"]));
     if summary["deleted"].is_object() {
         who.push_str(&fact_rows("deleted", &Value::Array(vec![summary["deleted"].clone()])));
     }

@@ -707,3 +707,62 @@ fn backfill_imports_history_and_resumes_and_connect_installs_hooks_idempotently(
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("readable by others"));
 }
+
+/// Erasing a job's log and artifacts is provenance: who did it is in the pipeline's summary
+/// (the job's `erased_by`, the `erasures` list, with the log line as evidence) and in the
+/// pipeline page's "Who did what".
+#[test]
+fn an_erasure_is_in_the_summary_and_on_the_pipeline_page() {
+    let app = App::start("erase", &[("gitlab_log_tokens", LOG_TOKEN)]);
+    let id = 501u64;
+    let job_id = id * 10;
+    let mut w = World::new("gitlab.example.com", id, user(11, "alice"));
+    w.add_job(
+        job_id,
+        "build",
+        "build",
+        "success",
+        &user(11, "alice"),
+        "2026-11-20T09:00:01.000Z",
+    );
+    w.set_status("success", "2026-11-20T09:05:00.000Z");
+    assert_eq!(app.hook("Pipeline Hook", None, &w.pipeline_hook()).status, 200);
+    let before = provenance(&app, id);
+    assert_eq!(before["erasures"], json!([]), "{before}");
+    let line = api_log(
+        "POST",
+        "/api/:version/projects/:id/jobs/:job_id/erase",
+        &format!("/api/v4/projects/{PROJECT}/jobs/{job_id}/erase"),
+        201,
+        (14, "dora"),
+        "2026-11-20T10:00:00.000Z",
+    );
+    assert_eq!(ship(&app, &[line])["recorded"], 1);
+    let p = provenance(&app, id);
+    let erasures = p["erasures"].as_array().unwrap();
+    assert_eq!(erasures.len(), 1, "{p}");
+    assert_eq!(erasures[0]["actor"]["username"], "dora", "{p}");
+    assert_eq!(erasures[0]["attribution"], "rails_log");
+    assert_eq!(erasures[0]["job_id"], job_id);
+    assert_eq!(sources(&erasures[0]), ["gitlab.rails_log"]);
+    let job = p["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == job_id)
+        .unwrap();
+    assert_eq!(job["erased_by"]["username"], "dora", "{job}");
+    let page = app.get(&format!("/ui/pipelines/gitlab/{id}"), Some(ADMIN));
+    assert_eq!(page.status, 200);
+    let who = &page.text[page.text.find("id=\"who\"").unwrap()..];
+    let who = &who[..who.find("</table>").unwrap()];
+    let row = who
+        .split("<tr>")
+        .find(|r| r.contains(">erased<"))
+        .unwrap_or_else(|| panic!("no erased row: {who}"));
+    assert!(
+        row.contains(&format!("/ui/jobs/gitlab/{job_id}")) && row.contains("dora"),
+        "{row}"
+    );
+    assert!(row.contains("gitlab.rails_log"), "its evidence: {row}");
+}
