@@ -11,9 +11,9 @@
 //! deliveries share one commit, in one instance or many), and `POST /admin/tick` for
 //! whatever is left. Nothing here is ordered by component memory.
 
-use crate::ingest::{Decoded, Meta, Outcome, Settings, integrate as integrate_batch};
+use crate::ingest::{Decoded, Meta, Outcome, Settings, WorkflowHook, integrate as integrate_batch};
 use crate::model::{Evidence, Source};
-use crate::sources::{github, gitlab_hooks};
+use crate::sources::gitlab_hooks;
 use crate::sql::{DbError, Sql, in_writer, in_writer_if_free};
 use crate::store::{self, Fate, Queued};
 
@@ -51,33 +51,19 @@ pub enum Accepted {
 }
 
 /// Accepts a delivery (one statement), then integrates what is queued until it is in the
-/// ledger or this request's share of the work is done.
+/// ledger or this request's share of the work is done. The answer holds only once the
+/// statement that queued it has committed.
 pub async fn accept<S: Sql>(db: &S, delivery: &Queued, settings: &Settings<'_>) -> Result<Accepted, DbError> {
-    Ok(accept_all(db, &[delivery], settings).await?.remove(0))
-}
-
-/// `accept` for a group of deliveries that arrived together (concurrent requests in one
-/// instance): one statement queues them all, and the integration that follows serves
-/// them all. Each answer holds only once that group's statement has committed.
-pub async fn accept_all<S: Sql>(db: &S, group: &[&Queued], settings: &Settings<'_>) -> Result<Vec<Accepted>, DbError> {
-    let ids = store::enqueue_all(db, group).await?;
-    let replays = ids.iter().filter(|id| id.is_none()).count();
-    if replays > 0 {
-        store::count_outcomes(db, &[("duplicate", replays as u64)]).await?;
-    }
-    let mut answers: Vec<Option<Accepted>> = ids
-        .iter()
-        .map(|id| id.is_none().then_some(Accepted::Duplicate))
-        .collect();
-    // A short queue: wait for the writer's lock and integrate, so every answer says where
-    // its facts are. A long one (integration is behind): integrate only if the lock is
-    // free, else answer 202 at once and leave the delivery to the batch being written or
-    // the next; the queue is then drained a batch per commit, not a delivery per commit.
-    let behind = answers.iter().any(Option::is_none) && store::waiting(db).await?.0 >= BEHIND_AT;
+    let Some(id) = store::enqueue(db, delivery).await? else {
+        store::count_outcome(db, "duplicate").await?;
+        return Ok(Accepted::Duplicate);
+    };
+    // A short queue: wait for the writer's lock and integrate, so the answer says where its
+    // facts are. A long one (integration is behind): integrate only if the lock is free,
+    // else answer 202 at once and leave the delivery to the batch being written or the
+    // next; the queue is then drained a batch per commit, not a delivery per commit.
+    let behind = store::waiting(db).await?.0 >= BEHIND_AT;
     for _ in 0..ROUNDS {
-        if answers.iter().all(Option::is_some) {
-            break;
-        }
         let integrated = if behind {
             integrate_if_free(db, settings, BATCH).await
         } else {
@@ -88,59 +74,36 @@ pub async fn accept_all<S: Sql>(db: &S, group: &[&Queued], settings: &Settings<'
             // Another writer is at work on the queue: this delivery is in its batch or the next.
             Ok(None) => break,
             // Accepted is accepted: a writer that could not finish (busy, disk full)
-            // leaves the deliveries queued, not lost.
+            // leaves the delivery queued, not lost.
             Err(e) => {
-                eprintln!(
-                    "pipetrail: {} deliveries accepted, integration deferred: {e}",
-                    group.len()
-                );
+                eprintln!("pipetrail: delivery {id} accepted, integration deferred: {e}");
                 break;
             }
         };
-        let mut progressed = !done.outcomes.is_empty() || done.set_aside > 0;
-        for (answer, id) in answers.iter_mut().zip(&ids) {
-            let Some(id) = id else { continue };
-            if answer.is_some() {
-                continue;
-            }
-            if let Some((_, outcome)) = done.outcomes.iter().find(|(i, _)| i == id) {
-                *answer = Some(match outcome {
-                    Outcome::Recorded { events, first_seq } => Accepted::Recorded {
-                        events: *events,
-                        first_seq: *first_seq,
-                    },
-                    Outcome::Duplicate => Accepted::Duplicate,
-                });
-                continue;
-            }
-            // Not in this batch: integrated by another writer, set aside, or still queued.
-            let key = &group[answers_index(&ids, *id)].delivery_key;
-            match store::fate(db, *id, key).await? {
-                Fate::Queued => {}
-                Fate::Integrated { events, first_seq } => {
-                    *answer = Some(Accepted::Recorded {
-                        events: events as usize,
-                        first_seq,
-                    });
-                }
-                Fate::Duplicate => *answer = Some(Accepted::Duplicate),
-                Fate::SetAside(reason) => *answer = Some(Accepted::SetAside { id: *id, reason }),
-            }
-            progressed = true;
+        if let Some((_, outcome)) = done.outcomes.iter().find(|(i, _)| *i == id) {
+            return Ok(match outcome {
+                Outcome::Recorded { events, first_seq } => Accepted::Recorded {
+                    events: *events,
+                    first_seq: *first_seq,
+                },
+                Outcome::Duplicate => Accepted::Duplicate,
+            });
         }
-        if !progressed {
-            break;
+        // Not in this batch: integrated by another writer, set aside, or still queued.
+        match store::fate(db, id, &delivery.delivery_key).await? {
+            Fate::Queued if !done.outcomes.is_empty() || done.set_aside > 0 => continue,
+            Fate::Queued => break,
+            Fate::Integrated { events, first_seq } => {
+                return Ok(Accepted::Recorded {
+                    events: events as usize,
+                    first_seq,
+                });
+            }
+            Fate::Duplicate => return Ok(Accepted::Duplicate),
+            Fate::SetAside(reason) => return Ok(Accepted::SetAside { id, reason }),
         }
     }
-    Ok(answers
-        .into_iter()
-        .zip(&ids)
-        .map(|(answer, id)| answer.unwrap_or(Accepted::Queued { id: id.unwrap_or(0) }))
-        .collect())
-}
-
-fn answers_index(ids: &[Option<i64>], id: i64) -> usize {
-    ids.iter().position(|i| *i == Some(id)).expect("the id is the group's")
+    Ok(Accepted::Queued { id })
 }
 
 /// What one integration did.
@@ -237,8 +200,7 @@ async fn set_aside_oldest<S: Sql>(db: &S, why: &str) -> Result<(), DbError> {
 /// A queued row, decoded again by its source's reader.
 enum Read {
     Gitlab(gitlab_hooks::Hook),
-    GithubRun(Box<github::Run>),
-    GithubJob(Box<github::RunJob>),
+    Github(WorkflowHook),
 }
 
 fn read(q: &Queued) -> Result<Read, String> {
@@ -247,10 +209,9 @@ fn read(q: &Queued) -> Result<Read, String> {
         Some(Source::GitlabWebhook) => gitlab_hooks::parse_hook(body, Some(&q.kind))
             .map(Read::Gitlab)
             .map_err(|e| e.0),
-        Some(Source::GithubWebhook) => match github::parse(body, &q.kind).map_err(|e| e.0)? {
-            github::Hook::Run(r) => Ok(Read::GithubRun(r)),
-            github::Hook::Job(j) => Ok(Read::GithubJob(j)),
-            _ => Err(format!("{} is not a delivery the inbox integrates", q.kind)),
+        Some(Source::GithubWebhook) => match WorkflowHook::read(body, &q.kind).map_err(|e| e.0)? {
+            Some(hook) => Ok(Read::Github(hook)),
+            None => Err(format!("{} is not a delivery the inbox integrates", q.kind)),
         },
         _ => Err(format!("no decoder reads inbox rows from {:?}", q.source)),
     }
@@ -283,8 +244,7 @@ async fn integrate_queued<S: Sql>(db: &S, settings: &Settings<'_>, limit: usize)
                     pipeline_id,
                 }
             }
-            Read::GithubRun(r) => Decoded::GithubRun(r),
-            Read::GithubJob(j) => Decoded::GithubJob(j),
+            Read::Github(hook) => hook.decoded(),
         })
         .collect();
     let metas: Vec<Meta> = readable.iter().map(|(q, r)| meta(q, r)).collect();
@@ -320,7 +280,7 @@ fn meta<'a>(q: &'a Queued, read: &Read) -> Meta<'a> {
     let (source, redacted_body) = match read {
         Read::Gitlab(_) => (Source::GitlabWebhook, gitlab_hooks::redact_body(q.body.as_bytes())),
         // GitHub's workflow payloads carry no variable values; the body is kept as sent.
-        Read::GithubRun(_) | Read::GithubJob(_) => (Source::GithubWebhook, Some(q.body.clone())),
+        Read::Github(_) => (Source::GithubWebhook, Some(q.body.clone())),
     };
     Meta {
         key: q.delivery_key.clone(),

@@ -33,7 +33,7 @@ pub async fn enqueue<S: Sql>(db: &S, q: &Queued) -> Result<Option<i64>> {
 
 const INBOX_COLUMNS: usize = 7;
 
-/// Queues several deliveries in one statement (a group of concurrent requests), each
+/// Queues several deliveries in one statement, each
 /// unless its key is queued or recorded already: for each, `Some(id)` when queued now,
 /// `None` for a replay (a key twice in the group is queued once, for its first).
 pub async fn enqueue_all<S: Sql>(db: &S, rows: &[&Queued]) -> Result<Vec<Option<i64>>> {
