@@ -305,13 +305,9 @@ impl Projections {
         instance: &str,
         pipeline_id: u64,
     ) -> Result<&mut Tracked, DbError> {
+        self.preload(db, &[(forge, instance, pipeline_id)]).await?;
         let key = (instance.to_string(), pipeline_id);
-        if !self.pipelines.contains_key(&key) {
-            let saved = store::load_projection(db, instance, pipeline_id).await?;
-            let current = saved.clone();
-            self.pipelines.insert(key.clone(), Tracked { forge, saved, current });
-        }
-        Ok(self.pipelines.get_mut(&key).expect("inserted above"))
+        Ok(self.pipelines.get_mut(&key).expect("preloaded above"))
     }
 
     /// Writes every changed projection, so store lookups (a log line's or an audit
@@ -575,32 +571,71 @@ pub enum GithubOutcome<T> {
     Ignored(String),
 }
 
-/// A GitHub delivery checked at the door: a run or job, or what is answered at once.
-enum CheckedGithub {
-    Delivery {
-        hook: github::Hook,
-        key: String,
-        guid: Option<String>,
-        payload_sha256: String,
-    },
-    Answered(GithubOutcome<Outcome>),
+/// A GitHub delivery checked at the door: a run or one of its jobs, known by its key.
+struct CheckedRun {
+    hook: WorkflowHook,
+    key: String,
+    guid: Option<String>,
+    payload_sha256: String,
 }
 
-async fn check_github<S: Sql>(db: &S, d: &GithubDelivery<'_>) -> Result<CheckedGithub, IngestError> {
+/// What the inbox and the recording path take of GitHub: a workflow run or one of its jobs.
+pub(crate) enum WorkflowHook {
+    Run(Box<github::Run>),
+    Job(Box<github::RunJob>),
+}
+
+impl WorkflowHook {
+    /// Reads a delivery the way `check_github` admitted it (`None`: not a run or a job).
+    pub(crate) fn read(body: &[u8], event: &str) -> Result<Option<WorkflowHook>, crate::sources::ParseError> {
+        Ok(match github::parse(body, event)? {
+            github::Hook::Run(r) => Some(WorkflowHook::Run(r)),
+            github::Hook::Job(j) => Some(WorkflowHook::Job(j)),
+            github::Hook::Ping { .. } | github::Hook::Other(_) => None,
+        })
+    }
+
+    pub(crate) fn decoded(&self) -> Decoded<'_> {
+        match self {
+            WorkflowHook::Run(r) => Decoded::GithubRun(r),
+            WorkflowHook::Job(j) => Decoded::GithubJob(j),
+        }
+    }
+}
+
+impl<T> GithubOutcome<T> {
+    /// `Ok` with what is answered at once (`ping`, an event not recorded), `Err` with the
+    /// delivery to record.
+    fn answered<U>(self) -> Result<GithubOutcome<U>, T> {
+        match self {
+            GithubOutcome::Recorded(t) => Err(t),
+            GithubOutcome::Ping { zen } => Ok(GithubOutcome::Ping { zen }),
+            GithubOutcome::Ignored(event) => Ok(GithubOutcome::Ignored(event)),
+        }
+    }
+}
+
+async fn check_github<S: Sql>(db: &S, d: &GithubDelivery<'_>) -> Result<GithubOutcome<CheckedRun>, IngestError> {
     let hook = match github::parse(d.body, d.event) {
         Ok(h) => h,
         Err(e) => return Err(invalid(db, e.0).await),
     };
-    let run_id = match &hook {
-        github::Hook::Run(r) => r.id,
-        github::Hook::Job(j) => j.run_id,
+    let (hook, run_id) = match hook {
+        github::Hook::Run(r) => {
+            let id = r.id;
+            (WorkflowHook::Run(r), id)
+        }
+        github::Hook::Job(j) => {
+            let id = j.run_id;
+            (WorkflowHook::Job(j), id)
+        }
         github::Hook::Ping { zen, .. } => {
             store::count_outcome(db, "ping").await?;
-            return Ok(CheckedGithub::Answered(GithubOutcome::Ping { zen: zen.clone() }));
+            return Ok(GithubOutcome::Ping { zen });
         }
         github::Hook::Other(event) => {
             store::count_outcome(db, "ignored").await?;
-            return Ok(CheckedGithub::Answered(GithubOutcome::Ignored(event.clone())));
+            return Ok(GithubOutcome::Ignored(event));
         }
     };
     if let Err(e) = check_id(run_id, "run") {
@@ -615,12 +650,12 @@ async fn check_github<S: Sql>(db: &S, d: &GithubDelivery<'_>) -> Result<CheckedG
         Some(g) => format!("github:{g}"),
         None => format!("sha256:{payload_sha256}"),
     };
-    Ok(CheckedGithub::Delivery {
+    Ok(GithubOutcome::Recorded(CheckedRun {
         hook,
         key,
         guid,
         payload_sha256,
-    })
+    }))
 }
 
 /// A `workflow_run` or `workflow_job` delivery, end to end in one writer transaction;
@@ -630,27 +665,17 @@ pub async fn record_github<S: Sql>(
     d: &GithubDelivery<'_>,
     settings: &Settings<'_>,
 ) -> Result<GithubOutcome<Outcome>, IngestError> {
-    let (hook, key, guid, payload_sha256) = match check_github(db, d).await? {
-        CheckedGithub::Answered(a) => return Ok(a),
-        CheckedGithub::Delivery {
-            hook,
-            key,
-            guid,
-            payload_sha256,
-        } => (hook, key, guid, payload_sha256),
-    };
-    let decoded = match &hook {
-        github::Hook::Run(r) => Decoded::GithubRun(r),
-        github::Hook::Job(j) => Decoded::GithubJob(j),
-        github::Hook::Ping { .. } | github::Hook::Other(_) => return Err(IngestError::Invalid("not a run".into())),
+    let c = match check_github(db, d).await?.answered() {
+        Ok(answer) => return Ok(answer),
+        Err(c) => c,
     };
     let meta = Meta {
-        key,
+        key: c.key,
         kind: d.event,
         evidence: Evidence {
             source: Source::GithubWebhook,
-            delivery_id: guid,
-            payload_sha256,
+            delivery_id: c.guid,
+            payload_sha256: c.payload_sha256,
             remote_ip: None,
         },
         // GitHub's workflow payloads carry no variable values; the body is kept as sent.
@@ -658,34 +683,29 @@ pub async fn record_github<S: Sql>(
         received_at: d.received_at,
         inbox_id: None,
     };
-    Ok(GithubOutcome::Recorded(record(db, &decoded, &meta, settings).await?))
+    Ok(GithubOutcome::Recorded(
+        record(db, &c.hook.decoded(), &meta, settings).await?,
+    ))
 }
 
 /// A `workflow_run` or `workflow_job` delivery as the inbox queues it (`Recorded` holds
 /// the row); `ping` and other events are answered at once and counted. Refused with
 /// `Invalid`, nothing stored, when unreadable.
 pub async fn queue_github<S: Sql>(db: &S, d: &GithubDelivery<'_>) -> Result<GithubOutcome<Queued>, IngestError> {
-    let (key, guid, payload_sha256) = match check_github(db, d).await? {
-        CheckedGithub::Answered(GithubOutcome::Ping { zen }) => return Ok(GithubOutcome::Ping { zen }),
-        CheckedGithub::Answered(GithubOutcome::Ignored(e)) => return Ok(GithubOutcome::Ignored(e)),
-        CheckedGithub::Answered(GithubOutcome::Recorded(_)) => return Err(IngestError::Invalid("not a run".into())),
-        CheckedGithub::Delivery {
-            key,
-            guid,
-            payload_sha256,
-            ..
-        } => (key, guid, payload_sha256),
+    let c = match check_github(db, d).await?.answered() {
+        Ok(answer) => return Ok(answer),
+        Err(c) => c,
     };
     let Ok(body) = std::str::from_utf8(d.body) else {
         return Err(invalid(db, "body is not UTF-8".into()).await);
     };
     Ok(GithubOutcome::Recorded(Queued {
         id: 0,
-        delivery_key: key,
+        delivery_key: c.key,
         source: Source::GithubWebhook.as_str().into(),
         kind: d.event.into(),
-        delivery_id: guid,
-        payload_sha256,
+        delivery_id: c.guid,
+        payload_sha256: c.payload_sha256,
         received_at: d.received_at.into(),
         body: body.into(),
     }))
@@ -697,11 +717,11 @@ pub async fn accept_github<S: Sql>(
     d: &GithubDelivery<'_>,
     settings: &Settings<'_>,
 ) -> Result<GithubOutcome<Accepted>, IngestError> {
-    Ok(match queue_github(db, d).await? {
-        GithubOutcome::Recorded(q) => GithubOutcome::Recorded(sequencer::accept(db, &q, settings).await?),
-        GithubOutcome::Ping { zen } => GithubOutcome::Ping { zen },
-        GithubOutcome::Ignored(e) => GithubOutcome::Ignored(e),
-    })
+    let queued = match queue_github(db, d).await?.answered() {
+        Ok(answer) => return Ok(answer),
+        Err(q) => q,
+    };
+    Ok(GithubOutcome::Recorded(sequencer::accept(db, &queued, settings).await?))
 }
 
 /// `queue_gitlab` with an unreadable delivery counted as `invalid` (nothing else stored).
