@@ -259,26 +259,21 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
             esc(value(k))
         )
     };
-    let options: String = std::iter::once("")
-        .chain(Action::ALL.iter().map(|a| a.as_str()))
-        .map(|a| {
-            format!(
-                "<option value=\"{a}\"{}>{}</option>",
-                if value("action") == a { " selected" } else { "" },
-                if a.is_empty() { "any" } else { a }
-            )
-        })
-        .collect();
-    let sources: String = std::iter::once("")
-        .chain(Source::ALL.iter().map(|s| s.as_str()))
-        .map(|a| {
-            format!(
-                "<option value=\"{a}\"{}>{}</option>",
-                if value("source") == a { " selected" } else { "" },
-                if a.is_empty() { "any" } else { a }
-            )
-        })
-        .collect();
+    // A vocabulary's menu: "any", then every word, the filter's own selected.
+    let menu = |name: &str, words: &mut dyn Iterator<Item = &'static str>| -> String {
+        std::iter::once("")
+            .chain(words)
+            .map(|w| {
+                format!(
+                    "<option value=\"{w}\"{}>{}</option>",
+                    if value(name) == w { " selected" } else { "" },
+                    if w.is_empty() { "any" } else { w }
+                )
+            })
+            .collect()
+    };
+    let options = menu("action", &mut Action::ALL.iter().map(|a| a.as_str()));
+    let sources = menu("source", &mut Source::ALL.iter().map(|s| s.as_str()));
     let query: String = filters
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "cursor" | "limit"))
