@@ -160,6 +160,8 @@ mod tests {
             ("gitlab_api_projects", Some("21, 22".into())),
             ("sink_batches_per_run", Some("50".into())),
             ("checkpoint_interval_seconds", Some("0".into())),
+            ("sqlite_synchronous", Some("NORMAL".into())),
+            ("sqlite_synchronous", None),
             ("storage_mode", None),
             ("sinks", Some(String::new())),
         ];
@@ -172,6 +174,7 @@ mod tests {
             ("gitlab_api_projects", "21, grp/app"),
             ("sink_batches_per_run", "0"),
             ("retention_scan_per_run", "lots"),
+            ("sqlite_synchronous", "off"),
         ] {
             let found = problems([(k, Some(v.to_string()))]);
             assert_eq!(found.len(), 1, "{k}={v}");
