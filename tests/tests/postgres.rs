@@ -125,7 +125,8 @@ fn the_components_run_on_postgresql() {
 
 /// Three host processes on three ports share one PostgreSQL. Load goes to all three at
 /// once; one is killed with SIGKILL in the middle. Afterwards: one dense ledger, no event
-/// twice, every delivery that was answered 2xx stored, and it verifies.
+/// twice, every delivery that was answered 2xx stored or queued (then stored once the tick
+/// has integrated the queue), and it verifies.
 #[test]
 fn three_hosts_share_one_ledger_and_survive_a_kill() {
     let (url, db) = pg_schema("three_hosts");
@@ -189,18 +190,46 @@ fn three_hosts_share_one_ledger_and_survive_a_kill() {
     let n = rows(&db, "SELECT COUNT(*) FROM events");
     assert_eq!(rows(&db, "SELECT COALESCE(MAX(seq) + 1, 0) FROM events"), n, "dense");
     assert_eq!(rows(&db, "SELECT COUNT(DISTINCT id) FROM events"), n, "no duplicates");
-    // Every acknowledged delivery is stored.
-    let stored: Vec<String> = block_on(db.query("SELECT delivery_key FROM deliveries", &[]))
+    // Every acknowledged delivery is durable: integrated, or (answered 202) in the inbox.
+    let keys = |sql: &str| -> Vec<String> {
+        block_on(db.query(sql, &[]))
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_str().unwrap().to_string())
+            .collect()
+    };
+    let durable = [
+        keys("SELECT delivery_key FROM deliveries"),
+        keys("SELECT delivery_key FROM inbox"),
+    ]
+    .concat();
+    for uuid in &acked {
+        assert!(
+            durable.iter().any(|k| k.ends_with(uuid.as_str())),
+            "{uuid} was acknowledged but is neither stored nor queued"
+        );
+    }
+    // The tick on a surviving host integrates what was queued: then every one is stored.
+    let tick = ureq::post(&format!("{}/admin/tick", hosts[0].base))
+        .header("Authorization", &format!("Bearer {ADMIN}"))
+        .send_empty()
         .unwrap()
-        .iter()
-        .map(|r| r[0].as_str().unwrap().to_string())
-        .collect();
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let tick: Value = serde_json::from_str(&tick).unwrap();
+    assert_eq!(tick["integrate"]["queued"], 0, "{tick}");
+    assert_eq!(tick["integrate"]["inbox_set_aside"], 0, "{tick}");
+    let stored = keys("SELECT delivery_key FROM deliveries");
     for uuid in &acked {
         assert!(
             stored.iter().any(|k| k.ends_with(uuid.as_str())),
-            "{uuid} was acknowledged but is not stored"
+            "{uuid} was acknowledged but is not stored after the tick"
         );
     }
+    // Still one dense ledger once the queue is integrated.
+    let n = rows(&db, "SELECT COUNT(*) FROM events");
+    assert_eq!(rows(&db, "SELECT COALESCE(MAX(seq) + 1, 0) FROM events"), n, "dense");
     // A surviving host resends what the killed one may have lost; still one ledger.
     let survivor = &hosts[0].base;
     for (uuid, body) in &deliveries {
