@@ -37,6 +37,7 @@ fn ingest_all(path: &std::path::Path, deliveries: &[(String, Vec<u8>)], without_
         variables: &policy,
         signer: &signer,
         checkpoint_interval_secs: 10,
+        findings: pipetrail_core::findings::Rules::default(),
         without_tree,
     };
     let start = Instant::now();

@@ -38,6 +38,7 @@ const COUNTS: &[&str] = &[
     "retention_scan_per_run",
     "sink_batches_per_run",
     "reconcile_max_requests",
+    "github_audit_max_requests",
 ];
 
 /// Every variable `check` understands.
@@ -52,6 +53,10 @@ pub const CHECKED: &[&str] = &[
     "retention_scan_per_run",
     "sink_batches_per_run",
     "reconcile_max_requests",
+    "github_audit_max_requests",
+    "findings_rules",
+    "findings_deleted_within",
+    "findings_burst",
 ];
 
 /// What is wrong with one variable's value, if anything.
@@ -73,12 +78,22 @@ pub fn check(variable: &str, value: &str) -> Result<(), String> {
             Some(p) => Err(format!("{p:?}: expected numeric project ids, comma-separated")),
             None => Ok(()),
         },
+        "findings_rules" => findings_check(crate::findings::Rules::parse(Some(value), None, None)),
+        "findings_deleted_within" => findings_check(crate::findings::Rules::parse(None, Some(value), None)),
+        "findings_burst" => findings_check(crate::findings::Rules::parse(None, None, Some(value))),
         v if COUNTS.contains(&v) && !value.is_empty() => match value.parse::<u64>() {
             Ok(n) if n > 0 || v == "checkpoint_interval_seconds" => Ok(()),
             _ => Err(format!("{value:?}: expected a whole number above 0")),
         },
         _ => Ok(()),
     }
+}
+
+/// A findings variable's error without the variable's name (`problems` adds it).
+fn findings_check(parsed: Result<crate::findings::Rules, String>) -> Result<(), String> {
+    parsed
+        .map(|_| ())
+        .map_err(|e| e.split_once(": ").map_or(e.clone(), |(_, why)| why.to_string()))
 }
 
 /// A count variable's value: `default` when unset or empty, an error naming the variable
@@ -162,6 +177,9 @@ mod tests {
             ("checkpoint_interval_seconds", Some("0".into())),
             ("sqlite_synchronous", Some("NORMAL".into())),
             ("sqlite_synchronous", None),
+            ("findings_rules", Some("deleted_unseen,burst_of_deletions".into())),
+            ("findings_deleted_within", Some("12h".into())),
+            ("findings_burst", Some("10/1h".into())),
             ("storage_mode", None),
             ("sinks", Some(String::new())),
         ];
@@ -175,6 +193,9 @@ mod tests {
             ("sink_batches_per_run", "0"),
             ("retention_scan_per_run", "lots"),
             ("sqlite_synchronous", "off"),
+            ("findings_rules", "all"),
+            ("findings_deleted_within", "1 day"),
+            ("findings_burst", "5"),
         ] {
             let found = problems([(k, Some(v.to_string()))]);
             assert_eq!(found.len(), 1, "{k}={v}");

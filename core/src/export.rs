@@ -34,6 +34,9 @@ pub const CSV_COLUMNS: &[&str] = &[
     "evidence_delivery_id",
     "evidence_payload_sha256",
     "refers_to",
+    "finding_rule",
+    "finding_severity",
+    "finding_summary",
     "leaf_hash",
 ];
 
@@ -74,6 +77,9 @@ fn column(ev: &Event, col: &str) -> Option<String> {
         "action" => Some(ev.action.to_string()),
         "attribution" => Some(ev.attribution.to_string()),
         "refers_to" => ev.refers_to.clone(),
+        "finding_rule" => ev.finding.as_ref().map(|f| f.rule.to_string()),
+        "finding_severity" => ev.finding.as_ref().map(|f| f.severity.to_string()),
+        "finding_summary" => ev.finding.as_ref().map(|f| f.summary.clone()),
         "actor_username" => ev.actor.username.clone(),
         "actor_id" => ev.actor.id.map(|i| i.to_string()),
         "actor_name" => ev.actor.name.clone(),

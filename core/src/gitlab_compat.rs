@@ -86,6 +86,9 @@ pub fn audit_event(stored: &StoredEvent) -> Value {
             "evidence": ev.evidence,
         },
     });
+    if let Some(f) = &ev.finding {
+        details["pipetrail"]["finding"] = json!(f);
+    }
     if let Some(u) = &actor.username {
         details["author_username"] = json!(u);
     }
@@ -124,6 +127,10 @@ fn message(ev: &Event) -> String {
         (Action::JobErased, _, Some(j)) => format!("Erased job {job_name} ({j})"),
         (Action::JobStatusChanged, _, Some(j)) => format!("Job {job_name} ({j}) {to}"),
         (Action::EvidenceAdded, _, _) => format!("{} confirmed an earlier event", ev.evidence.source),
+        (Action::FindingRaised, _, _) => match &ev.finding {
+            Some(f) => format!("Finding {} ({}): {}", f.rule, f.severity, f.summary),
+            None => ev.action.to_string(),
+        },
         _ => match &ev.audit {
             Some(a) => a.event_type.replace('_', " "),
             None => ev.action.to_string(),

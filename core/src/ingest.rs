@@ -13,7 +13,7 @@ use crate::sources::facts::{Context, Projection, VariablePolicy};
 use crate::sources::gitlab_audit::AuditEvent;
 use crate::sources::gitlab_hooks::Hook;
 use crate::sources::gitlab_logs::{self, LogFact, Target};
-use crate::sources::{github, gitlab_api, gitlab_audit, gitlab_hooks};
+use crate::sources::{github, github_audit, gitlab_api, gitlab_audit, gitlab_hooks};
 use crate::sql::{DbError, Sql, in_writer};
 use crate::store::{self, DeliveryRecord, Queued};
 
@@ -49,6 +49,8 @@ pub struct Settings<'a> {
     pub variables: &'a VariablePolicy,
     pub signer: &'a NoteSigner,
     pub checkpoint_interval_secs: i64,
+    /// Which finding rules run after each batch, and their thresholds.
+    pub findings: crate::findings::Rules,
     /// Benchmark baseline only (`pipetrail bench`): skip the Merkle tree and checkpoints.
     #[doc(hidden)]
     pub without_tree: bool,
@@ -67,6 +69,7 @@ impl<'a> Settings<'a> {
             variables: &NO_VARIABLES,
             signer,
             checkpoint_interval_secs,
+            findings: crate::findings::Rules::default(),
             without_tree: false,
         }
     }
@@ -86,6 +89,12 @@ pub enum Decoded<'a> {
     GithubJob(&'a github::RunJob),
     /// Streamed audit events: each maps to one fact (a deletion joins its pipeline).
     Audit(&'a [AuditEvent]),
+    /// One entry of GitHub's audit log: one fact of its run; `instance` is where a run no
+    /// webhook showed is recorded.
+    GithubAudit {
+        entry: &'a github_audit::Entry,
+        instance: &'a str,
+    },
     /// One Rails log line naming an action; `instance` is the GitLab the shipper named,
     /// for targets the store has not seen.
     LogLine {
@@ -224,6 +233,12 @@ pub async fn integrate<S: Sql>(
         };
     }
     store::insert_deliveries(db, &records).await?;
+    // The rules read what the batch appended (this transaction sees it): a finding is
+    // committed with the facts that raise it, or not at all.
+    if !settings.without_tree {
+        let appended: Vec<&Event> = stored.iter().flatten().map(|(e, _)| e).collect();
+        crate::findings::raise(db, &appended, &settings.findings, &integrated_at).await?;
+    }
     Ok(outcomes)
 }
 
@@ -260,7 +275,7 @@ impl Decoded<'_> {
             } => Some((ForgeKind::Gitlab, instance, *pipeline_id)),
             Decoded::GithubRun(r) => Some((ForgeKind::Github, &r.instance, r.id)),
             Decoded::GithubJob(j) => Some((ForgeKind::Github, &j.instance, j.run_id)),
-            Decoded::Audit(_) | Decoded::LogLine { .. } => None,
+            Decoded::Audit(_) | Decoded::LogLine { .. } | Decoded::GithubAudit { .. } => None,
         }
     }
 }
@@ -358,6 +373,30 @@ async fn facts<S: Sql>(
             projections.save(db).await?;
             audit_facts(db, events, meta.received_at).await
         }
+        Decoded::GithubAudit { entry, instance } => {
+            projections.save(db).await?;
+            let home = store::run_home(db, entry.run_id).await?;
+            let attempt = match &home {
+                Some((inst, _, _)) => {
+                    let current = store::load_projection(db, inst, entry.run_id)
+                        .await?
+                        .pipeline
+                        .map_or(1, |p| u64::from(p.attempt));
+                    match (entry.action, entry.run_attempt) {
+                        (Action::PipelineCanceled, None) => canceled_attempt(db, inst, entry.run_id, current).await?,
+                        _ => current,
+                    }
+                }
+                None => 1,
+            };
+            Ok(vec![github_audit::to_event(
+                entry,
+                home.as_ref(),
+                attempt,
+                instance,
+                meta.received_at,
+            )])
+        }
         Decoded::LogLine { fact, instance } => {
             projections.save(db).await?;
             let target = log_target(db, fact, instance).await?;
@@ -368,6 +407,24 @@ async fn facts<S: Sql>(
             Ok(vec![gitlab_logs::to_event(fact, &target, &proj, meta.received_at)])
         }
     }
+}
+
+/// The attempt a cancel without one (GitHub's `cancel_workflow_run` names none) belongs
+/// to: the latest attempt a webhook already recorded as canceled, else the run's current.
+async fn canceled_attempt<S: Sql>(db: &S, instance: &str, run_id: u64, current: u64) -> Result<u64, DbError> {
+    for attempt in (1..=current.max(1)).rev() {
+        let key = format!(
+            "{}|{instance}|run|{run_id}|a{attempt}|status|canceled",
+            ForgeKind::Github
+        );
+        if store::seq_of_event_id(db, &crate::sources::facts::event_id(&key))
+            .await?
+            .is_some()
+        {
+            return Ok(attempt);
+        }
+    }
+    Ok(current)
 }
 
 /// One fact per audit event; a pipeline's deletion joins the pipeline's record when the
@@ -420,6 +477,43 @@ async fn log_target<S: Sql>(db: &S, f: &LogFact, instance: &str) -> Result<Targe
             }
         }
     })
+}
+
+/// GitHub audit-log entries (polled or streamed), each its own delivery keyed by its
+/// `_document_id`, so an entry polled and streamed is recorded once; in one writer
+/// transaction. `instance` is where a run no webhook showed is recorded.
+pub async fn record_github_audit<S: Sql>(
+    db: &S,
+    entries: &[github_audit::Entry],
+    received_at: &str,
+    settings: &Settings<'_>,
+    instance: &str,
+) -> Result<Vec<Outcome>, DbError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let decoded: Vec<Decoded> = entries
+        .iter()
+        .map(|entry| Decoded::GithubAudit { entry, instance })
+        .collect();
+    let metas: Vec<Meta> = entries
+        .iter()
+        .map(|e| Meta {
+            key: format!("github-audit:{}", e.document_id),
+            kind: "GitHub audit log",
+            evidence: Evidence {
+                source: Source::GithubAuditLog,
+                delivery_id: Some(e.document_id.clone()),
+                payload_sha256: hex(&sha256(&crate::canonical::to_vec(&e.raw))),
+                remote_ip: None,
+            },
+            redacted_body: None,
+            received_at,
+            inbox_id: None,
+        })
+        .collect();
+    let pairs: Vec<(&Decoded, &Meta)> = decoded.iter().zip(&metas).collect();
+    record_all(db, &pairs, settings).await
 }
 
 /// Refuses a body no source can read: counted as `invalid`, nothing else stored.

@@ -9,6 +9,7 @@ pub mod compact;
 pub mod config;
 pub mod encoding;
 pub mod export;
+pub mod findings;
 pub mod generate;
 pub mod gitlab_compat;
 pub mod ingest;

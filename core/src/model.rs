@@ -80,6 +80,8 @@ vocabulary! {
         GitlabAuditEvent = "gitlab.audit_event",
         /// Another source's report of a fact already recorded (`refers_to`).
         EvidenceAdded = "evidence.added",
+        /// A rule matched recorded facts (`finding`; core/src/findings/).
+        FindingRaised = "finding.raised",
     }
 }
 
@@ -91,6 +93,10 @@ vocabulary! {
         GitlabRailsLog = "gitlab.rails_log",
         GitlabApi = "gitlab.api",
         GithubWebhook = "github.webhook",
+        /// GitHub's audit log, polled from its REST API or streamed to the HEC route.
+        GithubAuditLog = "github.audit_log",
+        /// pipetrail's own rules over facts already recorded (a finding's evidence).
+        PipetrailRules = "pipetrail.rules",
     }
 }
 
@@ -109,6 +115,29 @@ vocabulary! {
         Api = "api",
         /// Nobody is named (statuses move by themselves; cancels are not attributed).
         None = "none",
+    }
+}
+
+vocabulary! {
+    /// The rules that raise findings (core/src/findings/rules.rs).
+    FindingRule {
+        /// A pipeline deleted by someone who acted on it, or soon after it ended.
+        DeletedAfterActing = "deleted_after_acting",
+        /// A pipeline found gone that no deletion report names anyone for.
+        DeletedUnseen = "deleted_unseen",
+        /// A pipeline or deployment job canceled by someone other than its triggerer.
+        CanceledBySomeoneElse = "canceled_by_someone_else",
+        /// One actor deleting more pipelines than the threshold within the window.
+        BurstOfDeletions = "burst_of_deletions",
+    }
+}
+
+vocabulary! {
+    /// How much a finding should worry its reader.
+    Severity {
+        High = "high",
+        Medium = "medium",
+        Info = "info",
     }
 }
 
@@ -174,7 +203,20 @@ pub struct Event {
     /// For `evidence.added`: the id of the fact this report confirms (see `merge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refers_to: Option<String>,
+    /// For `finding.raised`: the rule, how severe, and the facts it matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<Finding>,
     pub evidence: Evidence,
+}
+
+/// What a rule found: the facts it matched by event id, and why in words.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub rule: FindingRule,
+    pub severity: Severity,
+    pub summary: String,
+    /// The events the rule matched, oldest first.
+    pub matched: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -489,6 +531,8 @@ mod tests {
         check(Attribution::ALL, Attribution::as_str);
         check(ForgeKind::ALL, ForgeKind::as_str);
         check(ActorKind::ALL, ActorKind::as_str);
+        check(FindingRule::ALL, FindingRule::as_str);
+        check(Severity::ALL, Severity::as_str);
         assert_eq!(Action::parse("pipeline.canceled"), Some(Action::PipelineCanceled));
         assert!(Action::JobCanceled.matches("*.canceled") && Action::JobCanceled.matches("job.*"));
         assert!(!Action::JobCanceled.matches("pipeline.*"));

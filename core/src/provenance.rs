@@ -65,6 +65,7 @@ pub fn summarize(events: &[StoredEvent]) -> Option<Value> {
     let mut jobs: Vec<(u64, Map<String, Value>)> = Vec::new();
     let (mut retries, mut plays, mut cancels, mut deletions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut erasures = Vec::new();
+    let mut findings = Vec::new();
     let mut variables = Value::Null;
     let mut confirmations: Confirmations = HashMap::new();
     // GitHub runs have attempts; a late report about an earlier one is history, not state.
@@ -79,6 +80,13 @@ pub fn summarize(events: &[StoredEvent]) -> Option<Value> {
 
     for ev in typed.iter().copied() {
         if ev.action == Action::EvidenceAdded {
+            continue;
+        }
+        if let Some(f) = ev.finding.as_ref().filter(|_| ev.action == Action::FindingRaised) {
+            findings.push(json!({
+                "rule": f.rule, "severity": f.severity, "summary": f.summary, "matched": f.matched,
+                "actor": ev.actor, "at": ev.occurred_at, "seq": ev.seq, "event_id": ev.id,
+            }));
             continue;
         }
         // A fact first learnt from a log line has no status change; a later webhook or API
@@ -172,6 +180,7 @@ pub fn summarize(events: &[StoredEvent]) -> Option<Value> {
         }
     }
     jobs.sort_by_key(|(id, _)| *id);
+    inherit_pipeline_cancel(&mut cancels, &mut jobs);
     Some(json!({
         "forge": first.forge,
         "project": first.project,
@@ -185,7 +194,45 @@ pub fn summarize(events: &[StoredEvent]) -> Option<Value> {
         "plays": plays,
         "cancels": cancels,
         "erasures": erasures,
+        "findings": findings,
         "deleted": deletions.first().cloned().unwrap_or(Value::Null),
         "event_count": events.len(),
     }))
+}
+
+/// How close a job's cancel must be to its pipeline's for the pipeline's canceler to be
+/// its canceler: GitLab cancels a pipeline's unfinished jobs in the same request.
+const CANCEL_CASCADE_SECS: i64 = 60;
+
+/// A job canceled because its pipeline was canceled names nobody in its own reports (the
+/// webhook cannot say); it carries the pipeline cancel's actor and evidence, with
+/// `inherited_from` naming that fact, when the pipeline's canceler is known.
+fn inherit_pipeline_cancel(cancels: &mut [Value], jobs: &mut [(u64, Map<String, Value>)]) {
+    let unknown = |c: &Value| c["actor"]["kind"] == "unknown";
+    let Some(pipeline) = cancels
+        .iter()
+        .find(|c| c["target"] == "pipeline" && !unknown(c))
+        .cloned()
+    else {
+        return;
+    };
+    let Some(at) = pipeline["at"].as_str().and_then(crate::time::parse) else {
+        return;
+    };
+    for c in cancels.iter_mut().filter(|c| c["target"] == "job" && unknown(c)) {
+        let near = c["at"]
+            .as_str()
+            .and_then(crate::time::parse)
+            .is_some_and(|t| (t - at).num_seconds().abs() <= CANCEL_CASCADE_SECS);
+        if !near {
+            continue;
+        }
+        for field in ["actor", "attribution", "evidence"] {
+            c[field] = pipeline[field].clone();
+        }
+        c["inherited_from"] = pipeline["event_id"].clone();
+        if let Some((_, job)) = jobs.iter_mut().find(|(id, _)| c["job_id"] == json!(id)) {
+            job.insert("canceled_by".into(), pipeline["actor"].clone());
+        }
+    }
 }

@@ -384,6 +384,8 @@ impl<S: Sql, F: Fetch> Runner<'_, S, F> {
         });
         let appended = crate::sql::in_writer(db, async || {
             let stored = store::append(db, vec![event]).await?;
+            let appended: Vec<&crate::model::Event> = stored.iter().map(|(e, _)| e).collect();
+            crate::findings::raise(db, &appended, &self.settings.findings, self.now).await?;
             store::maybe_checkpoint(
                 db,
                 self.settings.signer,

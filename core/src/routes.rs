@@ -44,6 +44,9 @@ pub enum IngestRoute {
     GithubHooks,
     GitlabLogs,
     GitlabApi,
+    GithubAuditHec,
+    /// The same collector under Splunk's `/event` path.
+    GithubAuditHecEvent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,7 @@ pub enum QueryRoute {
     InclusionProof,
     ConsistencyProof,
     Export,
+    Findings,
     V4InstanceEvents,
     V4InstanceEvent,
     V4ProjectEvents,
@@ -82,6 +86,7 @@ pub enum QueryRoute {
     UiPipeline,
     UiJob,
     UiActor,
+    UiFindings,
     UiLedger,
     UiAsset,
 }
@@ -255,6 +260,30 @@ pub const ROUTES: &[Route] = &[
         "A pipeline and its jobs as GitLab's REST API shows them (backfill)"
     ),
     route!(
+        Handler::Ingest(IngestRoute::GithubAuditHec),
+        "POST",
+        "/services/collector",
+        Auth::Secret {
+            header: "Authorization",
+            variable: "github_audit_hec_tokens"
+        },
+        "application/json",
+        &[],
+        "GitHub audit-log streaming as a Splunk HTTP Event Collector (Authorization: Splunk <token>)"
+    ),
+    route!(
+        Handler::Ingest(IngestRoute::GithubAuditHecEvent),
+        "POST",
+        "/services/collector/event",
+        Auth::Secret {
+            header: "Authorization",
+            variable: "github_audit_hec_tokens"
+        },
+        "application/json",
+        &[],
+        "The same collector under Splunk's /event path"
+    ),
+    route!(
         Handler::Retention(RetentionRoute::Tick),
         "POST",
         "/admin/tick",
@@ -411,6 +440,15 @@ pub const ROUTES: &[Route] = &[
         "Export as CSV or JSON Lines (streamed) or a verifiable bundle"
     ),
     route!(
+        Handler::Query(QueryRoute::Findings),
+        "GET",
+        "/api/v1/findings",
+        Auth::Token,
+        "application/json",
+        crate::findings::list::PARAMS,
+        "Findings (finding.raised events), newest first, by rule, severity, actor, project"
+    ),
+    route!(
         Handler::Query(QueryRoute::V4InstanceEvents),
         "GET",
         "/api/v4/audit_events",
@@ -526,6 +564,15 @@ pub const ROUTES: &[Route] = &[
         "text/html",
         &[("cursor", "older page")],
         "Everything one user did"
+    ),
+    route!(
+        Handler::Query(QueryRoute::UiFindings),
+        "GET",
+        "/ui/findings",
+        Auth::Token,
+        "text/html",
+        crate::findings::list::PARAMS,
+        "Web UI: findings, filtered by rule, actor, project and severity"
     ),
     route!(
         Handler::Query(QueryRoute::UiLedger),
@@ -755,7 +802,7 @@ mod tests {
         handlers.sort_by_key(|h| format!("{h:?}"));
         handlers.dedup();
         assert_eq!(handlers.len(), rows, "a handler serves two rows");
-        assert_eq!(rows, 5 + 5 + 27, "ingest, retention and query handlers");
+        assert_eq!(rows, 7 + 5 + 29, "ingest, retention and query handlers");
     }
 
     #[test]

@@ -23,6 +23,7 @@ fn settings<'a>(policy: &'a VariablePolicy, signer: &'a pipetrail_core::note::No
         variables: policy,
         signer,
         checkpoint_interval_secs: 0,
+        findings: pipetrail_core::findings::Rules::default(),
         without_tree: false,
     }
 }

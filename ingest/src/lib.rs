@@ -55,6 +55,7 @@ async fn serve(req: Request) -> Result<Response<String>, Refusal> {
         IngestRoute::GithubHooks => github(request).await,
         IngestRoute::GitlabLogs => gitlab_logs(request).await,
         IngestRoute::GitlabApi => gitlab_api(request).await,
+        IngestRoute::GithubAuditHec | IngestRoute::GithubAuditHecEvent => github_audit_hec(request).await,
     }
 }
 
@@ -168,6 +169,7 @@ async fn gitlab(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
         variables: &policy,
         signer: &signer,
         checkpoint_interval_secs: interval,
+        findings: platform::finding_rules().await,
         without_tree: cfg!(feature = "bench-without-tree"),
     };
     let queued = ingest::queue_gitlab_counted(db, &delivery, &policy)
@@ -193,6 +195,7 @@ async fn github(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
         variables: &policy,
         signer: &signer,
         checkpoint_interval_secs: interval,
+        findings: platform::finding_rules().await,
         without_tree: cfg!(feature = "bench-without-tree"),
     };
     let received_at = pipetrail_core::time::now();
@@ -220,7 +223,10 @@ async fn github(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
 /// or array whatever the Content-Type (GitLab sends form-urlencoded by default).
 async fn gitlab_audit(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
     let (signer, interval) = ledger(r.db).await?;
-    let settings = Settings::without_variables(&signer, interval);
+    let settings = Settings {
+        findings: platform::finding_rules().await,
+        ..Settings::without_variables(&signer, interval)
+    };
     match ingest::record_audit(r.db, r.body, &pipetrail_core::time::now(), &settings)
         .await
         .map_err(failed)?
@@ -236,6 +242,44 @@ async fn gitlab_audit(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
     }
 }
 
+/// GitHub's audit-log stream to Splunk, received as a Splunk HTTP Event Collector
+/// (`Authorization: Splunk <token>`, one of `github_audit_hec_tokens`): concatenated HEC
+/// envelopes whose `event` is an audit-log entry. Answered in HEC's `{"text","code"}`
+/// shape; a batch with one unreadable envelope is refused whole, nothing stored.
+async fn github_audit_hec(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
+    use pipetrail_core::sources::github_audit::hec;
+    let (entries, ignored) = match hec::parse(r.body) {
+        Ok(read) => read,
+        Err(refused) => {
+            let _ = store::count_outcome(r.db, "invalid").await;
+            return Ok(json(
+                StatusCode::BAD_REQUEST,
+                &json!({"text": refused.text, "code": refused.code, "invalid-event-number": refused.event_number, "message": refused.why}),
+            ));
+        }
+    };
+    let (signer, interval) = ledger(r.db).await?;
+    let settings = Settings {
+        findings: platform::finding_rules().await,
+        ..Settings::without_variables(&signer, interval)
+    };
+    let instance = platform::var("github_instance")
+        .await
+        .unwrap_or_else(|| "github.com".into());
+    let outcomes = ingest::record_github_audit(r.db, &entries, &pipetrail_core::time::now(), &settings, &instance)
+        .await
+        .map_err(|e| platform::db_failure(&e))?;
+    let recorded = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Recorded { .. }))
+        .count();
+    let (text, code) = hec::SUCCESS;
+    Ok(json(
+        StatusCode::OK,
+        &json!({"text": text, "code": code, "recorded": recorded, "duplicate": outcomes.len() - recorded, "ignored": ignored}),
+    ))
+}
+
 /// NDJSON batches of GitLab's Rails log lines from a log shipper or `pipetrail ship-logs`
 /// (`Authorization: Bearer`, one of `gitlab_log_tokens`). `?instance=gitlab.example.com`
 /// names the GitLab for targets no webhook has shown yet.
@@ -247,7 +291,10 @@ async fn gitlab_logs(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
         .filter(|v| !v.is_empty() && v.len() <= 255)
         .unwrap_or_else(|| "unknown".into());
     let (signer, interval) = ledger(r.db).await?;
-    let settings = Settings::without_variables(&signer, interval);
+    let settings = Settings {
+        findings: platform::finding_rules().await,
+        ..Settings::without_variables(&signer, interval)
+    };
     let b = ingest::record_logs(r.db, r.body, &instance, &pipetrail_core::time::now(), &settings)
         .await
         .map_err(failed)?;
@@ -270,7 +317,10 @@ async fn gitlab_logs(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
 /// component records the same through `ingest::record_api` directly.
 async fn gitlab_api(r: Delivered<'_>) -> Result<Response<String>, Refusal> {
     let (signer, interval) = ledger(r.db).await?;
-    let settings = Settings::without_variables(&signer, interval);
+    let settings = Settings {
+        findings: platform::finding_rules().await,
+        ..Settings::without_variables(&signer, interval)
+    };
     let outcome = ingest::record_api(r.db, r.body, &pipetrail_core::time::now(), &settings)
         .await
         .map_err(failed)?;

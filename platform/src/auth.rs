@@ -17,7 +17,12 @@ pub async fn admit(db: &Db, auth: Auth, headers: &HeaderMap) -> Result<Caller, R
         Auth::Secret { header: name, variable } => {
             let given = header(headers, name).unwrap_or("");
             let given = if name.eq_ignore_ascii_case("authorization") {
-                given.strip_prefix("Bearer ").unwrap_or(given).trim()
+                // Bearer, or Splunk for a Splunk HTTP Event Collector's clients.
+                given
+                    .strip_prefix("Bearer ")
+                    .or_else(|| given.strip_prefix("Splunk "))
+                    .unwrap_or(given)
+                    .trim()
             } else {
                 given
             };

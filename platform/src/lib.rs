@@ -578,6 +578,22 @@ pub async fn checkpoint_interval() -> i64 {
     }
 }
 
+/// Which finding rules run and their thresholds (`findings_rules`, `findings_deleted_within`,
+/// `findings_burst`). A bad value is named in the log at every use and on `/healthz`, and the
+/// documented defaults run meanwhile: recording never stops over a rule's threshold.
+pub async fn finding_rules() -> pipetrail_core::findings::Rules {
+    use pipetrail_core::findings::Rules;
+    let (rules, within, burst) = (
+        var("findings_rules").await,
+        var("findings_deleted_within").await,
+        var("findings_burst").await,
+    );
+    Rules::parse(rules.as_deref(), within.as_deref(), burst.as_deref()).unwrap_or_else(|e| {
+        eprintln!("pipetrail: configuration: {e}; the findings rules run with their defaults");
+        Rules::default()
+    })
+}
+
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Caller {

@@ -72,6 +72,22 @@ pub async fn events(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Rep
     Ok(json(StatusCode::OK, &body))
 }
 
+/// `GET /api/v1/findings`: findings newest first, filtered by rule and severity as well as
+/// the event filters, keyset paged (`next_cursor`).
+pub async fn findings(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
+    let (mut filter, limit) = match pipetrail_core::findings::list::parse(pairs) {
+        Ok(f) => f,
+        Err(e) => return Ok(bad_param(&e)),
+    };
+    filter.events.scope = caller.scope();
+    let (found, next) = pipetrail_core::findings::list(db, &filter, limit).await?;
+    let findings: Vec<Value> = found.iter().map(store::StoredEvent::to_api_json).collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({"findings": findings, "next_cursor": next.map(|s| s.to_string())}),
+    ))
+}
+
 pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
     Ok(match pipeline_summary(db, caller, forge, id).await? {
         Ok(summary) => json(StatusCode::OK, &summary),

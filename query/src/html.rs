@@ -52,6 +52,10 @@ button { cursor: pointer; background: var(--head); }
 svg text { fill: var(--fg); font: 12px system-ui, sans-serif; }
 svg .grid { stroke: var(--line); }
 tr.new { animation: flash 2s; } @keyframes flash { from { background: #fff8c5; } }
+.sev { display: inline-block; padding: 0 .45em; border-radius: 4px; font-size: 12px; font-weight: 600; border: 1px solid var(--line); }
+.sev-high { color: var(--bad); background: var(--badbg); border-color: var(--bad); }
+.finding-banner { background: var(--head); color: var(--fg); border-color: var(--line); font-weight: 400; }
+.finding-banner ul { margin: .3em 0 0; padding-left: 1.2em; }
 pre { white-space: pre-wrap; word-break: break-all; background: var(--head); padding: .6em; border-radius: 6px; }
 "#;
 
@@ -68,7 +72,7 @@ pub fn page(title: &str, logged_in: bool, body: &str, script: bool) -> String {
         ""
     };
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · pipetrail</title><style>{STYLE}</style>{script}</head><body><header><span class=\"brand\">pipetrail</span><a href=\"/ui\">Audit log</a><a href=\"/ui/ledger\">Ledger</a>{logout}</header><main>{body}</main></body></html>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · pipetrail</title><style>{STYLE}</style>{script}</head><body><header><span class=\"brand\">pipetrail</span><a href=\"/ui\">Audit log</a><a href=\"/ui/findings\">Findings</a><a href=\"/ui/ledger\">Ledger</a>{logout}</header><main>{body}</main></body></html>\n",
         esc(title)
     )
 }

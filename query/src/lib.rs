@@ -123,6 +123,7 @@ async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
         QueryRoute::InclusionProof => api::inclusion(&db, &caller, &pairs).await?,
         QueryRoute::ConsistencyProof => api::consistency(&db, &pairs).await?,
         QueryRoute::Export => return export(db, &caller, &pairs).await,
+        QueryRoute::Findings => api::findings(&db, &caller, &pairs).await?,
         QueryRoute::V4InstanceEvents => v4::list(&db, &caller, v4::Entity::Instance, &pairs, &base).await?,
         QueryRoute::V4InstanceEvent => v4::one(&db, &caller, v4::Entity::Instance, arg("id")).await?,
         QueryRoute::V4ProjectEvents => {
@@ -137,6 +138,7 @@ async fn route(db: Db, req: Request) -> Result<Response<Body>, DbError> {
         QueryRoute::UiPipeline => ui::pipeline(&db, &caller, arg("forge"), arg("id")).await?,
         QueryRoute::UiJob => ui::job(&db, &caller, arg("forge"), arg("id")).await?,
         QueryRoute::UiActor => ui::actor(&db, &caller, arg("username"), &pairs).await?,
+        QueryRoute::UiFindings => ui::findings(&db, &caller, &pairs).await?,
         QueryRoute::UiLedger => ui::ledger(&db).await?,
     };
     left(reply)

@@ -4,7 +4,7 @@
 //! SameSite=Strict cookie (Secure over TLS); every page sees only the token's projects.
 
 use http::{HeaderValue, Response, StatusCode};
-use pipetrail_core::model::{Action, Actor, Event, Pipeline, Source};
+use pipetrail_core::model::{Action, Actor, Event, FindingRule, Pipeline, Severity, Source};
 use pipetrail_core::params::{self, ParamError};
 use pipetrail_core::sql::DbError;
 use pipetrail_core::store::{self, EventFilter, StoredEvent};
@@ -339,12 +339,29 @@ pub async fn actor(db: &Db, caller: &Caller, username: &str, pairs: &[(String, S
     let more = found.len() > PAGE_SIZE;
     let events = &found[..found.len().min(PAGE_SIZE)];
     let u = enc(username);
+    let about = pipetrail_core::findings::FindingFilter {
+        events: EventFilter {
+            actor: Some(username.to_string()),
+            action: Some(Action::FindingRaised.as_str().into()),
+            descending: true,
+            scope: caller.scope(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (raised, _) = pipetrail_core::findings::list(db, &about, 20).await?;
+    let raised: Vec<(Severity, String, String)> = raised
+        .iter()
+        .filter_map(|s| s.event.as_ref()?.finding.as_ref())
+        .map(|f| (f.severity, f.rule.to_string(), f.summary.clone()))
+        .collect();
+    let banner = findings_banner(&raised, "actor", &format!("actor={u}"));
     let older = match (more, events.last().map(|e| e.seq)) {
         (true, Some(s)) => format!("<a href=\"/ui/actors/{u}?cursor={s}\">Older →</a>"),
         _ => String::new(),
     };
     let body = format!(
-        "<h1>Actor {}</h1><p class=\"muted\">Every event whose actor is this user, newest first. Cancels a source could not attribute are not listed here (their actor is unknown).</p>\
+        "{banner}<h1>Actor {}</h1><p class=\"muted\">Every event whose actor is this user, newest first. Cancels a source could not attribute are not listed here (their actor is unknown).</p>\
          <div class=\"tools\"><a href=\"/ui?actor={u}\">Filter the audit log</a><a href=\"/api/v1/export?format=csv&actor={u}\">Export CSV</a><a href=\"/api/v1/events?actor={u}\">JSON</a>{older}</div>{}",
         esc(username),
         table(events, None)
@@ -368,6 +385,11 @@ fn fact_rows(title: &str, facts: &Value) -> String {
                 ),
                 (Some(t), None) => esc(t),
                 _ => "pipeline".into(),
+            };
+            let target = if f["inherited_from"].is_string() {
+                format!("{target} <span class=\"muted\">(with its pipeline: the pipeline's canceler)</span>")
+            } else {
+                target
             };
             let sources: String = f["evidence"]
                 .as_array()
@@ -400,6 +422,118 @@ fn fact_rows(title: &str, facts: &Value) -> String {
         .collect()
 }
 
+/// A severity as a small badge.
+fn severity_html(s: Severity) -> String {
+    format!("<span class=\"sev sev-{0}\">{0}</span>", s.as_str())
+}
+
+/// The banner a pipeline or actor page shows above everything when findings name it: one
+/// line per finding, each linking to the findings page.
+fn findings_banner(findings: &[(Severity, String, String)], what: &str, link_query: &str) -> String {
+    if findings.is_empty() {
+        return String::new();
+    }
+    let items: String = findings
+        .iter()
+        .map(|(sev, rule, summary)| {
+            format!(
+                "<li>{} <b>{}</b>: {}</li>",
+                severity_html(*sev),
+                esc(rule),
+                esc(summary)
+            )
+        })
+        .collect();
+    format!(
+        "<div class=\"banner finding-banner\" id=\"findings-banner\">{} finding{} on this {what} (<a href=\"/ui/findings?{}\">see them</a>)<ul>{items}</ul></div>",
+        findings.len(),
+        if findings.len() == 1 { "" } else { "s" },
+        esc(link_query),
+    )
+}
+
+/// Findings: what the rules raised, newest first, filtered by rule, severity, actor and
+/// project; each links to its pipeline (whose page shows the evidence) and its events.
+pub async fn findings(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> Reply {
+    let filters: Vec<(String, String)> = pairs.iter().filter(|(_, v)| !v.is_empty()).cloned().collect();
+    let (mut filter, _) = match pipetrail_core::findings::list::parse(&filters) {
+        Ok(f) => f,
+        Err(e) => return Ok(bad_param(&e)),
+    };
+    filter.events.scope = caller.scope();
+    let (found, next) = pipetrail_core::findings::list(db, &filter, PAGE_SIZE).await?;
+    let value = |k: &str| filters.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v.as_str());
+    let menu = |name: &str, words: &[&'static str]| -> String {
+        std::iter::once("")
+            .chain(words.iter().copied())
+            .map(|w| {
+                format!(
+                    "<option value=\"{w}\"{}>{}</option>",
+                    if value(name) == w { " selected" } else { "" },
+                    if w.is_empty() { "any" } else { w }
+                )
+            })
+            .collect()
+    };
+    let rules: Vec<&'static str> = FindingRule::ALL.iter().map(|r| r.as_str()).collect();
+    let severities: Vec<&'static str> = Severity::ALL.iter().map(|s| s.as_str()).collect();
+    let field = |k: &str, label: &str| {
+        format!(
+            "<label>{label}<input name=\"{k}\" type=\"text\" value=\"{}\" size=\"14\"></label>",
+            esc(value(k))
+        )
+    };
+    let rows: String = found
+        .iter()
+        .filter_map(|stored| stored.event.as_ref().map(|ev| (stored.seq, ev)))
+        .filter_map(|(seq, ev)| ev.finding.as_ref().map(|f| (seq, ev, f)))
+        .map(|(seq, ev, f)| {
+            let forge = ev.forge.kind.as_str();
+            let pipeline = ev.pipeline.as_ref().map_or(0, |p| p.id);
+            let project = ev.project.path.clone().unwrap_or_else(|| ev.project.id.to_string());
+            format!(
+                "<tr data-seq=\"{seq}\" data-rule=\"{}\"><td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/ui?project={}\">{}</a></td><td><a href=\"/ui/pipelines/{forge}/{pipeline}\">{pipeline}</a></td><td>{}</td><td><a href=\"/ui?forge={forge}&pipeline={pipeline}\" title=\"{}\">{} events</a></td></tr>",
+                f.rule,
+                esc(&at(&ev.occurred_at)),
+                severity_html(f.severity),
+                esc(f.rule.as_str()),
+                actor_html(&ev.actor),
+                enc(&project),
+                esc(&project),
+                esc(&f.summary),
+                esc(&f.matched.join(" ")),
+                f.matched.len(),
+            )
+        })
+        .collect();
+    let empty = if found.is_empty() {
+        "<tr><td colspan=\"8\" class=\"muted\">No findings match.</td></tr>"
+    } else {
+        ""
+    };
+    let query: String = filters
+        .iter()
+        .filter(|(k, _)| k != "cursor")
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let amp = if query.is_empty() { "" } else { "&" };
+    let older = next
+        .map(|s| format!("<a href=\"/ui/findings?{query}{amp}cursor={s}\">Older →</a>"))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Findings</h1><p class=\"muted\">What the rules found in the recorded facts: each finding is itself a ledger entry (<code>finding.raised</code>), reached by every sink and export.</p>\
+         <form class=\"filters\" method=\"get\" action=\"/ui/findings\"><label>Rule<select name=\"rule\">{}</select></label><label>Severity<select name=\"severity\">{}</select></label>{}{}<button type=\"submit\">Filter</button> <a href=\"/ui/findings\">Clear</a></form>\
+         <div class=\"tools\"><a href=\"/api/v1/findings?{query}\">JSON</a><a href=\"/api/v1/export?format=csv&action=finding.raised\">Export CSV</a>{older}</div>\
+         <table id=\"findings\"><thead><tr><th>Time (UTC)</th><th>Severity</th><th>Rule</th><th>Actor</th><th>Project</th><th>Pipeline</th><th>What</th><th>Evidence</th></tr></thead><tbody>{rows}{empty}</tbody></table>",
+        menu("rule", &rules),
+        menu("severity", &severities),
+        field("actor", "Actor"),
+        field("project", "Project"),
+    );
+    Ok(respond(StatusCode::OK, page("Findings", true, &body, false)))
+}
+
 /// The pipeline provenance page.
 pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply {
     let summary = match api::pipeline_summary(db, caller, forge, id).await? {
@@ -429,6 +563,19 @@ pub async fn pipeline(db: &Db, caller: &Caller, forge: &str, id: &str) -> Reply 
     } else {
         String::new()
     };
+    let raised: Vec<(Severity, String, String)> = summary["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            Some((
+                Severity::parse(f["severity"].as_str()?)?,
+                text(&f["rule"]),
+                text(&f["summary"]),
+            ))
+        })
+        .collect();
+    let banner = findings_banner(&raised, "pipeline", &format!("forge={forge}&pipeline={}", enc(id))) + &banner;
     let project = text(&summary["project"]["path"]);
     let facts = format!(
         "<dl class=\"facts\"><dt>Project</dt><dd><a href=\"/ui?project={}\">{}</a></dd><dt>Triggered by</dt><dd id=\"triggered-by\">{} <span class=\"muted\">({})</span></dd><dt>How</dt><dd>{} <span class=\"muted\">source {}</span></dd><dt>When</dt><dd>{}</dd><dt>Ref / commit</dt><dd class=\"mono\">{} {}</dd><dt>Status</dt><dd id=\"status\">{}</dd>{}<dt>Variables (keys)</dt><dd class=\"mono\">{}</dd></dl>",

@@ -250,6 +250,7 @@ async fn tick(db: &Db) -> Result<Value, DbError> {
         variables: &policy,
         signer: &signer,
         checkpoint_interval_secs: platform::checkpoint_interval().await,
+        findings: platform::finding_rules().await,
         without_tree: false,
     };
     let (integrated, behind) = sequencer::drain(db, &settings, TICK_BATCHES).await?;
@@ -274,6 +275,7 @@ async fn tick(db: &Db) -> Result<Value, DbError> {
         "checkpoint": signed.map(|cp| json!({"size": cp.size, "signed_at": cp.signed_at})),
         "witnesses": witnesses,
         "reconcile": reconcile(db).await?,
+        "github_audit": github_audit(db).await?,
         "deliver": deliver(db).await?,
         "retention": retention(db, false).await?,
     }))
@@ -333,10 +335,83 @@ async fn reconcile(db: &Db) -> Result<Option<Value>, DbError> {
     };
     let interval = platform::checkpoint_interval().await;
     let (signer, _) = platform::signer(db).await?;
-    let settings = Settings::without_variables(&signer, interval);
+    let settings = Settings {
+        findings: platform::finding_rules().await,
+        ..Settings::without_variables(&signer, interval)
+    };
     let report = reconcile::run(db, &GitlabApi { token }, &cfg, &pipetrail_core::time::now(), &settings).await?;
     if let Some(e) = &report.error {
         eprintln!("pipetrail: reconciler: {e}");
+    }
+    Ok(Some(report.to_json()))
+}
+
+/// GitHub's REST API through Spin's outbound HTTP, with a `read:audit_log` token.
+struct GithubApi {
+    token: String,
+}
+
+impl Fetch for GithubApi {
+    async fn get(&self, url: &str) -> Result<ApiResponse, String> {
+        let (status, headers, body) = platform::http_get(
+            url,
+            &[
+                ("Authorization", &format!("Bearer {}", self.token)),
+                ("Accept", "application/vnd.github+json"),
+                ("X-GitHub-Api-Version", "2022-11-28"),
+                ("User-Agent", "pipetrail"),
+            ],
+            Duration::from_secs(20),
+            32 << 20,
+        )
+        .await?;
+        Ok(ApiResponse { status, headers, body })
+    }
+}
+
+/// One bounded poll of GitHub's audit log; `None` when it is not configured (a token and an
+/// organisation or an enterprise).
+async fn github_audit(db: &Db) -> Result<Option<Value>, DbError> {
+    use pipetrail_core::sources::github_audit::poll::{self, Scope};
+    let Some(token) = platform::var("github_audit_token").await else {
+        return Ok(None);
+    };
+    let scope = match (
+        platform::var("github_audit_org").await,
+        platform::var("github_audit_enterprise").await,
+    ) {
+        (Some(org), None) => Scope::Org(org),
+        (None, Some(enterprise)) => Scope::Enterprise(enterprise),
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Ok(Some(
+                json!({"error": "set github_audit_org or github_audit_enterprise, not both"}),
+            ));
+        }
+    };
+    let max_requests = match platform::count_var("github_audit_max_requests", 10).await {
+        Ok(n) => n as usize,
+        Err(e) => return Ok(Some(json!({"error": e}))),
+    };
+    let cfg = poll::Config {
+        api_url: platform::var("github_api_url")
+            .await
+            .unwrap_or_else(|| "https://api.github.com".into()),
+        scope,
+        max_requests,
+        instance: platform::var("github_instance")
+            .await
+            .unwrap_or_else(|| "github.com".into()),
+    };
+    let interval = platform::checkpoint_interval().await;
+    let (signer, _) = platform::signer(db).await?;
+    let settings = Settings {
+        findings: platform::finding_rules().await,
+        ..Settings::without_variables(&signer, interval)
+    };
+    let report = poll::run(db, &GithubApi { token }, &cfg, &pipetrail_core::time::now(), &settings).await?;
+    if let Some(e) = &report.error {
+        eprintln!("pipetrail: GitHub audit log: {e}");
     }
     Ok(Some(report.to_json()))
 }

@@ -3,6 +3,7 @@
 //! ships. A test harness faithful to Spin's documented behaviour, not a product.
 
 pub mod allowed_hosts;
+pub mod fake_github;
 pub mod fake_gitlab;
 pub mod harness;
 pub mod host;

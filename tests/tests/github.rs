@@ -6,65 +6,9 @@
 
 mod support;
 
-use pipetrail_core::encoding::{hex, hmac_sha256};
 use serde_json::{Value, json};
+use support::github::{GH_SECRET, examples, github, github_signed, run_at, sign};
 use support::*;
-
-const GH_SECRET: &str = "gh-webhook-secret-7d21";
-
-fn examples(event: &str) -> Vec<Value> {
-    let path = root().join("tests/github-examples/node_modules/@octokit/webhooks-examples/api.github.com/index.json");
-    let index: Vec<Value> = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run `npm ci --prefix tests/github-examples` (.ci/run does)",
-            path.display()
-        )
-    }))
-    .unwrap();
-    index
-        .into_iter()
-        .filter(|e| e["name"] == event)
-        .flat_map(|e| e["examples"].as_array().unwrap().clone())
-        .collect()
-}
-
-fn sign(secret: &str, body: &[u8]) -> String {
-    format!("sha256={}", hex(&hmac_sha256(secret.as_bytes(), body)))
-}
-
-/// A delivery as GitHub sends it: JSON body, event, GUID, signature.
-fn github(app: &App, event: &str, guid: &str, body: &[u8]) -> Resp {
-    github_signed(app, event, guid, body, &sign(GH_SECRET, body))
-}
-
-fn github_signed(app: &App, event: &str, guid: &str, body: &[u8], signature: &str) -> Resp {
-    app.post(
-        "/hooks/github",
-        &[
-            ("X-GitHub-Event", event),
-            ("X-GitHub-Delivery", guid),
-            ("X-Hub-Signature-256", signature),
-            ("Content-Type", "application/json"),
-            ("User-Agent", "GitHub-Hookshot/test"),
-        ],
-        body,
-    )
-}
-
-/// The `requested` example as one delivery of attempt `attempt`, triggered by `by`.
-fn run_at(base: &Value, status: &str, conclusion: Option<&str>, attempt: u64, by: &str, at: &str) -> Vec<u8> {
-    let mut v = base.clone();
-    let r = &mut v["workflow_run"];
-    r["status"] = json!(status);
-    r["conclusion"] = json!(conclusion);
-    r["run_attempt"] = json!(attempt);
-    r["updated_at"] = json!(at);
-    if attempt > 1 {
-        r["run_started_at"] = json!(at);
-    }
-    r["triggering_actor"] = json!({"login": by, "id": 7000 + by.len(), "type": "User"});
-    serde_json::to_vec(&v).unwrap()
-}
 
 #[test]
 fn a_github_run_and_a_gitlab_pipeline_side_by_side() {

@@ -385,7 +385,13 @@ fn the_openapi_document_lists_every_route_and_every_route_answers() {
     }
     // And the spin.toml routes all lead to a component that knows them.
     let manifest = std::fs::read_to_string(support::root().join("spin.toml")).unwrap();
-    for prefix in ["/hooks/...", "/ingest/...", "/admin/...", "/..."] {
+    for prefix in [
+        "/hooks/...",
+        "/ingest/...",
+        "/services/collector/...",
+        "/admin/...",
+        "/...",
+    ] {
         assert!(manifest.contains(&format!("route = \"{prefix}\"")), "{prefix}");
     }
 }

@@ -95,6 +95,7 @@ fn settings<'a>(policy: &'a VariablePolicy, signer: &'a NoteSigner) -> Settings<
         variables: policy,
         signer,
         checkpoint_interval_secs: 0,
+        findings: pipetrail_core::findings::Rules::default(),
         without_tree: false,
     }
 }

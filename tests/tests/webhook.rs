@@ -39,6 +39,7 @@ fn native_events(deliveries: &[(&str, &str, &str)]) -> Vec<Value> {
                 variables: &policy,
                 signer: &signer,
                 checkpoint_interval_secs: 0,
+                findings: pipetrail_core::findings::Rules::default(),
                 without_tree: false,
             },
         ))

@@ -102,6 +102,7 @@ impl Fact<'_> {
             audit: None,
             window: None,
             refers_to: None,
+            finding: None,
             evidence: self.evidence,
         }
     }

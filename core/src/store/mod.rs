@@ -27,7 +27,7 @@ pub use ledger::{
     compacted_range_containing, compacted_ranges, compacted_ranges_after, latest_checkpoint, maybe_checkpoint, nodes,
     range_hashes, root_at, tree_size,
 };
-pub use projection::{job_home, load_projection, load_projections, pipeline_home, save_projection};
+pub use projection::{job_home, load_projection, load_projections, pipeline_home, run_home, save_projection};
 pub use schema::{ensure_partitions, migrate, schema_version};
 pub use settings::{put_setting, setting, setting_or_insert};
 pub use tokens::{TokenRecord, find_token, insert_token, scope_covers, token_hash};

@@ -69,12 +69,26 @@ pub async fn load_projections<S: Sql>(
     Ok(out)
 }
 
-/// Where pipeline `id` lives (instance, project id, path), when exactly one instance holds it.
+/// Where GitLab pipeline `id` lives (instance, project id, path), when exactly one instance
+/// holds it.
 pub async fn pipeline_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::sources::PipelineHome>> {
+    home_on(db, crate::model::ForgeKind::Gitlab, id).await
+}
+
+/// Where GitHub workflow run `id` lives, when exactly one instance holds it.
+pub async fn run_home<S: Sql>(db: &S, id: u64) -> Result<Option<crate::sources::PipelineHome>> {
+    home_on(db, crate::model::ForgeKind::Github, id).await
+}
+
+async fn home_on<S: Sql>(
+    db: &S,
+    forge: crate::model::ForgeKind,
+    id: u64,
+) -> Result<Option<crate::sources::PipelineHome>> {
     let rows = db
         .query(
-            "SELECT instance, project_id, project_path FROM pipelines WHERE pipeline_id = ? AND forge = 'gitlab' LIMIT 2",
-            &[Val::int(id)],
+            "SELECT instance, project_id, project_path FROM pipelines WHERE pipeline_id = ? AND forge = ? LIMIT 2",
+            &[Val::int(id), Val::text(forge.as_str())],
         )
         .await?;
     Ok(match rows.as_slice() {

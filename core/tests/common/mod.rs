@@ -79,6 +79,7 @@ impl<'a> Ingest<'a> {
             variables: &self.policy,
             signer: &self.signer,
             checkpoint_interval_secs: self.interval,
+            findings: pipetrail_core::findings::Rules::default(),
             without_tree: false,
         };
         block_on(ingest::record_gitlab(self.db, &d, &s))

@@ -293,6 +293,7 @@ fn native(deliveries: &[Delivery], clients: usize, path: &Path) -> anyhow::Resul
             variables: &policy,
             signer: &signer,
             checkpoint_interval_secs: 10,
+            findings: pipetrail_core::findings::Rules::default(),
             without_tree: false,
         };
         match d.kind {
@@ -362,6 +363,7 @@ fn native_integration(deliveries: &[Delivery], path: &Path) -> anyhow::Result<(f
         variables: &policy,
         signer: &signer,
         checkpoint_interval_secs: 10,
+        findings: pipetrail_core::findings::Rules::default(),
         without_tree: false,
     };
     let start = Instant::now();

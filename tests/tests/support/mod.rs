@@ -2,6 +2,7 @@
 //! port with the test host, and speaks HTTP to them like any client.
 #![allow(dead_code)]
 
+pub mod github;
 pub mod world;
 
 use std::path::{Path, PathBuf};

@@ -109,7 +109,7 @@ impl World {
                     json!({"id": j["id"], "stage": j["stage"], "name": j["name"], "status": j["status"],
                         "created_at": j["created_at"], "started_at": j["started_at"], "finished_at": j["finished_at"],
                         "when": j["when"], "manual": j["when"] == "manual", "allow_failure": false,
-                        "user": j["user"], "runner": j["runner"]})
+                        "user": j["user"], "runner": j["runner"], "environment": j["environment"]})
                 })
                 .collect(),
         );
@@ -133,6 +133,8 @@ impl World {
         h["project_id"] = json!(self.project_id);
         h["user"] = j["user"].clone();
         h["ref"] = json!("main");
+        // The fixture's job deploys to production; this world's jobs deploy only when told.
+        h["environment"] = j["environment"].clone();
         h["repository"]["homepage"] = json!(format!("http://{}/{}", self.host, self.project_path));
         h.to_string().into_bytes()
     }
