@@ -29,6 +29,7 @@ type Target = (&'static str, fn(&[u8]));
 const TARGETS: &[Target] = &[
     ("gitlab_hook", entries::gitlab_hook),
     ("github_hook", entries::github_hook),
+    ("github_audit", entries::github_audit),
     ("audit_stream", entries::audit_stream),
     ("rails_log", entries::rails_log),
     ("gitlab_api", entries::gitlab_api),
@@ -82,7 +83,7 @@ fn a_moved_or_empty_findings_folder_is_an_error() {
 #[test]
 fn every_target_takes_every_fixture_and_example() {
     let mut seeds: Vec<Vec<u8>> = Vec::new();
-    for dir in ["tests/fixtures/gitlab", "tests/fixtures/tlog"] {
+    for dir in ["tests/fixtures/gitlab", "tests/fixtures/github", "tests/fixtures/tlog"] {
         seeds.extend(files(&root().join(dir)).iter().map(|f| std::fs::read(f).unwrap()));
     }
     let examples =

@@ -92,6 +92,23 @@ pub fn audit_stream(data: &[u8]) {
     }
 }
 
+/// GitHub's audit log: Splunk HEC batches and REST API pages, and each entry's event.
+pub fn github_audit(data: &[u8]) {
+    use pipetrail_core::sources::github_audit::{self, hec};
+    let mut entries = Vec::new();
+    if let Ok((read, _)) = hec::parse(data) {
+        entries.extend(read);
+    }
+    if let Ok(read) = github_audit::parse_page(data) {
+        entries.extend(read);
+    }
+    let home = ("github.com".to_string(), 1, Some("o/r".to_string()));
+    for e in &entries {
+        let _ = github_audit::to_event(e, None, 1, "github.com", AT).canonical_bytes();
+        let _ = github_audit::to_event(e, Some(&home), 3, "github.com", AT).canonical_bytes();
+    }
+}
+
 /// Rails log batches (NDJSON) and single lines: decode, and build each fact's event.
 pub fn rails_log(data: &[u8]) {
     let target = gitlab_logs::Target {
@@ -172,6 +189,9 @@ pub fn configuration(data: &[u8]) {
         "gitlab_api_url",
         "gitlab_api_projects",
         "reconcile_since",
+        "findings_rules",
+        "findings_deleted_within",
+        "findings_burst",
     ] {
         let _ = config::check(variable, text);
     }

@@ -492,7 +492,7 @@ pub async fn findings(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> R
             let pipeline = ev.pipeline.as_ref().map_or(0, |p| p.id);
             let project = ev.project.path.clone().unwrap_or_else(|| ev.project.id.to_string());
             format!(
-                "<tr data-seq=\"{seq}\" data-rule=\"{}\"><td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/ui?project={}\">{}</a></td><td><a href=\"/ui/pipelines/{forge}/{pipeline}\">{pipeline}</a></td><td>{}</td><td><a href=\"/ui?forge={forge}&pipeline={pipeline}\" title=\"{}\">{} events</a></td></tr>",
+                "<tr data-seq=\"{seq}\" data-rule=\"{}\"><td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/ui?project={}\">{}</a></td><td><a href=\"/ui/pipelines/{forge}/{pipeline}\">{pipeline}</a></td><td>{}</td><td><a href=\"/ui?forge={forge}&pipeline={pipeline}\" title=\"{}\">{} event{}</a></td></tr>",
                 f.rule,
                 esc(&at(&ev.occurred_at)),
                 severity_html(f.severity),
@@ -503,6 +503,7 @@ pub async fn findings(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> R
                 esc(&f.summary),
                 esc(&f.matched.join(" ")),
                 f.matched.len(),
+                if f.matched.len() == 1 { "" } else { "s" },
             )
         })
         .collect();

@@ -76,6 +76,29 @@ try {
   check((await page.locator("#ledger-size").textContent()).trim() !== "", "the ledger page shows the size");
   await page.screenshot({ path: join(shots, "ledger.png") });
 
+  // Findings: what the rules raised; a filter narrows them; a row leads to its pipeline,
+  // whose page carries the banner; bob's page too.
+  await page.goto(base + "/ui/findings");
+  const raised = await page.locator("#findings tbody tr[data-rule]").count();
+  check(raised >= 2, `the findings page lists the findings (${raised} rows)`);
+  await page.screenshot({ path: join(shots, "findings.png") });
+  await page.selectOption("select[name=severity]", "high");
+  await page.fill("input[name=actor]", "bob");
+  await Promise.all([page.waitForURL(/severity=high.*actor=bob|actor=bob.*severity=high/), page.click("form.filters button[type=submit]")]);
+  const high = await page.locator("#findings tbody tr[data-rule]").allTextContents();
+  check(
+    high.length === 1 && high[0].includes("deleted_after_acting") && high[0].includes("@bob deleted pipeline 351 after they played job deploy"),
+    `filtering by severity and actor leaves bob deleting the pipeline whose deployment he played (${raised} → ${high.length})`
+  );
+  await Promise.all([
+    page.waitForURL(/\/ui\/pipelines\/gitlab\/351/),
+    page.locator("#findings a[href='/ui/pipelines/gitlab/351']").first().click(),
+  ]);
+  check(await page.locator("#findings-banner").isVisible(), "the pipeline page shows the finding's banner");
+  check((await page.locator("#findings-banner").textContent()).includes("deployed to production"), "the banner says why it weighs");
+  await page.goto(base + "/ui/actors/bob");
+  check(await page.locator("#findings-banner").isVisible(), "bob's page shows the finding about him");
+
   // Live mode: a new delivery appears without reloading.
   await page.goto(base + "/ui?live=1");
   const before = await page.locator("#events tbody tr").count();

@@ -402,6 +402,7 @@ fn a_pipeline_found_gone_that_nobody_is_named_for_is_a_finding() {
         "findings-unseen",
         &[
             ("gitlab_log_tokens", LOG_TOKEN),
+            ("gitlab_audit_stream_tokens", STREAM),
             ("gitlab_api_url", &gitlab.url),
             ("gitlab_api_token", GITLAB_TOKEN),
             ("gitlab_api_projects", &PROJECT.to_string()),
@@ -448,4 +449,41 @@ fn a_pipeline_found_gone_that_nobody_is_named_for_is_a_finding() {
     let named = app.get("/api/v1/pipelines/gitlab/1002", Some(ADMIN)).json();
     assert_eq!(named["deleted"]["actor"]["username"], "fay", "{named}");
     assert!(findings(&app, "pipeline=1002").is_empty());
+
+    // Later the audit stream says alice, who triggered 1001, deleted it: the late report
+    // completes rule 1; the unseen finding stays, as everything in the ledger does.
+    let destroy = json!({
+        "id": "0d3c2b1a-0000-4000-8000-000000001001", "author_id": 11, "author_name": "ALICE",
+        "entity_id": PROJECT, "entity_type": "Project", "entity_path": "grp/app",
+        "target_id": 1001, "target_type": "Ci::Pipeline", "target_details": "1001",
+        "event_type": "destroy_pipeline", "created_at": "2026-11-20T12:00:00.000Z",
+        "details": {"author_name": "ALICE", "author_class": "User"},
+    });
+    let r = app.post(
+        "/hooks/gitlab/audit",
+        &[("X-Gitlab-Event-Streaming-Token", STREAM)],
+        destroy.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let rules: Vec<String> = findings(&app, "pipeline=1001&order=asc")
+        .iter()
+        .map(|f| f["finding"]["rule"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        rules,
+        ["deleted_unseen", "deleted_after_acting"],
+        "the late report completes a match"
+    );
+    let late = &findings(&app, "rule=deleted_after_acting")[0];
+    assert_eq!(
+        late["actor"]["username"], "alice",
+        "named as her own reports name her: {late}"
+    );
+    assert!(
+        late["finding"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("@alice deleted pipeline 1001 after they triggered it"),
+        "{late}"
+    );
 }

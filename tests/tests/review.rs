@@ -462,6 +462,43 @@ fn python_gitlab_reads_the_audit_events_unchanged() {
     assert_eq!(got["wrong_token"], 401);
 }
 
+/// The case pipetrail exists for: bob plays alice's manual production deployment, it runs,
+/// and bob deletes the pipeline (GitLab's audit stream names him).
+fn deploy_played_then_deleted(app: &App, id: u64) {
+    let (alice, bob) = (user(11, "alice"), user(12, "bob"));
+    let mut w = World::new("gitlab.example.com", id, alice.clone());
+    w.add_job(
+        id * 10,
+        "deploy",
+        "deploy",
+        "manual",
+        &alice,
+        "2026-11-21T09:00:01.000Z",
+    );
+    w.job(id * 10)["environment"] = json!({"name": "production", "action": "start", "deployment_tier": "production"});
+    w.set_status("running", "2026-11-21T09:00:01.000Z");
+    assert_eq!(app.hook("Pipeline Hook", None, &w.pipeline_hook()).status, 200);
+    w.job(id * 10)["status"] = json!("success");
+    w.job(id * 10)["user"] = bob;
+    w.job(id * 10)["started_at"] = json!("2026-11-21T09:05:00.000Z");
+    w.job(id * 10)["finished_at"] = json!("2026-11-21T09:07:00.000Z");
+    w.set_status("success", "2026-11-21T09:07:00.000Z");
+    assert_eq!(app.hook("Pipeline Hook", None, &w.pipeline_hook()).status, 200);
+    let destroy = json!({
+        "id": format!("a1b2c3d4-0000-4000-8000-000000000{id}"), "author_id": 12, "author_name": "bob",
+        "entity_id": 21, "entity_type": "Project", "entity_path": "grp/app",
+        "target_id": id, "target_type": "Ci::Pipeline", "target_details": id.to_string(),
+        "event_type": "destroy_pipeline", "ip_address": "10.9.8.7", "created_at": "2026-11-21T09:15:00.000Z",
+        "details": {"author_name": "bob", "author_class": "User", "custom_message": "Pipeline destroyed"},
+    });
+    let r = app.post(
+        "/hooks/gitlab/audit",
+        &[("X-Gitlab-Event-Streaming-Token", STREAM)],
+        destroy.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 /// The UI in a real browser: Debian's chromium driven by playwright-core (tests/browser,
 /// installed by `.ci/run`). Saves the screenshots the README shows.
 #[test]
@@ -472,6 +509,7 @@ fn the_ui_works_in_a_browser() {
         browser_dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
     );
+    deploy_played_then_deleted(&app, 351);
     let hook = support::temp_dir("browser").join("hook.json");
     let mut w = World::new("gitlab.example.com", 350, user(16, "frank"));
     w.set_status("pending", "2026-11-20T11:00:00.000Z");
@@ -494,7 +532,12 @@ fn the_ui_works_in_a_browser() {
     );
     assert!(out.status.success(), "{log}");
     assert!(log.contains("ok - live mode shows new events"), "{log}");
+    assert!(
+        log.contains("ok - the pipeline page shows the finding's banner"),
+        "{log}"
+    );
     for name in [
+        "findings.png",
         "audit-log.png",
         "audit-log-filtered.png",
         "pipeline.png",
@@ -533,8 +576,10 @@ fn demo_fills_the_app_with_generated_traffic() {
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
     let out = String::from_utf8_lossy(&ran.stdout);
     let events = app.events("", ADMIN);
+    // The deliveries' own facts; findings the rules raised from them are counted apart.
+    let facts = events.iter().filter(|e| e["action"] != "finding.raised").count();
     assert!(
-        out.contains("deliveries of 8 pipelines") && out.contains(&format!("; {} events recorded", events.len())),
+        out.contains("deliveries of 8 pipelines") && out.contains(&format!("; {facts} events recorded")),
         "{out}"
     );
     let actions: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();

@@ -87,6 +87,7 @@ conformance!(
     bounded_counts,
     inbox_accept_and_integrate,
     projections_in_bulk,
+    findings_and_the_github_audit_log,
 );
 
 /// Settings that sign at every write.
@@ -579,4 +580,94 @@ fn projections_in_bulk<S: Sql>(db: &S, _: &str) {
             .collect();
         assert_eq!(loaded, read, "pipeline {id}'s jobs");
     }
+}
+
+/// Findings read their facts back through the same storage code on both databases: six
+/// pipelines deleted by one author within ten minutes of each other, soon after they ended,
+/// raise six `deleted_after_acting` and one `burst_of_deletions`, each once, however often
+/// the deletions are reported; a GitHub audit-log entry is one delivery, by its document id.
+fn findings_and_the_github_audit_log<S: Sql>(db: &S, _: &str) {
+    fill(db, 7);
+    let policy = VariablePolicy::default();
+    let signer = signer();
+    let settings = settings(&policy, &signer);
+    let destroy = |i: u64| {
+        json!({"id": 900 + i, "author_id": 99, "author_name": "Mallory", "entity_id": 1, "entity_type": "Project",
+               "target_id": 1000 + i, "target_type": "Ci::Pipeline", "event_type": "destroy_pipeline",
+               "created_at": format!("2016-08-12T16:0{i}:00.000Z")})
+    };
+    for i in 0..6 {
+        let body = destroy(i).to_string();
+        block_on(ingest::record_audit(db, body.as_bytes(), T, &settings)).unwrap();
+    }
+    let again = json!([destroy(0), destroy(5)]).to_string();
+    block_on(ingest::record_audit(db, again.as_bytes(), T, &settings)).unwrap();
+    let raised = events(
+        db,
+        &EventFilter {
+            action: Some("finding.raised".into()),
+            ..Default::default()
+        },
+    );
+    let mut rules: Vec<&str> = raised.iter().map(|f| f["finding"]["rule"].as_str().unwrap()).collect();
+    rules.sort();
+    let mut want = vec!["deleted_after_acting"; 6];
+    want.insert(0, "burst_of_deletions");
+    assert_eq!(rules, want, "{raised:?}");
+    let burst = raised
+        .iter()
+        .find(|f| f["finding"]["rule"] == "burst_of_deletions")
+        .unwrap();
+    assert_eq!(burst["actor"]["id"], 99);
+    assert_eq!(burst["finding"]["matched"].as_array().unwrap().len(), 6);
+    let filter = pipetrail_core::findings::FindingFilter {
+        events: EventFilter {
+            action: Some("finding.raised".into()),
+            descending: true,
+            ..Default::default()
+        },
+        rule: Some(pipetrail_core::model::FindingRule::BurstOfDeletions),
+        severity: None,
+    };
+    let (listed, next) = block_on(pipetrail_core::findings::list(db, &filter, 10)).unwrap();
+    assert_eq!((listed.len(), next), (1, None));
+
+    let entry = json!({"action": "workflows.delete_workflow_run", "_document_id": "doc-conformance",
+        "@timestamp": 1_795_165_259_000i64, "actor": "hubot", "actor_id": 5, "workflow_run_id": 42,
+        "repo": "octo-org/octo-repo", "repo_id": 7});
+    let parsed = pipetrail_core::sources::github_audit::parse_entry(&entry, "[0]")
+        .unwrap()
+        .unwrap();
+    for want in ["recorded", "duplicate"] {
+        let out = block_on(ingest::record_github_audit(
+            db,
+            std::slice::from_ref(&parsed),
+            T,
+            &settings,
+            "github.com",
+        ))
+        .unwrap();
+        let got = if matches!(out[0], Outcome::Recorded { .. }) {
+            "recorded"
+        } else {
+            "duplicate"
+        };
+        assert_eq!(got, want);
+    }
+    let deleted = events(
+        db,
+        &EventFilter {
+            forge: Some("github".into()),
+            pipeline: Some(42),
+            ..Default::default()
+        },
+    );
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(
+        (
+            deleted[0]["actor"]["username"].as_str(),
+            deleted[0]["project"]["path"].as_str()
+        ),
+        (Some("hubot"), Some("octo-org/octo-repo"))
+    );
 }

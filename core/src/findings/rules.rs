@@ -226,6 +226,16 @@ fn deleted_after_acting(facts: &PipelineFacts, within_secs: i64) -> Option<Draft
         return None;
     }
     acts.sort_by_key(|(_, f)| f.fact.seq);
+    // The deleter as fully named as any of their reports names them (an audit event
+    // gives an id and a display name; their play, the username), so the finding is found
+    // on their page and by their username.
+    let mut deleter = deleter.clone();
+    for (_, f) in &acts {
+        let a = &f.best.actor;
+        deleter.username = deleter.username.or(a.username.clone());
+        deleter.id = deleter.id.or(a.id);
+    }
+
     let mut did: Vec<String> = acts
         .iter()
         .map(|(verb, f)| match &f.fact.job {
@@ -235,7 +245,7 @@ fn deleted_after_acting(facts: &PipelineFacts, within_secs: i64) -> Option<Draft
         .collect();
     did.dedup();
     let pipeline = dated.pipeline.as_ref().map_or(0, |p| p.id);
-    let mut summary = format!("{} deleted pipeline {pipeline}", who(deleter));
+    let mut summary = format!("{} deleted pipeline {pipeline}", who(&deleter));
     if !did.is_empty() {
         summary.push_str(&format!(" after they {}", did.join(", ")));
     }
@@ -260,7 +270,7 @@ fn deleted_after_acting(facts: &PipelineFacts, within_secs: i64) -> Option<Draft
         severity,
         summary,
         matched,
-        actor: deleter.clone(),
+        actor: deleter,
         attribution: deletion.best.attribution,
         occurred_at: dated.occurred_at.clone(),
         subject: deletion.fact.id.clone(),

@@ -51,6 +51,10 @@ struct Args {
     /// clients go), e.g. half the peak rate, to measure the wait from acceptance to readable.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// What the findings rules cost: core natively on SQLite, the generator's traffic with
+    /// every rule on and with none, in the same rounds.
+    #[arg(long)]
+    findings: bool,
 }
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -275,7 +279,12 @@ fn fresh_native_store(
 /// The core's ingest natively (parse, normalize, append; no HTTP, no WebAssembly) on a
 /// SQLite file, one connection per client: what the components would cost without their
 /// runtime.
-fn native(deliveries: &[Delivery], clients: usize, path: &Path) -> anyhow::Result<f64> {
+fn native(
+    deliveries: &[Delivery],
+    clients: usize,
+    path: &Path,
+    findings: pipetrail_core::findings::Rules,
+) -> anyhow::Result<f64> {
     use pipetrail_core::ingest::{self, Settings};
     use pipetrail_core::native::NativeDb;
     use pipetrail_core::sql::block_on;
@@ -293,7 +302,7 @@ fn native(deliveries: &[Delivery], clients: usize, path: &Path) -> anyhow::Resul
             variables: &policy,
             signer: &signer,
             checkpoint_interval_secs: 10,
-            findings: pipetrail_core::findings::Rules::default(),
+            findings,
             without_tree: false,
         };
         match d.kind {
@@ -658,7 +667,12 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
                     r.seconds
                 }
                 4 => {
-                    let s = native(&deliveries, args.clients, &dir.join("native.db"))?;
+                    let s = native(
+                        &deliveries,
+                        args.clients,
+                        &dir.join("native.db"),
+                        pipetrail_core::findings::Rules::default(),
+                    )?;
                     integration.push(native_integration(&deliveries, &dir.join("batch.db"))?);
                     s
                 }
@@ -802,6 +816,59 @@ fn compare_stores(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The findings rules' cost on the ingest path: the same traffic integrated natively with
+/// every rule on and with none, alternating which goes first; medians of per-round ratios.
+fn compare_findings(args: &Args) -> anyhow::Result<()> {
+    use pipetrail_core::findings::Rules;
+    let deliveries = generate::traffic(7, 0..args.pipelines, Mix::default());
+    let audit = deliveries.iter().filter(|d| d.kind == Kind::AuditEvent).count();
+    let dir = std::env::temp_dir().join(format!("pipetrail-findings-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (mut on, mut off, mut ratios, mut raised) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for round in 0..args.rounds.max(1) {
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        let mut seconds = [0.0; 2];
+        for rules_on in order {
+            let path = dir.join(if rules_on { "on.db" } else { "off.db" });
+            let rules = if rules_on { Rules::default() } else { Rules::NONE };
+            let s = native(&deliveries, args.clients, &path, rules)?;
+            seconds[usize::from(!rules_on)] = s;
+            if rules_on {
+                let db = pipetrail_core::native::NativeDb::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let rows = pipetrail_core::sql::block_on(pipetrail_core::sql::Sql::query(
+                    &db,
+                    "SELECT COUNT(*) FROM events WHERE action = 'finding.raised'",
+                    &[],
+                ))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                raised = rows[0][0].as_i64().unwrap_or(0);
+            }
+            eprintln!(
+                "round {round}: rules {}: {s:.2} s",
+                if rules_on { "on " } else { "off" }
+            );
+        }
+        on.push(seconds[0]);
+        off.push(seconds[1]);
+        // Throughput with the rules on, as a share of throughput without them.
+        ratios.push(seconds[1] / seconds[0]);
+    }
+    let n = deliveries.len() as f64;
+    println!(
+        "{} deliveries of {} pipelines ({audit} audit-stream deletions), {} client(s), {} round(s); {raised} findings raised",
+        deliveries.len(),
+        args.pipelines,
+        args.clients.max(1),
+        args.rounds.max(1)
+    );
+    println!("| variant | deliveries/s (median) |\n| --- | ---: |");
+    println!("| rules on (all four, defaults) | {:.0} |", n / median(on));
+    println!("| rules off (`findings_rules = none`) | {:.0} |", n / median(off));
+    println!("throughput on / off, median of per-round ratios: {:.3}", median(ratios));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     harness::build_components(&[])?;
@@ -810,6 +877,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.reuse {
         return compare_reuse(&args);
+    }
+    if args.findings {
+        return compare_findings(&args);
     }
     let baseline_dir = "target/bench-without-tree";
     harness::cargo(&[
