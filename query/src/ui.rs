@@ -259,21 +259,8 @@ pub async fn audit_log(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> 
             esc(value(k))
         )
     };
-    // A vocabulary's menu: "any", then every word, the filter's own selected.
-    let menu = |name: &str, words: &mut dyn Iterator<Item = &'static str>| -> String {
-        std::iter::once("")
-            .chain(words)
-            .map(|w| {
-                format!(
-                    "<option value=\"{w}\"{}>{}</option>",
-                    if value(name) == w { " selected" } else { "" },
-                    if w.is_empty() { "any" } else { w }
-                )
-            })
-            .collect()
-    };
-    let options = menu("action", &mut Action::ALL.iter().map(|a| a.as_str()));
-    let sources = menu("source", &mut Source::ALL.iter().map(|s| s.as_str()));
+    let options = menu(value("action"), Action::ALL.iter().map(|a| a.as_str()));
+    let sources = menu(value("source"), Source::ALL.iter().map(|s| s.as_str()));
     let query: String = filters
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "cursor" | "limit"))
@@ -422,6 +409,20 @@ fn fact_rows(title: &str, facts: &Value) -> String {
         .collect()
 }
 
+/// A vocabulary's menu: "any", then every word, `selected` selected.
+fn menu(selected: &str, words: impl Iterator<Item = &'static str>) -> String {
+    std::iter::once("")
+        .chain(words)
+        .map(|w| {
+            format!(
+                "<option value=\"{w}\"{}>{}</option>",
+                if selected == w { " selected" } else { "" },
+                if w.is_empty() { "any" } else { w }
+            )
+        })
+        .collect()
+}
+
 /// A severity as a small badge.
 fn severity_html(s: Severity) -> String {
     format!("<span class=\"sev sev-{0}\">{0}</span>", s.as_str())
@@ -463,20 +464,7 @@ pub async fn findings(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> R
     filter.events.scope = caller.scope();
     let (found, next) = pipetrail_core::findings::list(db, &filter, PAGE_SIZE).await?;
     let value = |k: &str| filters.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v.as_str());
-    let menu = |name: &str, words: &[&'static str]| -> String {
-        std::iter::once("")
-            .chain(words.iter().copied())
-            .map(|w| {
-                format!(
-                    "<option value=\"{w}\"{}>{}</option>",
-                    if value(name) == w { " selected" } else { "" },
-                    if w.is_empty() { "any" } else { w }
-                )
-            })
-            .collect()
-    };
-    let rules: Vec<&'static str> = FindingRule::ALL.iter().map(|r| r.as_str()).collect();
-    let severities: Vec<&'static str> = Severity::ALL.iter().map(|s| s.as_str()).collect();
+
     let field = |k: &str, label: &str| {
         format!(
             "<label>{label}<input name=\"{k}\" type=\"text\" value=\"{}\" size=\"14\"></label>",
@@ -527,8 +515,8 @@ pub async fn findings(db: &Db, caller: &Caller, pairs: &[(String, String)]) -> R
          <form class=\"filters\" method=\"get\" action=\"/ui/findings\"><label>Rule<select name=\"rule\">{}</select></label><label>Severity<select name=\"severity\">{}</select></label>{}{}<button type=\"submit\">Filter</button> <a href=\"/ui/findings\">Clear</a></form>\
          <div class=\"tools\"><a href=\"/api/v1/findings?{query}\">JSON</a><a href=\"/api/v1/export?format=csv&action=finding.raised\">Export CSV</a>{older}</div>\
          <table id=\"findings\"><thead><tr><th>Time (UTC)</th><th>Severity</th><th>Rule</th><th>Actor</th><th>Project</th><th>Pipeline</th><th>What</th><th>Evidence</th></tr></thead><tbody>{rows}{empty}</tbody></table>",
-        menu("rule", &rules),
-        menu("severity", &severities),
+        menu(value("rule"), FindingRule::ALL.iter().map(|r| r.as_str())),
+        menu(value("severity"), Severity::ALL.iter().map(|s| s.as_str())),
         field("actor", "Actor"),
         field("project", "Project"),
     );

@@ -281,20 +281,35 @@ async fn tick(db: &Db) -> Result<Value, DbError> {
     }))
 }
 
-/// GitLab's API through Spin's outbound HTTP, authenticated with `PRIVATE-TOKEN`.
-struct GitlabApi {
-    token: String,
+/// A forge's REST API through Spin's outbound HTTP, with the headers that authenticate
+/// the caller (GitLab's `PRIVATE-TOKEN`, GitHub's bearer token and API version).
+struct ForgeApi {
+    headers: Vec<(&'static str, String)>,
 }
 
-impl Fetch for GitlabApi {
+impl ForgeApi {
+    fn gitlab(token: String) -> Self {
+        ForgeApi {
+            headers: vec![("PRIVATE-TOKEN", token), ("Accept", "application/json".into())],
+        }
+    }
+
+    fn github(token: &str) -> Self {
+        ForgeApi {
+            headers: vec![
+                ("Authorization", format!("Bearer {token}")),
+                ("Accept", "application/vnd.github+json".into()),
+                ("X-GitHub-Api-Version", "2022-11-28".into()),
+                ("User-Agent", "pipetrail".into()),
+            ],
+        }
+    }
+}
+
+impl Fetch for ForgeApi {
     async fn get(&self, url: &str) -> Result<ApiResponse, String> {
-        let (status, headers, body) = platform::http_get(
-            url,
-            &[("PRIVATE-TOKEN", &self.token), ("Accept", "application/json")],
-            Duration::from_secs(20),
-            32 << 20,
-        )
-        .await?;
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, headers, body) = platform::http_get(url, &headers, Duration::from_secs(20), 32 << 20).await?;
         Ok(ApiResponse { status, headers, body })
     }
 }
@@ -339,34 +354,18 @@ async fn reconcile(db: &Db) -> Result<Option<Value>, DbError> {
         findings: platform::finding_rules().await,
         ..Settings::without_variables(&signer, interval)
     };
-    let report = reconcile::run(db, &GitlabApi { token }, &cfg, &pipetrail_core::time::now(), &settings).await?;
+    let report = reconcile::run(
+        db,
+        &ForgeApi::gitlab(token),
+        &cfg,
+        &pipetrail_core::time::now(),
+        &settings,
+    )
+    .await?;
     if let Some(e) = &report.error {
         eprintln!("pipetrail: reconciler: {e}");
     }
     Ok(Some(report.to_json()))
-}
-
-/// GitHub's REST API through Spin's outbound HTTP, with a `read:audit_log` token.
-struct GithubApi {
-    token: String,
-}
-
-impl Fetch for GithubApi {
-    async fn get(&self, url: &str) -> Result<ApiResponse, String> {
-        let (status, headers, body) = platform::http_get(
-            url,
-            &[
-                ("Authorization", &format!("Bearer {}", self.token)),
-                ("Accept", "application/vnd.github+json"),
-                ("X-GitHub-Api-Version", "2022-11-28"),
-                ("User-Agent", "pipetrail"),
-            ],
-            Duration::from_secs(20),
-            32 << 20,
-        )
-        .await?;
-        Ok(ApiResponse { status, headers, body })
-    }
 }
 
 /// One bounded poll of GitHub's audit log; `None` when it is not configured (a token and an
@@ -409,7 +408,14 @@ async fn github_audit(db: &Db) -> Result<Option<Value>, DbError> {
         findings: platform::finding_rules().await,
         ..Settings::without_variables(&signer, interval)
     };
-    let report = poll::run(db, &GithubApi { token }, &cfg, &pipetrail_core::time::now(), &settings).await?;
+    let report = poll::run(
+        db,
+        &ForgeApi::github(&token),
+        &cfg,
+        &pipetrail_core::time::now(),
+        &settings,
+    )
+    .await?;
     if let Some(e) = &report.error {
         eprintln!("pipetrail: GitHub audit log: {e}");
     }

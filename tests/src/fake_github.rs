@@ -6,8 +6,6 @@
 //! Tests append entries to its state as GitHub would record them.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
@@ -30,20 +28,19 @@ pub struct FakeGithub {
 
 impl FakeGithub {
     pub fn start(token: &str) -> FakeGithub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fake GitHub");
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             token: token.into(),
             ..Default::default()
         }));
         let shared = state.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let shared = shared.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(stream, &shared);
-                });
-            }
+        let url = crate::fake_http::serve(move |r| {
+            answer(
+                &mut shared.lock().unwrap(),
+                &r.method,
+                &r.target,
+                r.header("authorization"),
+                r.header("host").unwrap_or(""),
+            )
         });
         FakeGithub { url, state }
     }
@@ -53,48 +50,7 @@ impl FakeGithub {
     }
 }
 
-fn serve(stream: std::net::TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.trim_end().split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let host = headers.get("host").cloned().unwrap_or_default();
-    let (status, extra, body) = answer(
-        &mut state.lock().unwrap(),
-        &method,
-        &target,
-        headers.get("authorization").map(String::as_str),
-        &host,
-    );
-    let mut head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut out = stream;
-    out.write_all(head.as_bytes())?;
-    out.write_all(body.as_bytes())?;
-    out.flush()
-}
-
-type Answer = (u16, Vec<(String, String)>, String);
+use crate::fake_http::Answer;
 
 fn answer(s: &mut State, method: &str, target: &str, auth: Option<&str>, host: &str) -> Answer {
     s.requests.push(format!("{method} {target}"));

@@ -6,8 +6,6 @@
 //! Tests edit its state directly (`state()`), as GitLab itself would change.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
@@ -38,20 +36,20 @@ pub struct FakeGitlab {
 
 impl FakeGitlab {
     pub fn start(token: &str) -> FakeGitlab {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fake GitLab");
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             token: token.into(),
             ..Default::default()
         }));
         let shared = state.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let shared = shared.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(stream, &shared);
-                });
-            }
+        let url = crate::fake_http::serve(move |r| {
+            answer(
+                &mut shared.lock().unwrap(),
+                &r.method,
+                &r.target,
+                r.header("private-token"),
+                r.header("host").unwrap_or(""),
+                &r.body,
+            )
         });
         FakeGitlab { url, state }
     }
@@ -61,64 +59,7 @@ impl FakeGitlab {
     }
 }
 
-fn serve(stream: std::net::TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.trim_end().split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0usize);
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body)?;
-    let host = headers
-        .iter()
-        .find(|(k, _)| k == "host")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let token = headers
-        .iter()
-        .find(|(k, _)| k == "private-token")
-        .map(|(_, v)| v.clone());
-    let (status, extra, body) = answer(
-        &mut state.lock().unwrap(),
-        &method,
-        &target,
-        token.as_deref(),
-        &host,
-        &body,
-    );
-    let mut out = stream;
-    let mut head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    out.write_all(head.as_bytes())?;
-    out.write_all(body.as_bytes())?;
-    out.flush()
-}
-
-type Answer = (u16, Vec<(String, String)>, String);
+use crate::fake_http::Answer;
 
 fn not_found() -> Answer {
     (404, vec![], json!({"message": "404 Not found"}).to_string())

@@ -5,6 +5,7 @@
 pub mod allowed_hosts;
 pub mod fake_github;
 pub mod fake_gitlab;
+pub mod fake_http;
 pub mod harness;
 pub mod host;
 pub mod manifest;

@@ -16,23 +16,11 @@ const LOG_TOKEN: &str = "log-token-77aa";
 const GITLAB_TOKEN: &str = "glpat-fake-0123";
 
 fn ship(app: &App, lines: &[String]) -> Value {
-    let body = lines.join("\n") + "\n";
-    let r = app.post(
-        "/ingest/gitlab-logs",
-        &[
-            ("Authorization", &format!("Bearer {LOG_TOKEN}")),
-            ("Content-Type", "application/x-ndjson"),
-        ],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json()
+    app.ship_logs(LOG_TOKEN, lines)
 }
 
 fn admin_post(app: &App, path: &str) -> Value {
-    let r = app.post(path, &[("Authorization", &format!("Bearer {ADMIN}"))], b"");
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json()
+    app.admin_post(path)
 }
 
 fn provenance(app: &App, id: u64) -> Value {

@@ -77,6 +77,11 @@ fn the_component_benchmarks_run() {
     ] {
         assert!(out.contains(line), "{line}: {out}");
     }
+    let out = run(bin("component-bench").args(["--findings", "--pipelines", "3", "--rounds", "1"]));
+    assert!(
+        out.contains("| rules off (`findings_rules = none`) |") && out.contains("throughput on / off"),
+        "{out}"
+    );
     // The tree's cost: builds the ingest component without the tree into its own target
     // directory first (a few minutes the first time).
     let out = run(bin("component-bench").args(["--pipelines", "2", "--rounds", "1"]));

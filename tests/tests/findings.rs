@@ -15,20 +15,11 @@ const LOG_TOKEN: &str = "log-token-findings";
 const STREAM: &str = "stream-token-findings";
 
 fn ship(app: &App, lines: &[String]) -> Value {
-    let body = lines.join("\n") + "\n";
-    let r = app.post(
-        "/ingest/gitlab-logs",
-        &[("Authorization", &format!("Bearer {LOG_TOKEN}"))],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json()
+    app.ship_logs(LOG_TOKEN, lines)
 }
 
 fn admin_post(app: &App, path: &str) -> Value {
-    let r = app.post(path, &[("Authorization", &format!("Bearer {ADMIN}"))], b"");
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json()
+    app.admin_post(path)
 }
 
 fn findings(app: &App, query: &str) -> Vec<Value> {

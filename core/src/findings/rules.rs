@@ -9,7 +9,7 @@ use crate::merge::best_report;
 use crate::model::{
     Action, Actor, ActorKind, Attribution, Event, Evidence, Finding, FindingRule, Pipeline, Severity, Source,
 };
-use crate::sources::facts::event_id;
+use crate::sources::facts::Fact;
 
 use super::Rules;
 
@@ -444,39 +444,34 @@ fn span(secs: i64) -> String {
 /// The finding as an event of the pipeline `about` belongs to: its id derived from the
 /// rule and the subject, so the same match raised twice is one event.
 pub fn to_event(draft: Draft, about: &Event, pipeline: u64, recorded_at: &str) -> Event {
-    let matched = draft.matched.join(",");
-    Event {
-        v: crate::model::LEDGER_FORMAT,
-        seq: 0,
-        id: event_id(&format!("finding|{}|{}", draft.rule, draft.subject)),
+    let key = format!("finding|{}|{}", draft.rule, draft.subject);
+    let mut ev = Fact {
+        forge: about.forge.kind,
+        instance: &about.forge.instance,
+        key: &key,
         action: Action::FindingRaised,
-        occurred_at: draft.occurred_at,
-        recorded_at: recorded_at.into(),
-        actor: draft.actor,
-        attribution: draft.attribution,
-        forge: about.forge.clone(),
+        occurred_at: &draft.occurred_at,
+        recorded_at,
         project: about.project.clone(),
-        pipeline: Some(Pipeline {
-            id: pipeline,
-            ..Default::default()
-        }),
-        job: None,
-        change: None,
-        variables: None,
-        audit: None,
-        window: None,
-        refers_to: None,
-        finding: Some(Finding {
-            rule: draft.rule,
-            severity: draft.severity,
-            summary: draft.summary,
-            matched: draft.matched,
-        }),
         evidence: Evidence {
             source: Source::PipetrailRules,
             delivery_id: None,
-            payload_sha256: hex(&sha256(matched.as_bytes())),
+            payload_sha256: hex(&sha256(draft.matched.join(",").as_bytes())),
             remote_ip: None,
         },
     }
+    .event();
+    ev.actor = draft.actor;
+    ev.attribution = draft.attribution;
+    ev.pipeline = Some(Pipeline {
+        id: pipeline,
+        ..Default::default()
+    });
+    ev.finding = Some(Finding {
+        rule: draft.rule,
+        severity: draft.severity,
+        summary: draft.summary,
+        matched: draft.matched,
+    });
+    ev
 }

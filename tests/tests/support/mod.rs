@@ -189,6 +189,28 @@ impl App {
         r.json()["token"].as_str().unwrap().to_string()
     }
 
+    /// A shipper's NDJSON batch of Rails log lines, posted with `token`; asserts 200.
+    pub fn ship_logs(&self, token: &str, lines: &[String]) -> Value {
+        let body = lines.join("\n") + "\n";
+        let r = self.post(
+            "/ingest/gitlab-logs",
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Content-Type", "application/x-ndjson"),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    }
+
+    /// An admin POST (`/admin/tick`, `/admin/reconcile`, …); asserts 200.
+    pub fn admin_post(&self, path: &str) -> Value {
+        let r = self.post(path, &[("Authorization", &format!("Bearer {ADMIN}"))], b"");
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    }
+
     /// All events, following the cursor.
     pub fn events(&self, query: &str, token: &str) -> Vec<Value> {
         let mut out = Vec::new();
