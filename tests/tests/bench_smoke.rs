@@ -79,7 +79,9 @@ fn the_component_benchmarks_run() {
     }
     let out = run(bin("component-bench").args(["--findings", "--pipelines", "3", "--rounds", "1"]));
     assert!(
-        out.contains("| rules off (`findings_rules = none`) |") && out.contains("throughput on / off"),
+        out.contains("| rules off (`findings_rules = none`) |")
+            && out.contains("throughput on / off")
+            && out.contains("deletions on / off"),
         "{out}"
     );
     // The tree's cost: builds the ingest component without the tree into its own target

@@ -825,6 +825,7 @@ fn compare_findings(args: &Args) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("pipetrail-findings-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (mut on, mut off, mut ratios, mut raised) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let mut storm: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..args.rounds.max(1) {
         let order = if round % 2 == 0 { [true, false] } else { [false, true] };
         let mut seconds = [0.0; 2];
@@ -833,6 +834,7 @@ fn compare_findings(args: &Args) -> anyhow::Result<()> {
             let rules = if rules_on { Rules::default() } else { Rules::NONE };
             let s = native(&deliveries, args.clients, &path, rules)?;
             seconds[usize::from(!rules_on)] = s;
+            storm[usize::from(!rules_on)].push(deletion_storm(&deliveries, &path, rules)?);
             if rules_on {
                 let db = pipetrail_core::native::NativeDb::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let rows = pipetrail_core::sql::block_on(pipetrail_core::sql::Sql::query(
@@ -855,7 +857,7 @@ fn compare_findings(args: &Args) -> anyhow::Result<()> {
     }
     let n = deliveries.len() as f64;
     println!(
-        "{} deliveries of {} pipelines ({audit} audit-stream deletions), {} client(s), {} round(s); {raised} findings raised",
+        "{} deliveries of {} pipelines ({audit} audit-stream deletions), {} client(s), {} round(s); {raised} findings in the rules-on store after the traffic and the deletions below",
         deliveries.len(),
         args.pipelines,
         args.clients.max(1),
@@ -865,8 +867,64 @@ fn compare_findings(args: &Args) -> anyhow::Result<()> {
     println!("| rules on (all four, defaults) | {:.0} |", n / median(on));
     println!("| rules off (`findings_rules = none`) | {:.0} |", n / median(off));
     println!("throughput on / off, median of per-round ratios: {:.3}", median(ratios));
+    let storm_ratios: Vec<f64> = storm[1].iter().zip(&storm[0]).map(|(off, on)| off / on).collect();
+    let pipelines = pipeline_ids(&deliveries).len() as f64;
+    println!(
+        "\nthen every pipeline deleted by one actor, an audit-stream delivery each, 10 s apart (a burst throughout):"
+    );
+    println!("| variant | deletions/s (median) |\n| --- | ---: |");
+    println!("| rules on | {:.0} |", pipelines / median(storm[0].clone()));
+    println!("| rules off | {:.0} |", pipelines / median(storm[1].clone()));
+    println!(
+        "deletions on / off, median of per-round ratios: {:.3}",
+        median(storm_ratios)
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The pipelines of generated traffic, by the ids its Pipeline Hooks carry.
+fn pipeline_ids(deliveries: &[Delivery]) -> Vec<u64> {
+    let mut ids: Vec<u64> = deliveries
+        .iter()
+        .filter(|d| d.kind == Kind::PipelineHook)
+        .filter_map(|d| serde_json::from_slice::<serde_json::Value>(&d.body).ok())
+        .filter_map(|v| v["object_attributes"]["id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The worst case for the deletion rules: every pipeline of the store at `path` deleted
+/// by one actor through the audit stream, 10 s apart, each delivery on its own; returns
+/// the seconds it took.
+fn deletion_storm(
+    deliveries: &[Delivery],
+    path: &Path,
+    findings: pipetrail_core::findings::Rules,
+) -> anyhow::Result<f64> {
+    use pipetrail_core::ingest::{self, Settings};
+    let e = |e: pipetrail_core::sql::DbError| anyhow::anyhow!("{e}");
+    let db = pipetrail_core::native::NativeDb::open(path).map_err(e)?;
+    let signer = pipetrail_core::note::NoteSigner::from_seed("bench.example/log", [9; 32])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = Settings {
+        findings,
+        ..Settings::without_variables(&signer, 10)
+    };
+    let start = Instant::now();
+    for (i, id) in pipeline_ids(deliveries).iter().enumerate() {
+        let at = pipetrail_core::time::from_unix_millis(1_767_312_000_000 + i as i64 * 10_000);
+        let body = serde_json::json!({
+            "id": format!("storm-{id}"), "author_id": 4242, "author_name": "Storm", "entity_type": "Project",
+            "target_id": id, "target_type": "Ci::Pipeline", "event_type": "destroy_pipeline", "created_at": at,
+        })
+        .to_string();
+        pipetrail_core::sql::block_on(ingest::record_audit(&db, body.as_bytes(), &at, &settings))
+            .map_err(|e| anyhow::anyhow!("deleting {id}: {e:?}"))?;
+    }
+    Ok(start.elapsed().as_secs_f64())
 }
 
 fn main() -> anyhow::Result<()> {
