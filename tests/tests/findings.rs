@@ -162,6 +162,26 @@ fn a_deployment_played_then_its_pipeline_deleted_is_a_finding_everywhere() {
         bad.text
     );
     assert_eq!(app.get("/api/v1/findings", None).status, 401, "reads are authenticated");
+    // A token scoped to another project sees none of this project's findings, anywhere.
+    let elsewhere = app.token("elsewhere", &["other/secret"]);
+    let scoped = app.get("/api/v1/findings", Some(&elsewhere));
+    assert_eq!(
+        (scoped.status, scoped.json()["findings"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    assert!(
+        app.get("/ui/findings", Some(&elsewhere))
+            .text
+            .contains("No findings match.")
+    );
+    let own = app.token("own", &["grp/app"]);
+    assert_eq!(
+        app.get("/api/v1/findings", Some(&own)).json()["findings"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // In the UI: the findings page, the pipeline's banner, the actor's banner.
     let page = |path: &str| {
