@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::Rules;
-use super::rules::{self, Deletion};
+use super::rules::{self, Deletion, PipelineFacts};
 use crate::model::{Action, Event, FindingRule, ForgeKind, Source};
 use crate::sql::{DbError, Sql};
 use crate::store::{self, EventFilter};
@@ -53,11 +53,12 @@ pub async fn evaluate<S: Sql>(db: &S, new: &[&Event], rules: &Rules, recorded_at
         let Some(about) = typed.first().copied() else {
             continue;
         };
-        for draft in rules::on_pipeline(&typed, rules) {
+        let facts = PipelineFacts::new(&typed);
+        for draft in rules::on_pipeline(&facts, rules) {
             raised.push(rules::to_event(draft, about, pipeline, recorded_at));
         }
         if rules.enabled(FindingRule::BurstOfDeletions)
-            && let Some(latest) = rules::deletion_of(&typed)
+            && let Some(latest) = facts.dated_deletion()
             && let Some(draft) = burst(db, forge, instance, &latest, rules).await?
         {
             raised.push(rules::to_event(draft, about, pipeline, recorded_at));
@@ -149,7 +150,7 @@ async fn burst<S: Sql>(
         }
         let events = pipeline_events(db, forge, instance, p.id).await?;
         let typed: Vec<&Event> = events.iter().collect();
-        others.extend(rules::deletion_of(&typed));
+        others.extend(PipelineFacts::new(&typed).dated_deletion());
     }
     Ok(rules::burst(latest, &others, rules))
 }

@@ -70,6 +70,21 @@ impl<'a> PipelineFacts<'a> {
         self.facts.iter().filter(move |f| f.fact.action == action)
     }
 
+    /// The pipeline's deletion with its best-attributed deleter, when a report names a time
+    /// (not only the API's absence): what the burst rule counts.
+    pub fn dated_deletion(&self) -> Option<Deletion> {
+        let d = self.deletion()?;
+        let dated = d.reports.iter().find(|r| !by_absence(r))?;
+        Some(Deletion {
+            fact_id: d.fact.id.clone(),
+            report_ids: d.ids().collect(),
+            actor: d.best.actor.clone(),
+            attribution: d.best.attribution,
+            at: dated.occurred_at.clone(),
+            pipeline: dated.pipeline.as_ref().map_or(0, |p| p.id),
+        })
+    }
+
     /// The pipeline's deletion: its first report is the fact.
     fn deletion(&self) -> Option<&Reported<'a>> {
         self.of(Action::PipelineDeleted).next()
@@ -107,34 +122,41 @@ impl<'a> PipelineFacts<'a> {
 
     /// Why a deletion of this pipeline weighs more: what its jobs did, in words.
     fn weight(&self) -> Vec<String> {
-        let mut jobs: std::collections::BTreeMap<u64, crate::model::Job> = std::collections::BTreeMap::new();
+        /// What the pipeline's reports say of one job, the latest word on each field.
+        #[derive(Default)]
+        struct Seen<'e> {
+            name: Option<&'e str>,
+            status: Option<&'e str>,
+            environment: Option<&'e str>,
+            manual: bool,
+            must_pass: bool,
+        }
+        let mut jobs: std::collections::BTreeMap<u64, Seen<'a>> = std::collections::BTreeMap::new();
         for f in &self.facts {
-            if let Some(j) = &f.fact.job {
-                let entry = jobs.entry(j.id).or_insert_with(|| j.clone());
-                let status = f.fact.change.as_ref().map(|c| c.to.clone()).or(j.status.clone());
-                let merged = crate::model::Job {
-                    status: status.or(entry.status.clone()),
-                    environment: j.environment.clone().or(entry.environment.clone()),
-                    manual: j.manual.or(entry.manual),
-                    when: j.when.clone().or(entry.when.clone()),
-                    allow_failure: j.allow_failure.or(entry.allow_failure),
-                    name: j.name.clone().or(entry.name.clone()),
-                    ..entry.clone()
-                };
-                *entry = merged;
-            }
+            let ev: &'a Event = f.fact;
+            let Some(j) = ev.job.as_ref() else { continue };
+            let seen = jobs.entry(j.id).or_default();
+            seen.name = j.name.as_deref().or(seen.name);
+            seen.status = ev
+                .change
+                .as_ref()
+                .map(|c| c.to.as_str())
+                .or(j.status.as_deref())
+                .or(seen.status);
+            seen.environment = j.environment.as_deref().or(seen.environment);
+            seen.manual |= j.manual == Some(true) || j.when.as_deref() == Some("manual");
+            seen.must_pass = j.allow_failure.map_or(seen.must_pass, |allowed| !allowed);
         }
         let ran = |s: Option<&str>| matches!(s, Some("running" | "success" | "failed" | "canceled"));
-        let name = |j: &crate::model::Job| j.name.clone().unwrap_or_else(|| format!("#{}", j.id));
         let mut why = Vec::new();
-        for j in jobs.values() {
-            let status = j.status.as_deref();
-            if let Some(env) = j.environment.as_deref().filter(|_| ran(status)) {
-                why.push(format!("job {} deployed to {env}", name(j)));
-            } else if (j.manual == Some(true) || j.when.as_deref() == Some("manual")) && ran(status) {
-                why.push(format!("manual job {} ran", name(j)));
-            } else if j.allow_failure == Some(false) && status == Some("failed") {
-                why.push(format!("job {} failed", name(j)));
+        for (id, j) in &jobs {
+            let name = j.name.map_or_else(|| format!("#{id}"), str::to_string);
+            if let Some(env) = j.environment.filter(|_| ran(j.status)) {
+                why.push(format!("job {name} deployed to {env}"));
+            } else if j.manual && ran(j.status) {
+                why.push(format!("manual job {name} ran"));
+            } else if j.must_pass && j.status == Some("failed") {
+                why.push(format!("job {name} failed"));
             }
         }
         why
@@ -176,17 +198,16 @@ fn by_absence(r: &Event) -> bool {
 
 /// The rules that read one pipeline: deleted after acting, deleted unseen, canceled by
 /// someone else.
-pub fn on_pipeline(events: &[&Event], rules: &Rules) -> Vec<Draft> {
-    let facts = PipelineFacts::new(events);
+pub fn on_pipeline(facts: &PipelineFacts, rules: &Rules) -> Vec<Draft> {
     let mut out = Vec::new();
     if rules.enabled(FindingRule::DeletedAfterActing) {
-        out.extend(deleted_after_acting(&facts, rules.deleted_within_secs));
+        out.extend(deleted_after_acting(facts, rules.deleted_within_secs));
     }
     if rules.enabled(FindingRule::DeletedUnseen) {
-        out.extend(deleted_unseen(&facts));
+        out.extend(deleted_unseen(facts));
     }
     if rules.enabled(FindingRule::CanceledBySomeoneElse) {
-        out.extend(canceled_by_someone_else(&facts));
+        out.extend(canceled_by_someone_else(facts));
     }
     out
 }
@@ -357,21 +378,6 @@ pub struct Deletion {
     pub attribution: Attribution,
     pub at: String,
     pub pipeline: u64,
-}
-
-/// A pipeline's deletion with its best-attributed deleter, when one names a time.
-pub fn deletion_of(events: &[&Event]) -> Option<Deletion> {
-    let facts = PipelineFacts::new(events);
-    let d = facts.deletion()?;
-    let dated = d.reports.iter().find(|r| !by_absence(r))?;
-    Some(Deletion {
-        fact_id: d.fact.id.clone(),
-        report_ids: d.ids().collect(),
-        actor: d.best.actor.clone(),
-        attribution: d.best.attribution,
-        at: dated.occurred_at.clone(),
-        pipeline: dated.pipeline.as_ref().map_or(0, |p| p.id),
-    })
 }
 
 /// Rule 4: the deletions by `latest`'s actor (`latest` and `others`, which may hold other
