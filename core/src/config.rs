@@ -78,22 +78,15 @@ pub fn check(variable: &str, value: &str) -> Result<(), String> {
             Some(p) => Err(format!("{p:?}: expected numeric project ids, comma-separated")),
             None => Ok(()),
         },
-        "findings_rules" => findings_check(crate::findings::Rules::parse(Some(value), None, None)),
-        "findings_deleted_within" => findings_check(crate::findings::Rules::parse(None, Some(value), None)),
-        "findings_burst" => findings_check(crate::findings::Rules::parse(None, None, Some(value))),
+        "findings_rules" if !value.is_empty() => crate::findings::parse_enabled(value).map(|_| ()),
+        "findings_deleted_within" if !value.is_empty() => crate::findings::parse_within(value).map(|_| ()),
+        "findings_burst" if !value.is_empty() => crate::findings::parse_burst(value).map(|_| ()),
         v if COUNTS.contains(&v) && !value.is_empty() => match value.parse::<u64>() {
             Ok(n) if n > 0 || v == "checkpoint_interval_seconds" => Ok(()),
             _ => Err(format!("{value:?}: expected a whole number above 0")),
         },
         _ => Ok(()),
     }
-}
-
-/// A findings variable's error without the variable's name (`problems` adds it).
-fn findings_check(parsed: Result<crate::findings::Rules, String>) -> Result<(), String> {
-    parsed
-        .map(|_| ())
-        .map_err(|e| e.split_once(": ").map_or(e.clone(), |(_, why)| why.to_string()))
 }
 
 /// A count variable's value: `default` when unset or empty, an error naming the variable

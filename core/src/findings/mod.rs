@@ -29,12 +29,7 @@ pub struct Rules {
 
 impl Default for Rules {
     fn default() -> Self {
-        Rules {
-            enabled: [true; 4],
-            deleted_within_secs: 24 * 3600,
-            burst_count: 5,
-            burst_window_secs: 600,
-        }
+        Rules::DEFAULT
     }
 }
 
@@ -46,12 +41,18 @@ fn index(rule: FindingRule) -> usize {
 }
 
 impl Rules {
-    /// No rule runs (the benchmarks' floor, and `findings_rules = none`).
-    pub const NONE: Rules = Rules {
-        enabled: [false; 4],
+    /// Every rule, at the documented thresholds.
+    pub const DEFAULT: Rules = Rules {
+        enabled: [true; 4],
         deleted_within_secs: 24 * 3600,
         burst_count: 5,
         burst_window_secs: 600,
+    };
+
+    /// No rule runs (the benchmarks' floor, and `findings_rules = none`).
+    pub const NONE: Rules = Rules {
+        enabled: [false; 4],
+        ..Rules::DEFAULT
     };
 
     pub fn enabled(&self, rule: FindingRule) -> bool {
@@ -65,34 +66,51 @@ impl Rules {
     /// Reads the three variables; empty or unset means the documented default. An error
     /// names the variable and says what was expected.
     pub fn parse(rules: Option<&str>, deleted_within: Option<&str>, burst: Option<&str>) -> Result<Rules, String> {
-        let mut out = Rules::default();
-        if let Some(list) = rules.map(str::trim).filter(|s| !s.is_empty()) {
-            out.enabled = [false; 4];
-            if list != "none" {
-                for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let rule = FindingRule::parse(name).ok_or_else(|| {
-                        let known: Vec<&str> = FindingRule::ALL.iter().map(|r| r.as_str()).collect();
-                        format!(
-                            "findings_rules: {name:?}: expected none or some of {}",
-                            known.join(", ")
-                        )
-                    })?;
-                    out.enabled[index(rule)] = true;
-                }
-            }
+        fn given(v: Option<&str>) -> Option<&str> {
+            v.map(str::trim).filter(|s| !s.is_empty())
         }
-        if let Some(d) = deleted_within.map(str::trim).filter(|s| !s.is_empty()) {
-            out.deleted_within_secs = duration(d)
-                .ok_or_else(|| format!("findings_deleted_within: {d:?}: expected a duration such as 24h"))?;
+        let named = |variable: &'static str| move |e: String| format!("{variable}: {e}");
+        let mut out = Rules::DEFAULT;
+        if let Some(list) = given(rules) {
+            out.enabled = parse_enabled(list).map_err(named("findings_rules"))?;
         }
-        if let Some(b) = burst.map(str::trim).filter(|s| !s.is_empty()) {
-            let bad = || format!("findings_burst: {b:?}: expected COUNT/DURATION such as 5/10m");
-            let (count, window) = b.split_once('/').ok_or_else(bad)?;
-            out.burst_count = count.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
-            out.burst_window_secs = duration(window.trim()).ok_or_else(bad)?;
+        if let Some(d) = given(deleted_within) {
+            out.deleted_within_secs = parse_within(d).map_err(named("findings_deleted_within"))?;
+        }
+        if let Some(b) = given(burst) {
+            (out.burst_count, out.burst_window_secs) = parse_burst(b).map_err(named("findings_burst"))?;
         }
         Ok(out)
     }
+}
+
+/// `findings_rules`: `none`, or rule names, comma-separated.
+pub fn parse_enabled(list: &str) -> Result<[bool; 4], String> {
+    let mut enabled = [false; 4];
+    if list.trim() == "none" {
+        return Ok(enabled);
+    }
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let rule = FindingRule::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = FindingRule::ALL.iter().map(|r| r.as_str()).collect();
+            format!("{name:?}: expected none or some of {}", known.join(", "))
+        })?;
+        enabled[index(rule)] = true;
+    }
+    Ok(enabled)
+}
+
+/// `findings_deleted_within`: a duration such as `24h`.
+pub fn parse_within(text: &str) -> Result<i64, String> {
+    duration(text.trim()).ok_or_else(|| format!("{text:?}: expected a duration such as 24h"))
+}
+
+/// `findings_burst`: `COUNT/DURATION`, such as `5/10m`.
+pub fn parse_burst(text: &str) -> Result<(u32, i64), String> {
+    let bad = || format!("{text:?}: expected COUNT/DURATION such as 5/10m");
+    let (count, window) = text.trim().split_once('/').ok_or_else(bad)?;
+    let count = count.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+    Ok((count, duration(window.trim()).ok_or_else(bad)?))
 }
 
 /// `90s`, `10m`, `24h`, `7d`: a positive whole number of a unit.
