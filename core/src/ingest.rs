@@ -501,12 +501,7 @@ pub async fn record_github_audit<S: Sql>(
         .map(|e| Meta {
             key: format!("github-audit:{}", e.document_id),
             kind: "GitHub audit log",
-            evidence: Evidence {
-                source: Source::GithubAuditLog,
-                delivery_id: Some(e.document_id.clone()),
-                payload_sha256: hex(&sha256(&crate::canonical::to_vec(&e.raw))),
-                remote_ip: None,
-            },
+            evidence: e.evidence(),
             redacted_body: None,
             received_at,
             inbox_id: None,

@@ -38,8 +38,8 @@ pub struct Entry {
     pub run_attempt: Option<u64>,
     pub head_branch: Option<String>,
     pub head_sha: Option<String>,
-    /// The entry's own JSON, for its payload hash.
-    pub raw: Value,
+    /// SHA-256 of the entry's RFC 8785 bytes: its evidence (the entry itself is not kept).
+    pub payload_sha256: String,
 }
 
 /// What an entry's action records, or `None` for actions pipetrail does not record.
@@ -95,8 +95,20 @@ pub fn parse_entry(v: &Value, path: &str) -> Result<Option<Entry>, ParseError> {
         run_attempt: opt_u64(v, &at("run_attempt"), "run_attempt")?,
         head_branch: opt_str(v, &at("head_branch"), "head_branch")?,
         head_sha: opt_str(v, &at("head_sha"), "head_sha")?,
-        raw: v.clone(),
+        payload_sha256: crate::encoding::hex(&crate::encoding::sha256(&crate::canonical::to_vec(v))),
     }))
+}
+
+impl Entry {
+    /// What the entry's facts rest on: its document id and hash.
+    pub fn evidence(&self) -> Evidence {
+        Evidence {
+            source: Source::GithubAuditLog,
+            delivery_id: Some(self.document_id.clone()),
+            payload_sha256: self.payload_sha256.clone(),
+            remote_ip: None,
+        }
+    }
 }
 
 /// The REST API's answer: a JSON array of entries.
@@ -158,12 +170,7 @@ pub fn to_event(
         occurred_at: &e.at,
         recorded_at,
         project,
-        evidence: Evidence {
-            source: Source::GithubAuditLog,
-            delivery_id: Some(e.document_id.clone()),
-            payload_sha256: crate::encoding::hex(&crate::encoding::sha256(&crate::canonical::to_vec(&e.raw))),
-            remote_ip: None,
-        },
+        evidence: e.evidence(),
     }
     .event();
     ev.actor = match (&e.actor, e.actor_id) {
