@@ -442,12 +442,7 @@ fn scenario_a_to_e_names_everyone_with_evidence() {
         (1, Some("carol")),
         "{p}"
     );
-    let cancel = p["cancels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["target"] == "pipeline")
-        .unwrap();
+    let cancel = support::cancel_of(&p, "pipeline");
     assert_eq!(cancel["actor"]["username"], "dora", "{p}");
     assert_eq!(
         sources(cancel),

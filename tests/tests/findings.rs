@@ -312,19 +312,9 @@ fn a_cancel_by_someone_other_than_the_triggerer_is_a_finding_and_jobs_inherit_it
     );
 
     let p = app.get("/api/v1/pipelines/gitlab/701", Some(ADMIN)).json();
-    let job_cancel = p["cancels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["target"] == "job")
-        .unwrap();
+    let job_cancel = support::cancel_of(&p, "job");
     assert_eq!(job_cancel["actor"]["username"], "dora", "{p}");
-    let pipeline_cancel = p["cancels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["target"] == "pipeline")
-        .unwrap();
+    let pipeline_cancel = support::cancel_of(&p, "pipeline");
     assert_eq!(job_cancel["inherited_from"], pipeline_cancel["event_id"]);
     assert_eq!(job_cancel["evidence"], pipeline_cancel["evidence"]);
     assert_eq!(p["jobs"][0]["canceled_by"]["username"], "dora");

@@ -254,12 +254,7 @@ fn the_audit_log_names_who_canceled_reran_and_deleted_a_run() {
     // Every one of GitHub's four actions now names a person.
     let p = app.get(&format!("/api/v1/pipelines/github/{RUN}"), Some(ADMIN)).json();
     assert_eq!(p["triggered_by"]["actor"]["username"], owner.as_str(), "{p}");
-    let cancel = p["cancels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["target"] == "pipeline")
-        .unwrap();
+    let cancel = support::cancel_of(&p, "pipeline");
     assert_eq!(
         (cancel["actor"]["username"].as_str(), cancel["attribution"].as_str()),
         (Some("hubot"), Some("audit_event")),

@@ -416,6 +416,14 @@ pub fn spawn_host(dir: &Path, manifest: Option<&Path>, env: &[(&str, &str)]) -> 
     pipetrail_testhost::harness::spawn_process(dir, manifest, env).unwrap()
 }
 
+/// The first cancel of `target` (`pipeline` or `job`) in a provenance summary.
+pub fn cancel_of<'a>(summary: &'a Value, target: &str) -> &'a Value {
+    summary["cancels"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["target"] == target))
+        .unwrap_or_else(|| panic!("no {target} cancel in {summary}"))
+}
+
 /// `redis-cli` against the machine's Redis (127.0.0.1:6379): its standard output.
 pub fn redis_cli(args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")
