@@ -17,13 +17,15 @@ const PIPELINE_EVENTS: usize = 20_000;
 /// At most this many deletions are read for one burst window.
 const WINDOW_DELETIONS: usize = 500;
 
-/// Whether a new fact can complete a match on its pipeline: a deletion or a cancel, a
-/// further report of any fact, or an action a late source (audit stream, Rails log)
-/// names after the pipeline may already be gone. A webhook's play or retry comes before
-/// any deletion, and its pipeline is judged when the deletion arrives.
+/// Whether a new fact can complete a match on its pipeline: a deletion, a further report
+/// of any fact, a cancel that names who canceled, or an action a late source (audit stream,
+/// audit log, Rails log) names after the pipeline may already be gone. A cancel naming
+/// nobody (every webhook's) can match no rule, and a webhook's play or retry comes before
+/// any deletion, whose arrival judges the pipeline: neither reads anything back.
 fn completes_a_match(ev: &Event) -> bool {
     match ev.action {
-        Action::PipelineDeleted | Action::PipelineCanceled | Action::JobCanceled | Action::EvidenceAdded => true,
+        Action::PipelineDeleted | Action::EvidenceAdded => true,
+        Action::PipelineCanceled | Action::JobCanceled => rules::known_actor(&ev.actor),
         Action::JobPlayed | Action::JobRetried | Action::PipelineRetried => !matches!(
             ev.evidence.source,
             Source::GitlabWebhook | Source::GithubWebhook | Source::GitlabApi
